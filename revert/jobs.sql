@@ -1,0 +1,7 @@
+-- Revert conveyor:jobs from pg
+
+BEGIN;
+
+DROP TABLE conveyor.jobs;
+
+COMMIT;

@@ -1,0 +1,7 @@
+-- Revert conveyor:schema from pg
+
+BEGIN;
+
+DROP SCHEMA conveyor;
+
+COMMIT;

@@ -1,0 +1,7 @@
+-- Revert conveyor:unlock_jobs from pg
+
+BEGIN;
+
+DROP FUNCTION conveyor.unlock_jobs(bigint[]);
+
+COMMIT;

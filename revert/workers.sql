@@ -1,0 +1,7 @@
+-- Revert conveyor:workers from pg
+
+BEGIN;
+
+DROP TABLE conveyor.workers;
+
+COMMIT;

@@ -1,0 +1,13 @@
+-- Verify conveyor:lock_jobs on pg
+
+BEGIN;
+
+DO $$
+BEGIN
+  ASSERT pg_catalog.has_function_privilege('conveyor_worker', 'conveyor.lock_jobs(text[], integer, integer)', 'execute');
+  ASSERT pg_catalog.has_function_privilege('conveyor_worker', 'conveyor.lock_jobs_by_id(bigint[])', 'execute');
+  ASSERT NOT pg_catalog.has_function_privilege('conveyor_enqueuer', 'conveyor.lock_jobs(text[], integer, integer)', 'execute');
+END
+$$;
+
+ROLLBACK;
