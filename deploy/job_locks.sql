@@ -53,27 +53,22 @@ COMMENT ON FUNCTION conveyor.working_job_ids() IS
 
 CREATE FUNCTION conveyor.release_job_locks(ids bigint[])
 RETURNS SETOF bigint
-LANGUAGE plpgsql
+LANGUAGE sql
 VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-  v_id bigint;
-BEGIN
-  FOR v_id IN
-    SELECT DISTINCT h.id
-      FROM unnest(conveyor.held_job_ids()) AS h(id)
-     WHERE h.id = ANY (release_job_locks.ids)
-  LOOP
-    -- Take the transaction-level lock on the same key before dropping the
-    -- session-level one: the job stays locked until this transaction ends,
-    -- so no other session can lock it while a resolution made in this
-    -- transaction is still uncommitted (and then work it a second time).
-    PERFORM pg_catalog.pg_advisory_xact_lock(((v_id >> 32)::integer # 1129270870), v_id::bit(32)::integer);
-    PERFORM pg_catalog.pg_advisory_unlock(((v_id >> 32)::integer # 1129270870), v_id::bit(32)::integer);
-    RETURN NEXT v_id;
-  END LOOP;
-END
+  -- For each job the caller holds, first take the transaction-level lock on
+  -- the same key (inner query, evaluated row by row before the outer one;
+  -- OFFSET 0 keeps the planner from merging the two), then drop the
+  -- session-level lock. The job stays locked until this transaction ends, so
+  -- no other session can lock it while a resolution made in this transaction
+  -- is still uncommitted, and then work it a second time.
+  SELECT held.id
+    FROM (SELECT h.id, pg_catalog.pg_advisory_xact_lock(((h.id >> 32)::integer # 1129270870), h.id::bit(32)::integer)
+            FROM (SELECT DISTINCT unnest(conveyor.held_job_ids()) AS id) AS h
+           WHERE h.id = ANY (release_job_locks.ids)
+          OFFSET 0) AS held
+   WHERE pg_catalog.pg_advisory_unlock(((held.id >> 32)::integer # 1129270870), held.id::bit(32)::integer);
 $$;
 
 COMMENT ON FUNCTION conveyor.release_job_locks(bigint[]) IS

@@ -3,7 +3,7 @@
 
 BEGIN;
 
-CREATE FUNCTION conveyor.recheck_locked_jobs(ids bigint[])
+CREATE FUNCTION conveyor.recheck_locked_jobs(ids bigint[], keep integer DEFAULT NULL)
 RETURNS SETOF conveyor.jobs
 LANGUAGE plpgsql
 VOLATILE
@@ -21,7 +21,8 @@ BEGIN
      WHERE j.id = ANY (recheck_locked_jobs.ids)
        AND j.finished_at IS NULL AND j.expired_at IS NULL
        AND j.run_at <= now()
-     ORDER BY j.priority, j.run_at, j.id);
+     ORDER BY j.priority, j.run_at, j.id
+     LIMIT recheck_locked_jobs.keep);
 
   IF cardinality(v_ready) < cardinality(recheck_locked_jobs.ids) THEN
     PERFORM pg_catalog.pg_advisory_unlock(((i >> 32)::integer # 1129270870), i::bit(32)::integer)
@@ -33,9 +34,10 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION conveyor.recheck_locked_jobs(bigint[]) IS
+COMMENT ON FUNCTION conveyor.recheck_locked_jobs(bigint[], integer) IS
   'Internal. Given jobs the caller has just locked, returns those still ready, re-read with a '
-  'fresh snapshot, and releases the locks of the others. Used by lock_jobs and lock_jobs_by_id.';
+  'fresh snapshot, most urgent first and at most keep of them (all when NULL), and releases '
+  'the locks of the others. Used by lock_jobs and lock_jobs_by_id.';
 
 CREATE FUNCTION conveyor.lock_jobs(
   queues text[] DEFAULT ARRAY['default'],
@@ -49,8 +51,13 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
   v_held bigint[];
-  v_locked bigint[];
   v_ceiling smallint;
+  v_queue text;
+  v_after smallint;
+  v_jumped boolean;
+  v_job record;
+  v_count integer;
+  v_locked bigint[] := '{}';
 BEGIN
   IF lock_jobs.queues IS NULL OR lock_jobs.max_jobs IS NULL THEN
     RAISE EXCEPTION 'conveyor.lock_jobs: queues and max_jobs must not be NULL' USING ERRCODE = '22004';
@@ -64,45 +71,47 @@ BEGIN
   v_ceiling := least(coalesce(lock_jobs.max_priority, 32767), 32767);
   v_held := conveyor.held_job_ids();
 
-  -- Walk jobs_ready_idx in (priority, run_at, id) order, one row per step,
-  -- merging the queues (each step asks every queue for its next row and takes
-  -- the most urgent), trying the lock of each ready row until max_jobs are
-  -- locked. Rows other sessions hold fail the try and are stepped over; rows
-  -- this session holds are stepped over without a try. A row not ready yet
-  -- means every later row of that priority is not ready either, so the walk
-  -- jumps to the next priority instead of reading the scheduled ones.
-  WITH RECURSIVE walk (id, locked, n_locked, k_priority, k_run_at, k_id) AS (
-      SELECT 0::bigint, false, 0, (-1)::smallint, '-infinity'::timestamptz, 0::bigint
-    UNION ALL
-      SELECT nxt.id, nxt.locked, w.n_locked + nxt.locked::integer,
-             nxt.priority,
-             CASE WHEN nxt.run_at > now() THEN 'infinity'::timestamptz ELSE nxt.run_at END,
-             CASE WHEN nxt.run_at > now() THEN 9223372036854775807 ELSE nxt.id END
-        FROM walk AS w
-        CROSS JOIN LATERAL (
-          SELECT c.id, c.priority, c.run_at,
-                 CASE WHEN c.run_at > now() OR c.id = ANY (v_held) THEN false
-                      ELSE pg_catalog.pg_try_advisory_lock(((c.id >> 32)::integer # 1129270870), c.id::bit(32)::integer)
-                 END AS locked
-            FROM unnest(lock_jobs.queues) AS q(name)
-            CROSS JOIN LATERAL (
-              SELECT j.id, j.priority, j.run_at
-                FROM conveyor.jobs AS j
-               WHERE j.queue = q.name
-                 AND j.finished_at IS NULL AND j.expired_at IS NULL
-                 AND j.priority <= v_ceiling
-                 AND (j.priority, j.run_at, j.id) > (w.k_priority, w.k_run_at, w.k_id)
-               ORDER BY j.priority, j.run_at, j.id
-               LIMIT 1
-            ) AS c
-           ORDER BY c.priority, c.run_at, c.id
-           LIMIT 1
-        ) AS nxt
-       WHERE w.n_locked < lock_jobs.max_jobs
-  )
-  SELECT coalesce(array_agg(walk.id), '{}') INTO v_locked FROM walk WHERE walk.locked;
+  -- Each queue is walked along jobs_ready_idx in (priority, run_at, id) order.
+  -- The lock is tried here, row by row, never inside the query, so however
+  -- the query is planned no job is locked that is not handed out. The walk
+  -- steps over jobs other sessions hold (the try fails) and jobs this session
+  -- holds (re-locking would need two unlocks). A job not ready yet means
+  -- every later job of that priority is not ready either, so the walk resumes
+  -- at the next priority: scheduled jobs cost one step per priority level, not
+  -- one per job.
+  FOREACH v_queue IN ARRAY ARRAY(SELECT DISTINCT q FROM unnest(lock_jobs.queues) AS q WHERE q IS NOT NULL) LOOP
+    v_count := 0;
+    v_after := -1;
+    <<walk>>
+    LOOP
+      v_jumped := false;
+      FOR v_job IN
+        SELECT j.id, j.priority, j.run_at
+          FROM conveyor.jobs AS j
+         WHERE j.queue = v_queue
+           AND j.finished_at IS NULL AND j.expired_at IS NULL
+           AND j.priority > v_after AND j.priority <= v_ceiling
+         ORDER BY j.priority, j.run_at, j.id
+      LOOP
+        IF v_job.run_at > now() THEN
+          v_after := v_job.priority;
+          v_jumped := true;
+          EXIT;
+        END IF;
+        CONTINUE WHEN v_job.id = ANY (v_held);
+        IF pg_catalog.pg_try_advisory_lock(((v_job.id >> 32)::integer # 1129270870), v_job.id::bit(32)::integer) THEN
+          v_locked := v_locked || v_job.id;
+          v_count := v_count + 1;
+          EXIT walk WHEN v_count >= lock_jobs.max_jobs;
+        END IF;
+      END LOOP;
+      EXIT walk WHEN NOT v_jumped;
+    END LOOP;
+  END LOOP;
 
-  RETURN QUERY SELECT * FROM conveyor.recheck_locked_jobs(v_locked);
+  -- With several queues each gave up to max_jobs; the recheck keeps the most
+  -- urgent max_jobs of them all and releases the rest.
+  RETURN QUERY SELECT * FROM conveyor.recheck_locked_jobs(v_locked, lock_jobs.max_jobs);
 END
 $$;
 
@@ -113,9 +122,10 @@ COMMENT ON FUNCTION conveyor.lock_jobs(text[], integer, integer) IS
   'Skips jobs other sessions hold and jobs this session already holds; never locks a future, '
   'finished or expired job; re-reads the locked rows with a fresh snapshot and releases those '
   'another session resolved meanwhile. Cost grows with the rows it steps over (jobs locked by '
-  'others, one per priority level of scheduled jobs), not with the backlog. Call it on a '
-  'session connection (not through a transaction-mode pooler), outside a long transaction. '
-  'Errors: 22004 NULL queues or max_jobs; 22023 empty queues or negative max_jobs.';
+  'others, one per priority level of scheduled jobs) and with the number of queues, not with '
+  'the backlog. Call it on a session connection (not through a transaction-mode pooler), '
+  'outside a long transaction. Errors: 22004 NULL queues or max_jobs; 22023 empty queues or '
+  'negative max_jobs.';
 
 CREATE FUNCTION conveyor.lock_jobs_by_id(ids bigint[])
 RETURNS SETOF conveyor.jobs
@@ -147,10 +157,10 @@ COMMENT ON FUNCTION conveyor.lock_jobs_by_id(bigint[]) IS
   'returns the rows it locked, most urgent first. For jobs announced by NOTIFY: an announced '
   'job may already be gone, taken or resolved, and is then simply not returned.';
 
-REVOKE ALL ON FUNCTION conveyor.recheck_locked_jobs(bigint[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION conveyor.recheck_locked_jobs(bigint[], integer) FROM PUBLIC;
 REVOKE ALL ON FUNCTION conveyor.lock_jobs(text[], integer, integer) FROM PUBLIC;
 REVOKE ALL ON FUNCTION conveyor.lock_jobs_by_id(bigint[]) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION conveyor.recheck_locked_jobs(bigint[]) TO conveyor_worker;
+GRANT EXECUTE ON FUNCTION conveyor.recheck_locked_jobs(bigint[], integer) TO conveyor_worker;
 GRANT EXECUTE ON FUNCTION conveyor.lock_jobs(text[], integer, integer) TO conveyor_worker;
 GRANT EXECUTE ON FUNCTION conveyor.lock_jobs_by_id(bigint[]) TO conveyor_worker;
 
