@@ -56,6 +56,13 @@ RETURNS SETOF bigint
 LANGUAGE sql
 VOLATILE
 SET search_path = pg_catalog, pg_temp
+-- pg_locks shows one row for a lock held at session level, at transaction
+-- level, or both. After a release in this transaction only the transaction-
+-- level lock is left, still listed as held, and a second release in the same
+-- transaction would make pg_advisory_unlock warn that the session does not
+-- own the lock. It then returns false and the id is not reported, which is
+-- the right answer; the warning is noise for the caller.
+SET client_min_messages = error
 AS $$
   -- For each job the caller holds, first take the transaction-level lock on
   -- the same key (inner query, evaluated row by row before the outer one;
