@@ -5,7 +5,7 @@ BEGIN;
 
 CREATE FUNCTION conveyor.job_json_problem(job jsonb, OUT error_code text, OUT error_message text)
 LANGUAGE plpgsql
-IMMUTABLE
+STABLE  -- text to timestamptz depends on the TimeZone setting
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE

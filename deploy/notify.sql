@@ -44,16 +44,26 @@ BEGIN
           ON w.listening
          AND a.queue = ANY (w.queues)
          AND (w.max_priority IS NULL OR a.priority <= w.max_priority)
+    ), assigned AS (
+      SELECT c.pid, c.priority, c.run_at, c.id,
+             jsonb_build_object('id', c.id, 'queue', c.queue, 'priority', c.priority, 'run_at', c.run_at) AS job
+        FROM candidates AS c
+       WHERE c.slot = c.id % c.slots
+    ), sized AS (
+      -- A NOTIFY payload must stay under 8,000 bytes: keep a worker's jobs,
+      -- most urgent first, while they fit in 7,900 (one always fits: a job
+      -- object is at most about 500 bytes), and tell it to poll for the rest.
+      SELECT a.*, sum(octet_length(a.job::text) + 2) OVER (PARTITION BY a.pid ORDER BY a.priority, a.run_at, a.id) AS bytes
+        FROM assigned AS a
     )
-    SELECT c.pid,
-           jsonb_agg(jsonb_build_object('id', c.id, 'queue', c.queue, 'priority', c.priority, 'run_at', c.run_at)
-                     ORDER BY c.priority, c.run_at, c.id) AS jobs
-      FROM candidates AS c
-     WHERE c.slot = c.id % c.slots
-     GROUP BY c.pid
+    SELECT s.pid,
+           coalesce(jsonb_agg(s.job ORDER BY s.priority, s.run_at, s.id) FILTER (WHERE s.bytes <= 7900), '[]') AS jobs,
+           bool_or(s.bytes > 7900) AS cut
+      FROM sized AS s
+     GROUP BY s.pid
   LOOP
     PERFORM pg_catalog.pg_notify('conveyor_worker_' || v_target.pid,
-                                 jsonb_build_object('jobs', v_target.jobs, 'more', v_more)::text);
+                                 jsonb_build_object('jobs', v_target.jobs, 'more', v_more OR v_target.cut)::text);
   END LOOP;
 
   RETURN NULL;
@@ -64,7 +74,8 @@ COMMENT ON FUNCTION conveyor.tg_jobs__notify() IS
   'Trigger function of _900_notify: after an INSERT statement on conveyor.jobs, tells listening '
   'workers (conveyor.workers) about the ready jobs it inserted, on channel '
   'conveyor_worker_<pid>, with payload {"jobs": [{"id", "queue", "priority", "run_at"}], "more": bool}. '
-  'At most 64 jobs are announced and one notification is sent per worker per statement. '
+  'At most 64 jobs are announced, one notification is sent per worker per statement, and a '
+  'payload stays under 8,000 bytes ("more" is true when jobs were left out). '
   'Jobs with a future run_at are not announced. SET LOCAL conveyor.notify = off silences it.';
 
 CREATE TRIGGER _900_notify

@@ -422,7 +422,7 @@ BEGIN;
 
 CREATE FUNCTION conveyor.job_json_problem(job jsonb, OUT error_code text, OUT error_message text)
 LANGUAGE plpgsql
-IMMUTABLE
+STABLE  -- text to timestamptz depends on the TimeZone setting
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -581,6 +581,11 @@ RETURNS SETOF conveyor.jobs
 LANGUAGE plpgsql
 VOLATILE
 SET search_path = pg_catalog, pg_temp
+-- A cached generic plan for "id = ANY ($1)" may scan jobs_ready_idx (the
+-- whole backlog) when the table's statistics are stale; a plan made for the
+-- actual array probes the primary key. Planning costs tens of microseconds
+-- per call, a call handles a batch.
+SET plan_cache_mode = force_custom_plan
 AS $$
 DECLARE
   v_ready conveyor.jobs[];
@@ -705,6 +710,11 @@ RETURNS SETOF conveyor.jobs
 LANGUAGE plpgsql
 VOLATILE
 SET search_path = pg_catalog, pg_temp
+-- A cached generic plan for "id = ANY ($1)" may scan jobs_ready_idx (the
+-- whole backlog) when the table's statistics are stale; a plan made for the
+-- actual array probes the primary key. Planning costs tens of microseconds
+-- per call, a call handles a batch.
+SET plan_cache_mode = force_custom_plan
 AS $$
 DECLARE
   v_held bigint[] := conveyor.held_job_ids();
@@ -713,6 +723,8 @@ BEGIN
   -- CASE fixes the order: the lock is tried only on rows that are ready and
   -- not already held by this session.
   v_locked := ARRAY(
+    -- id = ANY () matches each row once, however often its id is listed:
+    -- locking an id twice would take the re-entrant lock twice.
     SELECT j.id FROM conveyor.jobs AS j
      WHERE j.id = ANY (lock_jobs_by_id.ids)
        AND CASE WHEN j.finished_at IS NULL AND j.expired_at IS NULL AND j.run_at <= now()
@@ -1277,16 +1289,26 @@ BEGIN
           ON w.listening
          AND a.queue = ANY (w.queues)
          AND (w.max_priority IS NULL OR a.priority <= w.max_priority)
+    ), assigned AS (
+      SELECT c.pid, c.priority, c.run_at, c.id,
+             jsonb_build_object('id', c.id, 'queue', c.queue, 'priority', c.priority, 'run_at', c.run_at) AS job
+        FROM candidates AS c
+       WHERE c.slot = c.id % c.slots
+    ), sized AS (
+      -- A NOTIFY payload must stay under 8,000 bytes: keep a worker's jobs,
+      -- most urgent first, while they fit in 7,900 (one always fits: a job
+      -- object is at most about 500 bytes), and tell it to poll for the rest.
+      SELECT a.*, sum(octet_length(a.job::text) + 2) OVER (PARTITION BY a.pid ORDER BY a.priority, a.run_at, a.id) AS bytes
+        FROM assigned AS a
     )
-    SELECT c.pid,
-           jsonb_agg(jsonb_build_object('id', c.id, 'queue', c.queue, 'priority', c.priority, 'run_at', c.run_at)
-                     ORDER BY c.priority, c.run_at, c.id) AS jobs
-      FROM candidates AS c
-     WHERE c.slot = c.id % c.slots
-     GROUP BY c.pid
+    SELECT s.pid,
+           coalesce(jsonb_agg(s.job ORDER BY s.priority, s.run_at, s.id) FILTER (WHERE s.bytes <= 7900), '[]') AS jobs,
+           bool_or(s.bytes > 7900) AS cut
+      FROM sized AS s
+     GROUP BY s.pid
   LOOP
     PERFORM pg_catalog.pg_notify('conveyor_worker_' || v_target.pid,
-                                 jsonb_build_object('jobs', v_target.jobs, 'more', v_more)::text);
+                                 jsonb_build_object('jobs', v_target.jobs, 'more', v_more OR v_target.cut)::text);
   END LOOP;
 
   RETURN NULL;
@@ -1297,7 +1319,8 @@ COMMENT ON FUNCTION conveyor.tg_jobs__notify() IS
   'Trigger function of _900_notify: after an INSERT statement on conveyor.jobs, tells listening '
   'workers (conveyor.workers) about the ready jobs it inserted, on channel '
   'conveyor_worker_<pid>, with payload {"jobs": [{"id", "queue", "priority", "run_at"}], "more": bool}. '
-  'At most 64 jobs are announced and one notification is sent per worker per statement. '
+  'At most 64 jobs are announced, one notification is sent per worker per statement, and a '
+  'payload stays under 8,000 bytes ("more" is true when jobs were left out). '
   'Jobs with a future run_at are not announced. SET LOCAL conveyor.notify = off silences it.';
 
 CREATE TRIGGER _900_notify

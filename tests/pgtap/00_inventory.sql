@@ -1,0 +1,317 @@
+-- The conveyor schema's inventory: tables, columns, constraints, indexes,
+-- the trigger, the whole function surface (public and internal), comments,
+-- pinned search_path, SECURITY DEFINER, and who may execute or read what.
+BEGIN;
+SELECT plan(46);
+
+-- Tables and columns --------------------------------------------------------
+
+SELECT tables_are('conveyor', ARRAY['jobs', 'workers'],
+  'conveyor has exactly the tables jobs and workers');
+
+SELECT columns_are('conveyor', 'jobs', ARRAY[
+  'id', 'priority', 'run_at', 'job_class', 'queue', 'args', 'data', 'error_count',
+  'maximum_retry_count', 'last_error_message', 'last_error_backtrace', 'finished_at',
+  'expired_at', 'created_at'],
+  'conveyor.jobs has exactly the documented columns');
+
+SELECT columns_are('conveyor', 'workers', ARRAY[
+  'pid', 'backend_start', 'postmaster_start', 'hostname', 'process_id', 'queues',
+  'worker_priorities', 'max_priority', 'listening', 'started_at'],
+  'conveyor.workers has exactly the documented columns');
+
+SELECT results_eq(
+  $$SELECT a.attname::text COLLATE "default", pg_catalog.format_type(a.atttypid, a.atttypmod), a.attnotnull,
+           pg_catalog.pg_get_expr(d.adbin, d.adrelid) COLLATE "default"
+      FROM pg_catalog.pg_attribute AS a
+      LEFT JOIN pg_catalog.pg_attrdef AS d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+     WHERE a.attrelid = 'conveyor.jobs'::regclass AND a.attnum > 0 AND NOT a.attisdropped
+     ORDER BY a.attnum$$,
+  $$VALUES ('id', 'bigint', true, NULL::text),
+           ('priority', 'smallint', true, '100'),
+           ('run_at', 'timestamp with time zone', true, 'now()'),
+           ('job_class', 'text', true, NULL),
+           ('queue', 'text', true, '''default''::text'),
+           ('args', 'jsonb', true, '''[]''::jsonb'),
+           ('data', 'jsonb', true, '''{}''::jsonb'),
+           ('error_count', 'integer', true, '0'),
+           ('maximum_retry_count', 'integer', true, '15'),
+           ('last_error_message', 'text', false, NULL),
+           ('last_error_backtrace', 'text', false, NULL),
+           ('finished_at', 'timestamp with time zone', false, NULL),
+           ('expired_at', 'timestamp with time zone', false, NULL),
+           ('created_at', 'timestamp with time zone', true, 'now()')$$,
+  'conveyor.jobs columns have the documented types, NOT NULLs and defaults, in order');
+
+SELECT col_is_pk('conveyor', 'jobs', 'id', 'conveyor.jobs.id is the primary key');
+
+SELECT is((SELECT attidentity FROM pg_catalog.pg_attribute
+            WHERE attrelid = 'conveyor.jobs'::regclass AND attname = 'id'),
+          'a'::"char", 'conveyor.jobs.id is GENERATED ALWAYS AS IDENTITY');
+
+SELECT col_is_pk('conveyor', 'workers', 'pid', 'conveyor.workers.pid is the primary key');
+
+SELECT results_eq(
+  $$SELECT a.attname::text COLLATE "default", pg_catalog.format_type(a.atttypid, a.atttypmod), a.attnotnull
+      FROM pg_catalog.pg_attribute AS a
+     WHERE a.attrelid = 'conveyor.workers'::regclass AND a.attnum > 0 AND NOT a.attisdropped
+     ORDER BY a.attnum$$,
+  $$VALUES ('pid', 'integer', true), ('backend_start', 'timestamp with time zone', false),
+           ('postmaster_start', 'timestamp with time zone', true), ('hostname', 'text', false),
+           ('process_id', 'integer', false), ('queues', 'text[]', true),
+           ('worker_priorities', 'integer[]', true), ('max_priority', 'integer', false),
+           ('listening', 'boolean', true), ('started_at', 'timestamp with time zone', true)$$,
+  'conveyor.workers columns have the documented types and NOT NULLs');
+
+-- Constraints, indexes, storage, trigger --------------------------------------
+
+SELECT set_eq(
+  $$SELECT conname::text COLLATE "default" FROM pg_catalog.pg_constraint
+     WHERE conrelid = 'conveyor.jobs'::regclass AND contype = 'c'$$,
+  ARRAY['jobs_priority_in_range', 'jobs_job_class_length', 'jobs_queue_length',
+        'jobs_args_is_array', 'jobs_data_is_object', 'jobs_error_count_not_negative',
+        'jobs_maximum_retry_count_not_negative', 'jobs_last_error_message_length',
+        'jobs_last_error_backtrace_length', 'jobs_not_both_finished_and_expired'],
+  'conveyor.jobs has exactly the named check constraints');
+
+SELECT set_eq(
+  $$SELECT conname::text COLLATE "default" FROM pg_catalog.pg_constraint
+     WHERE conrelid = 'conveyor.workers'::regclass AND contype = 'c'$$,
+  ARRAY['workers_queues_not_empty', 'workers_has_workers'],
+  'conveyor.workers has exactly the named check constraints');
+
+SELECT indexes_are('conveyor', 'jobs', ARRAY['jobs_pkey', 'jobs_ready_idx', 'jobs_resolved_idx'],
+  'conveyor.jobs has exactly the primary key, jobs_ready_idx and jobs_resolved_idx');
+
+SELECT has_index('conveyor', 'jobs', 'jobs_ready_idx', ARRAY['queue', 'priority', 'run_at', 'id'],
+  'jobs_ready_idx is on (queue, priority, run_at, id)');
+
+SELECT is((SELECT pg_catalog.pg_get_expr(indpred, indrelid) FROM pg_catalog.pg_index
+            WHERE indexrelid = 'conveyor.jobs_ready_idx'::regclass),
+          '((finished_at IS NULL) AND (expired_at IS NULL))',
+          'jobs_ready_idx is partial: only unresolved jobs');
+
+SELECT is((SELECT pg_catalog.pg_get_expr(indpred, indrelid) FROM pg_catalog.pg_index
+            WHERE indexrelid = 'conveyor.jobs_resolved_idx'::regclass),
+          '((finished_at IS NOT NULL) OR (expired_at IS NOT NULL))',
+          'jobs_resolved_idx is partial: only resolved jobs');
+
+SELECT ok((SELECT reloptions FROM pg_catalog.pg_class WHERE oid = 'conveyor.jobs'::regclass)
+            @> ARRAY['autovacuum_vacuum_scale_factor=0.01', 'autovacuum_vacuum_threshold=1000',
+                     'autovacuum_vacuum_insert_scale_factor=0.01',
+                     'autovacuum_analyze_scale_factor=0.02', 'autovacuum_vacuum_cost_delay=0'],
+          'conveyor.jobs carries the high-churn autovacuum settings');
+
+SELECT triggers_are('conveyor', 'jobs', ARRAY['_900_notify'],
+  'conveyor.jobs has exactly the trigger _900_notify');
+
+SELECT trigger_is('conveyor', 'jobs', '_900_notify', 'conveyor', 'tg_jobs__notify',
+  '_900_notify calls conveyor.tg_jobs__notify()');
+
+SELECT results_eq(
+  $$SELECT t.tgtype::integer, t.tgnewtable::text COLLATE "default", t.tgenabled::text FROM pg_catalog.pg_trigger AS t
+     WHERE t.tgrelid = 'conveyor.jobs'::regclass AND t.tgname = '_900_notify'$$,
+  $$VALUES (4, 'new_jobs', 'O')$$,
+  '_900_notify is an enabled AFTER INSERT FOR EACH STATEMENT trigger with transition table new_jobs');
+
+SELECT triggers_are('conveyor', 'workers', ARRAY[]::name[],
+  'conveyor.workers has no triggers');
+
+-- The function surface --------------------------------------------------------
+
+SELECT functions_are('conveyor', ARRAY[
+  -- public API
+  'enqueue', 'enqueue_many', 'lock_jobs', 'lock_jobs_by_id', 'unlock_jobs',
+  'finish_job', 'finish_jobs', 'destroy_job', 'destroy_jobs', 'expire_job', 'expire_jobs',
+  'retry_job', 'job_stats', 'queue_stats', 'register_worker', 'unregister_worker',
+  'prune_workers', 'schema_version',
+  -- internal helpers and the trigger function
+  'held_job_ids', 'working_job_ids', 'release_job_locks', 'job_problem', 'job_json_problem',
+  'recheck_locked_jobs', 'tg_jobs__notify'],
+  'conveyor has exactly the public and internal functions of deploy/');
+
+SELECT results_eq(
+  $$SELECT p.proname::text COLLATE "default", pg_catalog.pg_get_function_identity_arguments(p.oid),
+           pg_catalog.pg_get_function_result(p.oid), p.provolatile::text
+      FROM pg_catalog.pg_proc AS p
+     WHERE p.pronamespace = 'conveyor'::regnamespace
+     ORDER BY 1, 2$$,
+  $$VALUES
+    ('destroy_job', 'id bigint', 'boolean', 'v'),
+    ('destroy_jobs', 'ids bigint[]', 'SETOF bigint', 'v'),
+    ('enqueue', 'job_class text, args jsonb, queue text, priority integer, run_at timestamp with time zone, data jsonb, maximum_retry_count integer', 'conveyor.jobs', 'v'),
+    ('enqueue_many', 'jobs jsonb', 'SETOF bigint', 'v'),
+    ('expire_job', 'id bigint', 'boolean', 'v'),
+    ('expire_jobs', 'ids bigint[]', 'SETOF bigint', 'v'),
+    ('finish_job', 'id bigint', 'boolean', 'v'),
+    ('finish_jobs', 'ids bigint[]', 'SETOF bigint', 'v'),
+    ('held_job_ids', '', 'bigint[]', 's'),
+    ('job_json_problem', 'job jsonb, OUT error_code text, OUT error_message text', 'record', 's'),
+    ('job_problem', 'job_class text, args jsonb, queue text, priority integer, run_at timestamp with time zone, data jsonb, maximum_retry_count integer, OUT error_code text, OUT error_message text', 'record', 'i'),
+    ('job_stats', '', 'TABLE(job_class text, count bigint, count_working bigint, count_errored bigint, highest_error_count integer, oldest_run_at timestamp with time zone)', 's'),
+    ('lock_jobs', 'queues text[], max_jobs integer, max_priority integer', 'SETOF conveyor.jobs', 'v'),
+    ('lock_jobs_by_id', 'ids bigint[]', 'SETOF conveyor.jobs', 'v'),
+    ('prune_workers', '', 'integer', 'v'),
+    ('queue_stats', '', 'TABLE(queue text, ready bigint, scheduled bigint, working bigint, errored bigint, expired bigint, finished bigint, oldest_ready_age interval)', 's'),
+    ('recheck_locked_jobs', 'ids bigint[], keep integer', 'SETOF conveyor.jobs', 'v'),
+    ('register_worker', 'queues text[], worker_priorities integer[], hostname text, process_id integer, listening boolean', 'text', 'v'),
+    ('release_job_locks', 'ids bigint[]', 'SETOF bigint', 'v'),
+    ('retry_job', 'id bigint, error_message text, error_backtrace text, delay double precision', 'SETOF conveyor.jobs', 'v'),
+    ('schema_version', '', 'text', 'i'),
+    ('tg_jobs__notify', '', 'trigger', 'v'),
+    ('unlock_jobs', 'ids bigint[]', 'SETOF bigint', 'v'),
+    ('unregister_worker', '', 'boolean', 'v'),
+    ('working_job_ids', '', 'SETOF bigint', 's')$$,
+  'every conveyor function has the documented signature, result and volatility (one overload each)');
+
+SELECT is(
+  ARRAY(SELECT p.oid::regprocedure::text FROM pg_catalog.pg_proc AS p
+         WHERE p.pronamespace = 'conveyor'::regnamespace
+           AND coalesce(btrim(pg_catalog.obj_description(p.oid, 'pg_proc')), '') = ''
+         ORDER BY 1),
+  '{}'::text[],
+  'every conveyor function has a non-empty COMMENT (offenders listed)');
+
+SELECT is(
+  ARRAY(SELECT c.relname::text COLLATE "default" FROM pg_catalog.pg_class AS c
+         WHERE c.relnamespace = 'conveyor'::regnamespace AND c.relkind = 'r'
+           AND coalesce(btrim(pg_catalog.obj_description(c.oid, 'pg_class')), '') = ''
+         ORDER BY 1),
+  '{}'::text[],
+  'every conveyor table has a non-empty COMMENT (offenders listed)');
+
+SELECT is(
+  ARRAY(SELECT a.attname::text COLLATE "default" FROM pg_catalog.pg_attribute AS a
+         WHERE a.attrelid = 'conveyor.jobs'::regclass AND a.attnum > 0 AND NOT a.attisdropped
+           AND coalesce(btrim(pg_catalog.col_description(a.attrelid, a.attnum)), '') = ''
+         ORDER BY 1),
+  '{}'::text[],
+  'every conveyor.jobs column has a non-empty COMMENT (offenders listed)');
+
+SELECT isnt(
+  btrim(coalesce((SELECT pg_catalog.obj_description(t.oid, 'pg_trigger') FROM pg_catalog.pg_trigger AS t
+                   WHERE t.tgrelid = 'conveyor.jobs'::regclass AND t.tgname = '_900_notify'), '')),
+  '',
+  'the _900_notify trigger has a non-empty COMMENT');
+
+SELECT is(
+  ARRAY(SELECT p.oid::regprocedure::text FROM pg_catalog.pg_proc AS p
+         WHERE p.pronamespace = 'conveyor'::regnamespace
+           AND NOT coalesce(p.proconfig, '{}') @> ARRAY['search_path=pg_catalog, pg_temp']
+         ORDER BY 1),
+  '{}'::text[],
+  'every conveyor function pins search_path = pg_catalog, pg_temp (offenders listed)');
+
+SELECT is(
+  ARRAY(SELECT p.proname::text COLLATE "default" FROM pg_catalog.pg_proc AS p
+         WHERE p.pronamespace = 'conveyor'::regnamespace AND p.prosecdef
+         ORDER BY 1),
+  ARRAY['enqueue', 'enqueue_many'],
+  'only enqueue and enqueue_many are SECURITY DEFINER');
+
+SELECT is(
+  ARRAY(SELECT p.oid::regprocedure::text FROM pg_catalog.pg_proc AS p
+         WHERE p.pronamespace = 'conveyor'::regnamespace
+           AND p.prolang NOT IN (SELECT l.oid FROM pg_catalog.pg_language AS l WHERE l.lanname IN ('sql', 'plpgsql'))
+         ORDER BY 1),
+  '{}'::text[],
+  'every conveyor function is written in SQL or PL/pgSQL');
+
+SELECT is(
+  ARRAY(SELECT pg_catalog.pg_get_userbyid(p.proowner)::text COLLATE "default" FROM pg_catalog.pg_proc AS p
+         WHERE p.pronamespace = 'conveyor'::regnamespace
+           AND p.proowner <> (SELECT n.nspowner FROM pg_catalog.pg_namespace AS n WHERE n.nspname = 'conveyor')),
+  '{}'::text[],
+  'every conveyor function is owned by the schema owner (no role owns a SECURITY DEFINER by accident)');
+
+-- Privileges: PUBLIC ----------------------------------------------------------
+
+SELECT is(
+  ARRAY(SELECT p.proname::text COLLATE "default" FROM pg_catalog.pg_proc AS p
+         WHERE p.pronamespace = 'conveyor'::regnamespace
+           AND pg_catalog.has_function_privilege('public', p.oid, 'EXECUTE')
+         ORDER BY 1),
+  ARRAY['schema_version'],
+  'PUBLIC may execute schema_version and no other conveyor function');
+
+SELECT ok(NOT pg_catalog.has_schema_privilege('public', 'conveyor', 'USAGE')
+          AND NOT pg_catalog.has_schema_privilege('public', 'conveyor', 'CREATE'),
+          'PUBLIC has neither USAGE nor CREATE on schema conveyor');
+
+SELECT is(
+  ARRAY(SELECT (c.relname || ':' || pr.p) COLLATE "default"
+          FROM pg_catalog.pg_class AS c
+          CROSS JOIN unnest(ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE', 'TRUNCATE', 'REFERENCES', 'TRIGGER']) AS pr(p)
+         WHERE c.relnamespace = 'conveyor'::regnamespace AND c.relkind IN ('r', 'v', 'm', 'S')
+           AND pg_catalog.has_table_privilege('public', c.oid, pr.p)
+         ORDER BY 1),
+  '{}'::text[],
+  'PUBLIC has no privilege on any conveyor table');
+
+-- Privileges: conveyor_enqueuer -----------------------------------------------
+
+SELECT ok(EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'conveyor_enqueuer' AND NOT rolcanlogin AND NOT rolsuper),
+          'conveyor_enqueuer exists as a NOLOGIN, non-superuser role');
+
+SELECT is(
+  ARRAY(SELECT p.proname::text COLLATE "default" FROM pg_catalog.pg_proc AS p
+         WHERE p.pronamespace = 'conveyor'::regnamespace
+           AND pg_catalog.has_function_privilege('conveyor_enqueuer', p.oid, 'EXECUTE')
+         ORDER BY 1),
+  ARRAY['enqueue', 'enqueue_many', 'schema_version'],
+  'conveyor_enqueuer may execute enqueue and enqueue_many (and schema_version, granted to PUBLIC) and nothing else');
+
+SELECT function_privs_are('conveyor', 'enqueue',
+  ARRAY['text', 'jsonb', 'text', 'integer', 'timestamp with time zone', 'jsonb', 'integer'],
+  'conveyor_enqueuer', ARRAY['EXECUTE'],
+  'conveyor_enqueuer has EXECUTE on conveyor.enqueue');
+
+SELECT function_privs_are('conveyor', 'enqueue_many', ARRAY['jsonb'],
+  'conveyor_enqueuer', ARRAY['EXECUTE'],
+  'conveyor_enqueuer has EXECUTE on conveyor.enqueue_many');
+
+SELECT table_privs_are('conveyor', 'jobs', 'conveyor_enqueuer', ARRAY[]::text[],
+  'conveyor_enqueuer has no privilege on conveyor.jobs');
+
+SELECT table_privs_are('conveyor', 'workers', 'conveyor_enqueuer', ARRAY[]::text[],
+  'conveyor_enqueuer has no privilege on conveyor.workers');
+
+SELECT schema_privs_are('conveyor', 'conveyor_enqueuer', ARRAY['USAGE'],
+  'conveyor_enqueuer has USAGE (not CREATE) on schema conveyor');
+
+-- Privileges: conveyor_worker -------------------------------------------------
+
+SELECT ok(EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'conveyor_worker' AND NOT rolcanlogin AND NOT rolsuper),
+          'conveyor_worker exists as a NOLOGIN, non-superuser role');
+
+SELECT is_member_of('conveyor_enqueuer', ARRAY['conveyor_worker'],
+  'conveyor_worker is a member of conveyor_enqueuer (jobs enqueue jobs)');
+
+SELECT is(
+  ARRAY(SELECT p.proname::text COLLATE "default" FROM pg_catalog.pg_proc AS p
+         WHERE p.pronamespace = 'conveyor'::regnamespace
+           AND pg_catalog.has_function_privilege('conveyor_worker', p.oid, 'EXECUTE')
+         ORDER BY 1),
+  ARRAY['destroy_job', 'destroy_jobs', 'enqueue', 'enqueue_many', 'expire_job', 'expire_jobs',
+        'finish_job', 'finish_jobs', 'held_job_ids', 'job_stats', 'lock_jobs', 'lock_jobs_by_id',
+        'prune_workers', 'queue_stats', 'recheck_locked_jobs', 'register_worker',
+        'release_job_locks', 'retry_job', 'schema_version', 'unlock_jobs', 'unregister_worker',
+        'working_job_ids'],
+  'conveyor_worker may execute the worker functions (and enqueue, as an enqueuer), not job_problem, job_json_problem or tg_jobs__notify');
+
+SELECT table_privs_are('conveyor', 'jobs', 'conveyor_worker', ARRAY['SELECT', 'UPDATE', 'DELETE'],
+  'conveyor_worker may SELECT, UPDATE, DELETE conveyor.jobs (no INSERT: enqueue inserts)');
+
+SELECT table_privs_are('conveyor', 'workers', 'conveyor_worker', ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE'],
+  'conveyor_worker may SELECT, INSERT, UPDATE, DELETE conveyor.workers');
+
+SELECT schema_privs_are('conveyor', 'conveyor_worker', ARRAY['USAGE'],
+  'conveyor_worker has USAGE (not CREATE) on schema conveyor');
+
+SELECT function_privs_are('conveyor', 'job_problem',
+  ARRAY['text', 'jsonb', 'text', 'integer', 'timestamp with time zone', 'jsonb', 'integer'],
+  'conveyor_worker', ARRAY[]::text[],
+  'conveyor_worker has no EXECUTE on the internal conveyor.job_problem');
+
+SELECT * FROM finish();
+ROLLBACK;

@@ -1,0 +1,113 @@
+-- The internal lock helpers: held_job_ids(), working_job_ids(),
+-- release_job_locks(ids), recheck_locked_jobs(ids), and the two-key
+-- advisory-lock encoding of job ids (key1 = 1129270870 # (id >> 32),
+-- key2 = low 32 bits) used by every locking function.
+BEGIN;
+SELECT plan(22);
+
+SELECT has_function('conveyor', 'held_job_ids', ARRAY[]::text[], 'conveyor.held_job_ids() exists');
+SELECT has_function('conveyor', 'working_job_ids', ARRAY[]::text[], 'conveyor.working_job_ids() exists');
+SELECT has_function('conveyor', 'release_job_locks', ARRAY['bigint[]'], 'conveyor.release_job_locks(bigint[]) exists');
+SELECT has_function('conveyor', 'recheck_locked_jobs', ARRAY['bigint[]', 'integer'], 'conveyor.recheck_locked_jobs(bigint[], integer) exists');
+
+SELECT is(conveyor.held_job_ids(), '{}'::bigint[], 'a new session holds no job');
+
+-- Key encoding, with locks taken by hand.
+SELECT pg_catalog.pg_advisory_lock(1129270870, 42) IS NULL AS l1,
+       pg_catalog.pg_advisory_lock(1129270870, -1) IS NULL AS l2,
+       pg_catalog.pg_advisory_lock(1129270870 # 1, 0) IS NULL AS l3,
+       pg_catalog.pg_advisory_lock(1129270870 # 2, -2147483648) IS NULL AS l4,
+       pg_catalog.pg_advisory_lock(42::bigint) IS NULL AS foreign_1,
+       pg_catalog.pg_advisory_lock(1, 2) IS NULL AS foreign_2
+\gset
+
+SELECT set_eq($$SELECT unnest(conveyor.held_job_ids())$$,
+  ARRAY[42, 4294967295, 4294967296, 10737418240]::bigint[],
+  'held_job_ids decodes conveyor''s two-key locks (low word as unsigned, high word XOR 1129270870) and ignores others');
+SELECT ok(ARRAY(SELECT conveyor.working_job_ids()) @> ARRAY[42, 4294967295, 4294967296, 10737418240]::bigint[],
+  'working_job_ids includes the jobs this session holds');
+SELECT ok(NOT ARRAY(SELECT conveyor.working_job_ids()) && ARRAY[((1::bigint # 1129270870) << 32) | 2]::bigint[],
+  'working_job_ids ignores a two-key lock in another application''s key space');
+
+-- release_job_locks
+SAVEPOINT release;
+SELECT ARRAY(SELECT conveyor.release_job_locks(ARRAY[42, 4294967296, 4294967296, 999]::bigint[]) ORDER BY 1) AS released \gset
+ROLLBACK TO SAVEPOINT release;
+
+SELECT is(:'released'::bigint[], ARRAY[42, 4294967296]::bigint[],
+  'release_job_locks returns the held ids it released, once each, ignoring ids not held');
+SELECT set_eq($$SELECT unnest(conveyor.held_job_ids())$$,
+  ARRAY[4294967295, 10737418240]::bigint[],
+  'once the transaction is over the released jobs are no longer held, the others are');
+SELECT is((SELECT count(*) FROM pg_catalog.pg_locks
+            WHERE locktype = 'advisory' AND pid = pg_catalog.pg_backend_pid() AND objsubid = 1 AND objid = 42),
+  1::bigint, 'a foreign single-key lock on 42 is never touched');
+
+-- Jobs with ids beyond 32 bits, through the public functions.
+INSERT INTO conveyor.jobs (id, job_class, queue) OVERRIDING SYSTEM VALUE
+  VALUES (5000000000, 'tap.locks.Big', 'tap_locks_big'), (8589934591, 'tap.locks.Big', 'tap_locks_big');
+
+SELECT results_eq($$SELECT id FROM conveyor.lock_jobs(ARRAY['tap_locks_big'], 10)$$,
+  ARRAY[5000000000, 8589934591]::bigint[], 'lock_jobs locks jobs whose ids need more than 32 bits');
+SELECT set_eq(
+  $$SELECT classid::bigint, objid::bigint FROM pg_catalog.pg_locks
+     WHERE locktype = 'advisory' AND pid = pg_catalog.pg_backend_pid() AND objsubid = 2
+       AND classid = (1129270870 # 1)::oid$$,
+  $$VALUES (1129270871::bigint, 705032704::bigint), (1129270871, 4294967295)$$,
+  'their locks are key1 = 1129270870 # 1, key2 = the low 32 bits');
+SELECT ok(conveyor.held_job_ids() @> ARRAY[5000000000, 8589934591]::bigint[], 'held_job_ids decodes them back');
+SELECT is((SELECT count(*) FROM conveyor.lock_jobs(ARRAY['tap_locks_big'], 10)), 0::bigint,
+  'lock_jobs does not lock them a second time');
+
+SAVEPOINT finish_big;
+SELECT ARRAY(SELECT conveyor.finish_jobs(ARRAY[5000000000, 8589934591]::bigint[]) ORDER BY 1) AS finished_big \gset
+ROLLBACK TO SAVEPOINT finish_big;
+SELECT is(:'finished_big'::bigint[], ARRAY[5000000000, 8589934591]::bigint[], 'finish_jobs resolved both');
+SELECT is((SELECT count(*) FROM pg_catalog.pg_locks
+            WHERE locktype = 'advisory' AND pid = pg_catalog.pg_backend_pid() AND objsubid = 2
+              AND classid = (1129270870 # 1)::oid),
+  0::bigint, 'and released both locks, computed from ids beyond 32 bits');
+
+-- recheck_locked_jobs
+CREATE TEMP TABLE fx (name text PRIMARY KEY, id bigint NOT NULL);
+INSERT INTO fx SELECT 'ready', id FROM conveyor.enqueue('tap.locks.Recheck', queue => 'tap_locks_recheck', priority => 2);
+INSERT INTO fx SELECT 'ready_urgent', id FROM conveyor.enqueue('tap.locks.Recheck', queue => 'tap_locks_recheck', priority => 1);
+INSERT INTO fx SELECT 'finished', id FROM conveyor.enqueue('tap.locks.Recheck', queue => 'tap_locks_recheck');
+INSERT INTO fx SELECT 'future', id FROM conveyor.enqueue('tap.locks.Recheck', queue => 'tap_locks_recheck', run_at => now() + interval '1 hour');
+UPDATE conveyor.jobs SET finished_at = now() WHERE id = (SELECT id FROM fx WHERE name = 'finished');
+SELECT count(pg_catalog.pg_advisory_lock(1129270870, id::integer)) AS taken FROM fx \gset
+
+SELECT results_eq(
+  $$SELECT f.name FROM conveyor.recheck_locked_jobs(ARRAY(SELECT id FROM fx ORDER BY id)) WITH ORDINALITY AS j JOIN fx AS f ON f.id = j.id ORDER BY j.ordinality$$,
+  ARRAY['ready_urgent', 'ready'],
+  'recheck_locked_jobs returns the still-ready jobs, most urgent first');
+SELECT is(
+  ARRAY(SELECT f.name FROM fx AS f JOIN pg_catalog.pg_locks AS l
+           ON l.locktype = 'advisory' AND l.pid = pg_catalog.pg_backend_pid() AND l.objsubid = 2
+          AND l.classid = 1129270870 AND l.objid::bigint = f.id
+         ORDER BY f.name),
+  ARRAY['ready', 'ready_urgent'],
+  'recheck_locked_jobs releases the locks of the jobs that are no longer ready and keeps the others');
+SELECT is((SELECT count(*) FROM conveyor.recheck_locked_jobs(ARRAY[]::bigint[])), 0::bigint,
+  'recheck_locked_jobs of no ids returns nothing');
+
+-- keep: at most that many, the most urgent, and the others released.
+INSERT INTO fx SELECT 'keep_' || p, id FROM unnest(ARRAY[3, 1, 2]) AS p,
+  LATERAL conveyor.enqueue('tap.locks.Keep', queue => 'tap_locks_keep', priority => p);
+SELECT count(pg_catalog.pg_advisory_lock(1129270870, id::integer)) AS taken FROM fx WHERE name LIKE 'keep_%' \gset
+SELECT results_eq(
+  $$SELECT f.name FROM conveyor.recheck_locked_jobs(ARRAY(SELECT id FROM fx WHERE name LIKE 'keep_%' ORDER BY id), 2)
+                        WITH ORDINALITY AS j JOIN fx AS f ON f.id = j.id ORDER BY j.ordinality$$,
+  ARRAY['keep_1', 'keep_2'],
+  'recheck_locked_jobs(ids, keep => 2) returns the two most urgent ready jobs');
+SELECT is(
+  ARRAY(SELECT f.name FROM fx AS f JOIN pg_catalog.pg_locks AS l
+           ON l.locktype = 'advisory' AND l.pid = pg_catalog.pg_backend_pid() AND l.objsubid = 2
+          AND l.classid = 1129270870 AND l.objid::bigint = f.id
+         WHERE f.name LIKE 'keep_%'
+         ORDER BY f.name),
+  ARRAY['keep_1', 'keep_2'],
+  'and releases the lock of the ready job beyond keep');
+
+SELECT * FROM finish();
+ROLLBACK;
