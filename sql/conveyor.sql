@@ -637,6 +637,14 @@ DECLARE
   v_count integer;
   v_locked bigint[] := '{}';
 BEGIN
+  IF current_setting('transaction_isolation') <> 'read committed' THEN
+    -- The recheck after locking needs a snapshot newer than the one the
+    -- candidates were read with; above READ COMMITTED a transaction keeps its
+    -- first snapshot, and a job resolved meanwhile would be handed out again.
+    RAISE EXCEPTION 'conveyor.%: needs READ COMMITTED isolation, not %', 'lock_jobs', current_setting('transaction_isolation')
+      USING ERRCODE = '25000',
+            HINT = 'Run the locker''s connection at the default isolation level (check default_transaction_isolation).';
+  END IF;
   IF lock_jobs.queues IS NULL OR lock_jobs.max_jobs IS NULL THEN
     RAISE EXCEPTION 'conveyor.lock_jobs: queues and max_jobs must not be NULL' USING ERRCODE = '22004';
   ELSIF cardinality(lock_jobs.queues) = 0 THEN
@@ -702,8 +710,9 @@ COMMENT ON FUNCTION conveyor.lock_jobs(text[], integer, integer) IS
   'another session resolved meanwhile. Cost grows with the rows it steps over (jobs locked by '
   'others, one per priority level of scheduled jobs) and with the number of queues, not with '
   'the backlog. Call it on a session connection (not through a transaction-mode pooler), '
-  'outside a long transaction. Errors: 22004 NULL queues or max_jobs; 22023 empty queues or '
-  'negative max_jobs.';
+  'outside a long transaction, at READ COMMITTED isolation. Errors: 22004 NULL queues or '
+  'max_jobs; 22023 empty queues or negative max_jobs; 25000 a stricter isolation level (the '
+  'recheck needs a fresh snapshot).';
 
 CREATE FUNCTION conveyor.lock_jobs_by_id(ids bigint[])
 RETURNS SETOF conveyor.jobs
@@ -720,6 +729,13 @@ DECLARE
   v_held bigint[] := conveyor.held_job_ids();
   v_locked bigint[];
 BEGIN
+  IF current_setting('transaction_isolation') <> 'read committed' THEN
+    -- See lock_jobs.
+    RAISE EXCEPTION 'conveyor.%: needs READ COMMITTED isolation, not %', 'lock_jobs_by_id', current_setting('transaction_isolation')
+      USING ERRCODE = '25000',
+            HINT = 'Run the locker''s connection at the default isolation level (check default_transaction_isolation).';
+  END IF;
+
   -- CASE fixes the order: the lock is tried only on rows that are ready and
   -- not already held by this session.
   v_locked := ARRAY(
@@ -740,7 +756,8 @@ $$;
 COMMENT ON FUNCTION conveyor.lock_jobs_by_id(bigint[]) IS
   'Locks the given jobs, as lock_jobs does, when they are ready and no session holds them; '
   'returns the rows it locked, most urgent first. For jobs announced by NOTIFY: an announced '
-  'job may already be gone, taken or resolved, and is then simply not returned.';
+  'job may already be gone, taken or resolved, and is then simply not returned. Needs READ '
+  'COMMITTED isolation, as lock_jobs does (25000 otherwise).';
 
 REVOKE ALL ON FUNCTION conveyor.recheck_locked_jobs(bigint[], integer) FROM PUBLIC;
 REVOKE ALL ON FUNCTION conveyor.lock_jobs(text[], integer, integer) FROM PUBLIC;
