@@ -635,7 +635,11 @@ DECLARE
   v_jumped boolean;
   v_job record;
   v_count integer;
-  v_locked bigint[] := '{}';
+  v_wanted integer;
+  v_round integer;
+  v_locked bigint[];
+  v_new conveyor.jobs[];
+  v_rows conveyor.jobs[] := '{}';
 BEGIN
   IF current_setting('transaction_isolation') <> 'read committed' THEN
     -- The recheck after locking needs a snapshot newer than the one the
@@ -657,47 +661,62 @@ BEGIN
   v_ceiling := least(coalesce(lock_jobs.max_priority, 32767), 32767);
   v_held := conveyor.held_job_ids();
 
-  -- Each queue is walked along jobs_ready_idx in (priority, run_at, id) order.
-  -- The lock is tried here, row by row, never inside the query, so however
-  -- the query is planned no job is locked that is not handed out. The walk
-  -- steps over jobs other sessions hold (the try fails) and jobs this session
-  -- holds (re-locking would need two unlocks). A job not ready yet means
-  -- every later job of that priority is not ready either, so the walk resumes
-  -- at the next priority: scheduled jobs cost one step per priority level, not
-  -- one per job.
-  FOREACH v_queue IN ARRAY ARRAY(SELECT DISTINCT q FROM unnest(lock_jobs.queues) AS q WHERE q IS NOT NULL) LOOP
-    v_count := 0;
-    v_after := -1;
-    <<walk>>
-    LOOP
-      v_jumped := false;
-      FOR v_job IN
-        SELECT j.id, j.priority, j.run_at
-          FROM conveyor.jobs AS j
-         WHERE j.queue = v_queue
-           AND j.finished_at IS NULL AND j.expired_at IS NULL
-           AND j.priority > v_after AND j.priority <= v_ceiling
-         ORDER BY j.priority, j.run_at, j.id
+  -- A job another session resolves between a walk's snapshot and its lock
+  -- try is locked, then dropped by the recheck; a short answer would look
+  -- like an empty queue to the caller. So walk again, with a new snapshot,
+  -- until max_jobs are locked or a walk finds nothing it has to drop.
+  FOR v_round IN 1..10 LOOP
+    v_locked := '{}';
+    v_wanted := lock_jobs.max_jobs - cardinality(v_rows);
+
+    -- Each queue is walked along jobs_ready_idx in (priority, run_at, id)
+    -- order. The lock is tried here, row by row, never inside the query, so
+    -- however the query is planned no job is locked that is not handed out.
+    -- The walk steps over jobs other sessions hold (the try fails) and jobs
+    -- this session holds (re-locking would need two unlocks). A job not ready
+    -- yet means every later job of that priority is not ready either, so the
+    -- walk resumes at the next priority: scheduled jobs cost one step per
+    -- priority level, not one per job.
+    FOREACH v_queue IN ARRAY ARRAY(SELECT DISTINCT q FROM unnest(lock_jobs.queues) AS q WHERE q IS NOT NULL) LOOP
+      v_count := 0;
+      v_after := -1;
+      <<walk>>
       LOOP
-        IF v_job.run_at > now() THEN
-          v_after := v_job.priority;
-          v_jumped := true;
-          EXIT;
-        END IF;
-        CONTINUE WHEN v_job.id = ANY (v_held);
-        IF pg_catalog.pg_try_advisory_lock(((v_job.id >> 32)::integer # 1129270870), v_job.id::bit(32)::integer) THEN
-          v_locked := v_locked || v_job.id;
-          v_count := v_count + 1;
-          EXIT walk WHEN v_count >= lock_jobs.max_jobs;
-        END IF;
+        v_jumped := false;
+        FOR v_job IN
+          SELECT j.id, j.priority, j.run_at
+            FROM conveyor.jobs AS j
+           WHERE j.queue = v_queue
+             AND j.finished_at IS NULL AND j.expired_at IS NULL
+             AND j.priority > v_after AND j.priority <= v_ceiling
+           ORDER BY j.priority, j.run_at, j.id
+        LOOP
+          IF v_job.run_at > now() THEN
+            v_after := v_job.priority;
+            v_jumped := true;
+            EXIT;
+          END IF;
+          CONTINUE WHEN v_job.id = ANY (v_held);
+          IF pg_catalog.pg_try_advisory_lock(((v_job.id >> 32)::integer # 1129270870), v_job.id::bit(32)::integer) THEN
+            v_locked := v_locked || v_job.id;
+            v_count := v_count + 1;
+            EXIT walk WHEN v_count >= v_wanted;
+          END IF;
+        END LOOP;
+        EXIT walk WHEN NOT v_jumped;
       END LOOP;
-      EXIT walk WHEN NOT v_jumped;
     END LOOP;
+
+    -- With several queues each gave up to v_wanted; the recheck keeps the
+    -- most urgent v_wanted of them all and releases the rest.
+    v_new := ARRAY(SELECT r FROM conveyor.recheck_locked_jobs(v_locked, v_wanted) AS r);
+    v_rows := v_rows || v_new;
+    EXIT WHEN cardinality(v_rows) >= lock_jobs.max_jobs
+           OR cardinality(v_new) = cardinality(v_locked);   -- nothing was dropped: the walk ran dry
+    v_held := v_held || ARRAY(SELECT (n).id FROM unnest(v_new) AS n);
   END LOOP;
 
-  -- With several queues each gave up to max_jobs; the recheck keeps the most
-  -- urgent max_jobs of them all and releases the rest.
-  RETURN QUERY SELECT * FROM conveyor.recheck_locked_jobs(v_locked, lock_jobs.max_jobs);
+  RETURN QUERY SELECT * FROM unnest(v_rows) AS r ORDER BY r.priority, r.run_at, r.id;
 END
 $$;
 
@@ -714,7 +733,7 @@ COMMENT ON FUNCTION conveyor.lock_jobs(text[], integer, integer) IS
   'max_jobs; 22023 empty queues or negative max_jobs; 25000 a stricter isolation level (the '
   'recheck needs a fresh snapshot).';
 
-CREATE FUNCTION conveyor.lock_jobs_by_id(ids bigint[])
+CREATE FUNCTION conveyor.lock_jobs_by_id(ids bigint[], queues text[] DEFAULT ARRAY['default'])
 RETURNS SETOF conveyor.jobs
 LANGUAGE plpgsql
 VOLATILE
@@ -743,6 +762,9 @@ BEGIN
     -- locking an id twice would take the re-entrant lock twice.
     SELECT j.id FROM conveyor.jobs AS j
      WHERE j.id = ANY (lock_jobs_by_id.ids)
+       -- Anyone who may NOTIFY can name any id: a job of a queue this worker
+       -- does not serve is never locked.
+       AND j.queue = ANY (lock_jobs_by_id.queues)
        AND CASE WHEN j.finished_at IS NULL AND j.expired_at IS NULL AND j.run_at <= now()
                      AND NOT j.id = ANY (v_held)
                 THEN pg_catalog.pg_try_advisory_lock(((j.id >> 32)::integer # 1129270870), j.id::bit(32)::integer)
@@ -753,18 +775,19 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION conveyor.lock_jobs_by_id(bigint[]) IS
-  'Locks the given jobs, as lock_jobs does, when they are ready and no session holds them; '
+COMMENT ON FUNCTION conveyor.lock_jobs_by_id(bigint[], text[]) IS
+  'Locks the given jobs, as lock_jobs does, when they are ready, belong to one of the given '
+  'queues (default {default}) and no session holds them; '
   'returns the rows it locked, most urgent first. For jobs announced by NOTIFY: an announced '
   'job may already be gone, taken or resolved, and is then simply not returned. Needs READ '
   'COMMITTED isolation, as lock_jobs does (25000 otherwise).';
 
 REVOKE ALL ON FUNCTION conveyor.recheck_locked_jobs(bigint[], integer) FROM PUBLIC;
 REVOKE ALL ON FUNCTION conveyor.lock_jobs(text[], integer, integer) FROM PUBLIC;
-REVOKE ALL ON FUNCTION conveyor.lock_jobs_by_id(bigint[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION conveyor.lock_jobs_by_id(bigint[], text[]) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION conveyor.recheck_locked_jobs(bigint[], integer) TO conveyor_worker;
 GRANT EXECUTE ON FUNCTION conveyor.lock_jobs(text[], integer, integer) TO conveyor_worker;
-GRANT EXECUTE ON FUNCTION conveyor.lock_jobs_by_id(bigint[]) TO conveyor_worker;
+GRANT EXECUTE ON FUNCTION conveyor.lock_jobs_by_id(bigint[], text[]) TO conveyor_worker;
 
 COMMIT;
 

@@ -5,7 +5,7 @@ BEGIN;
 DO $$
 BEGIN
   ASSERT pg_catalog.has_function_privilege('conveyor_worker', 'conveyor.lock_jobs(text[], integer, integer)', 'execute');
-  ASSERT pg_catalog.has_function_privilege('conveyor_worker', 'conveyor.lock_jobs_by_id(bigint[])', 'execute');
+  ASSERT pg_catalog.has_function_privilege('conveyor_worker', 'conveyor.lock_jobs_by_id(bigint[], text[])', 'execute');
   ASSERT NOT pg_catalog.has_function_privilege('conveyor_enqueuer', 'conveyor.lock_jobs(text[], integer, integer)', 'execute');
 END
 $$;

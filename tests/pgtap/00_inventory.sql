@@ -150,7 +150,7 @@ SELECT results_eq(
     ('job_problem', 'job_class text, args jsonb, queue text, priority integer, run_at timestamp with time zone, data jsonb, maximum_retry_count integer, OUT error_code text, OUT error_message text', 'record', 'i'),
     ('job_stats', '', 'TABLE(job_class text, count bigint, count_working bigint, count_errored bigint, highest_error_count integer, oldest_run_at timestamp with time zone)', 's'),
     ('lock_jobs', 'queues text[], max_jobs integer, max_priority integer', 'SETOF conveyor.jobs', 'v'),
-    ('lock_jobs_by_id', 'ids bigint[]', 'SETOF conveyor.jobs', 'v'),
+    ('lock_jobs_by_id', 'ids bigint[], queues text[]', 'SETOF conveyor.jobs', 'v'),
     ('prune_workers', '', 'integer', 'v'),
     ('queue_stats', '', 'TABLE(queue text, ready bigint, scheduled bigint, working bigint, errored bigint, expired bigint, finished bigint, oldest_ready_age interval)', 's'),
     ('recheck_locked_jobs', 'ids bigint[], keep integer', 'SETOF conveyor.jobs', 'v'),

@@ -77,7 +77,7 @@ SELECT is(conveyor.destroy_job(:future), true, 'destroy_job of a scheduled (futu
 -- resolved_elsewhere: locked here, then resolved by job code on another
 -- connection (simulated by a direct UPDATE); resolving it here is a no-op
 -- that still releases this session's lock.
-SELECT is((SELECT count(*) FROM conveyor.lock_jobs_by_id(ARRAY[:resolved_elsewhere]::bigint[])), 1::bigint,
+SELECT is((SELECT count(*) FROM conveyor.lock_jobs_by_id(ARRAY[:resolved_elsewhere]::bigint[], queues => (SELECT array_agg(DISTINCT queue) FROM conveyor.jobs))), 1::bigint,
   'fixture: resolved_elsewhere locked by this session');
 UPDATE conveyor.jobs SET expired_at = '2001-01-01 00:00:00+00' WHERE id = :resolved_elsewhere;
 
@@ -105,7 +105,7 @@ SELECT is((SELECT count(*) FROM pg_catalog.pg_locks
             WHERE locktype = 'advisory' AND objsubid = 2 AND pid = pg_catalog.pg_backend_pid()
               AND objid::bigint = :bystander),
   1::bigint, 'another job the session holds keeps its lock');
-SELECT results_eq($$SELECT id FROM conveyor.lock_jobs_by_id(ARRAY(SELECT id FROM fx WHERE name = 'savepoint'))$$,
+SELECT results_eq($$SELECT id FROM conveyor.lock_jobs_by_id(ARRAY(SELECT id FROM fx WHERE name = 'savepoint'), queues => (SELECT array_agg(DISTINCT queue) FROM conveyor.jobs))$$,
   ARRAY[:savepoint_job]::bigint[],
   'a rolled-back resolution leaves the job ready and unlocked: it can be locked again');
 

@@ -22,7 +22,7 @@ UPDATE conveyor.jobs SET error_count = 9, expired_at = now() WHERE id = (SELECT 
 UPDATE conveyor.jobs SET error_count = 9 WHERE id = (SELECT id FROM fx WHERE name = 'a_finished');
 UPDATE conveyor.jobs SET finished_at = now() WHERE id = (SELECT id FROM fx WHERE name = 'c_finished');
 
-SELECT is((SELECT count(*) FROM conveyor.lock_jobs_by_id(ARRAY(SELECT id FROM fx WHERE name IN ('a_working', 'a_finished')))),
+SELECT is((SELECT count(*) FROM conveyor.lock_jobs_by_id(ARRAY(SELECT id FROM fx WHERE name IN ('a_working', 'a_finished')), queues => (SELECT array_agg(DISTINCT queue) FROM conveyor.jobs))),
   2::bigint, 'fixture: a_working and a_finished locked by this session');
 SELECT is(conveyor.finish_job((SELECT id FROM fx WHERE name = 'a_finished')), true,
   'fixture: a_finished finished while still locked until the transaction ends');

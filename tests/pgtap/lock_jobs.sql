@@ -232,7 +232,7 @@ SELECT is((SELECT count(*) FROM pg_catalog.pg_locks
 
 INSERT INTO fx SELECT 'held_' || g, id FROM generate_series(1, 2) AS g,
   LATERAL conveyor.enqueue('tap.lock.Held', queue => 'tap_lock_held', priority => g);
-SELECT is((SELECT count(*) FROM conveyor.lock_jobs_by_id(ARRAY(SELECT id FROM fx WHERE name = 'held_1'))), 1::bigint,
+SELECT is((SELECT count(*) FROM conveyor.lock_jobs_by_id(ARRAY(SELECT id FROM fx WHERE name = 'held_1'), queues => (SELECT array_agg(DISTINCT queue) FROM conveyor.jobs))), 1::bigint,
   'fixture: held_1 locked by id');
 SELECT results_eq(
   $$SELECT f.name FROM conveyor.lock_jobs(ARRAY['tap_lock_held'], 10) WITH ORDINALITY AS j JOIN fx AS f ON f.id = j.id ORDER BY j.ordinality$$,

@@ -1,9 +1,9 @@
--- conveyor.lock_jobs_by_id(ids bigint[]): lock announced jobs.
+-- conveyor.lock_jobs_by_id(ids bigint[], queues text[], queues => (SELECT array_agg(DISTINCT queue) FROM conveyor.jobs)): lock announced jobs.
 BEGIN;
-SELECT plan(13);
+SELECT plan(15);
 
-SELECT has_function('conveyor', 'lock_jobs_by_id', ARRAY['bigint[]'], 'conveyor.lock_jobs_by_id(bigint[]) exists');
-SELECT function_returns('conveyor', 'lock_jobs_by_id', ARRAY['bigint[]'], 'setof conveyor.jobs',
+SELECT has_function('conveyor', 'lock_jobs_by_id', ARRAY['bigint[]', 'text[]'], 'conveyor.lock_jobs_by_id(bigint[], text[], queues => (SELECT array_agg(DISTINCT queue) FROM conveyor.jobs)) exists');
+SELECT function_returns('conveyor', 'lock_jobs_by_id', ARRAY['bigint[]', 'text[]'], 'setof conveyor.jobs',
   'conveyor.lock_jobs_by_id returns SETOF conveyor.jobs');
 
 CREATE TEMP TABLE fx (name text PRIMARY KEY, id bigint NOT NULL);
@@ -19,7 +19,7 @@ INSERT INTO fx SELECT 'missing', max(id) + 1000000 FROM fx;
 
 CREATE TEMP TABLE t_locked AS
   SELECT j.ordinality AS n, j.*
-    FROM conveyor.lock_jobs_by_id(ARRAY(SELECT id FROM fx ORDER BY name DESC)) WITH ORDINALITY AS j;
+    FROM conveyor.lock_jobs_by_id(ARRAY(SELECT id FROM fx ORDER BY name DESC), queues => (SELECT array_agg(DISTINCT queue) FROM conveyor.jobs)) WITH ORDINALITY AS j;
 
 SELECT results_eq(
   $$SELECT f.name FROM t_locked AS t JOIN fx AS f ON f.id = t.id ORDER BY t.n$$,
@@ -50,7 +50,7 @@ SELECT is(
       AND l.objid::bigint IN (SELECT id FROM fx WHERE name IN ('future', 'finished', 'expired', 'missing'))),
   0::bigint, 'no lock is taken on a future, finished, expired or missing job');
 
-SELECT is((SELECT count(*) FROM conveyor.lock_jobs_by_id(ARRAY(SELECT id FROM fx))), 0::bigint,
+SELECT is((SELECT count(*) FROM conveyor.lock_jobs_by_id(ARRAY(SELECT id FROM fx), queues => (SELECT array_agg(DISTINCT queue) FROM conveyor.jobs))), 0::bigint,
   'jobs this session already holds are not returned again');
 
 SELECT is((SELECT count(*) FROM pg_catalog.pg_locks AS l
@@ -60,24 +60,33 @@ SELECT is((SELECT count(*) FROM pg_catalog.pg_locks AS l
 
 INSERT INTO fx SELECT 'dup', id FROM conveyor.enqueue('tap.byid.Dup', queue => 'tap_byid_dup');
 SELECT is((SELECT count(*) FROM conveyor.lock_jobs_by_id(ARRAY[(SELECT id FROM fx WHERE name = 'dup'),
-                                                                (SELECT id FROM fx WHERE name = 'dup')])),
+                                                                (SELECT id FROM fx WHERE name = 'dup')], queues => (SELECT array_agg(DISTINCT queue) FROM conveyor.jobs))),
   1::bigint, 'an id given twice is locked and returned once');
 
-SELECT is((SELECT count(*) FROM conveyor.lock_jobs_by_id(ARRAY[]::bigint[])), 0::bigint,
+SELECT is((SELECT count(*) FROM conveyor.lock_jobs_by_id(ARRAY[]::bigint[], queues => (SELECT array_agg(DISTINCT queue) FROM conveyor.jobs))), 0::bigint,
   'an empty array locks nothing');
 
-SELECT is((SELECT count(*) FROM conveyor.lock_jobs_by_id(NULL)), 0::bigint,
+SELECT is((SELECT count(*) FROM conveyor.lock_jobs_by_id(NULL, queues => (SELECT array_agg(DISTINCT queue) FROM conveyor.jobs))), 0::bigint,
   'a NULL array locks nothing and raises nothing');
 
 INSERT INTO fx SELECT 'now', id FROM conveyor.enqueue('tap.byid.Now', queue => 'tap_byid_now', run_at => now());
 SELECT results_eq(
-  $$SELECT f.name FROM conveyor.lock_jobs_by_id(ARRAY(SELECT id FROM fx WHERE name = 'now')) WITH ORDINALITY AS j JOIN fx AS f ON f.id = j.id ORDER BY j.ordinality$$,
+  $$SELECT f.name FROM conveyor.lock_jobs_by_id(ARRAY(SELECT id FROM fx WHERE name = 'now'), queues => (SELECT array_agg(DISTINCT queue) FROM conveyor.jobs)) WITH ORDINALITY AS j JOIN fx AS f ON f.id = j.id ORDER BY j.ordinality$$,
   ARRAY['now'],
   'a job whose run_at is exactly now() is ready and locked');
 
 SELECT is((SELECT count(*) FROM conveyor.jobs WHERE id IN (SELECT id FROM fx)
             AND (finished_at IS NOT NULL OR expired_at IS NOT NULL)), 2::bigint,
   'lock_jobs_by_id resolves nothing: only the two fixture rows are resolved');
+
+INSERT INTO fx SELECT 'other_queue', id FROM conveyor.enqueue('tap.byid.Other', queue => 'tap_byid_other');
+SELECT is((SELECT count(*) FROM conveyor.lock_jobs_by_id(ARRAY(SELECT id FROM fx WHERE name = 'other_queue'), queues => ARRAY['tap_byid_a'])),
+  0::bigint, 'a job of a queue not listed is not locked (a forged NOTIFY cannot hand it out)');
+INSERT INTO fx SELECT 'default_queue', id FROM conveyor.enqueue('tap.byid.Default');
+SELECT results_eq(
+  $$SELECT f.name FROM conveyor.lock_jobs_by_id(ARRAY(SELECT id FROM fx WHERE name IN ('default_queue', 'other_queue'))) AS j JOIN fx AS f ON f.id = j.id$$,
+  ARRAY['default_queue'],
+  'without queues only the default queue is served');
 
 SELECT * FROM finish();
 ROLLBACK;

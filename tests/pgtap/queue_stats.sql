@@ -21,7 +21,7 @@ UPDATE conveyor.jobs SET error_count = 3 WHERE id IN (SELECT id FROM fx WHERE na
 UPDATE conveyor.jobs SET error_count = 1, expired_at = now() WHERE id = (SELECT id FROM fx WHERE name = 'a_expired');
 UPDATE conveyor.jobs SET finished_at = now() WHERE id IN (SELECT id FROM fx WHERE name LIKE '%finished%');
 
-SELECT is((SELECT count(*) FROM conveyor.lock_jobs_by_id(ARRAY(SELECT id FROM fx WHERE name = 'a_working'))),
+SELECT is((SELECT count(*) FROM conveyor.lock_jobs_by_id(ARRAY(SELECT id FROM fx WHERE name = 'a_working'), queues => (SELECT array_agg(DISTINCT queue) FROM conveyor.jobs))),
   1::bigint, 'fixture: a_working locked by this session');
 SELECT id AS c_scheduled_locked FROM fx WHERE name = 'c_scheduled_locked' \gset
 SELECT pg_catalog.pg_advisory_lock(1129270870, :c_scheduled_locked::integer) IS NOT NULL AS taken \gset

@@ -38,7 +38,7 @@ SELECT throws_ok($$INSERT INTO conveyor.jobs (job_class) VALUES ('tap.roles.Dire
 SELECT throws_ok($$UPDATE conveyor.jobs SET priority = 0$$, '42501', NULL, 'conveyor_enqueuer cannot UPDATE conveyor.jobs');
 SELECT throws_ok($$DELETE FROM conveyor.jobs$$, '42501', NULL, 'conveyor_enqueuer cannot DELETE from conveyor.jobs');
 SELECT throws_ok($$SELECT * FROM conveyor.lock_jobs(ARRAY['tap_roles'], 1)$$, '42501', NULL, 'conveyor_enqueuer cannot lock_jobs');
-SELECT throws_ok(format($$SELECT * FROM conveyor.lock_jobs_by_id(ARRAY[%s]::bigint[])$$, :job_a), '42501', NULL,
+SELECT throws_ok(format($$SELECT * FROM conveyor.lock_jobs_by_id(ARRAY[%s]::bigint[], queues => (SELECT array_agg(DISTINCT queue) FROM conveyor.jobs))$$, :job_a), '42501', NULL,
   'conveyor_enqueuer cannot lock_jobs_by_id');
 SELECT throws_ok(format($$SELECT conveyor.destroy_job(%s)$$, :job_a), '42501', NULL, 'conveyor_enqueuer cannot destroy_job');
 SELECT throws_ok(format($$SELECT conveyor.finish_jobs(ARRAY[%s]::bigint[])$$, :job_a), '42501', NULL, 'conveyor_enqueuer cannot finish_jobs');
@@ -70,7 +70,7 @@ SET ROLE conveyor_worker;
 SELECT is(current_user::text, 'conveyor_worker', 'now running as conveyor_worker');
 SELECT results_eq($$SELECT id FROM conveyor.lock_jobs(ARRAY['tap_roles'], 4)$$,
   ARRAY[:job_a, :job_b, :job_c, :job_d]::bigint[], 'conveyor_worker can lock_jobs');
-SELECT results_eq(format($$SELECT id FROM conveyor.lock_jobs_by_id(ARRAY[%s]::bigint[])$$, :job_e),
+SELECT results_eq(format($$SELECT id FROM conveyor.lock_jobs_by_id(ARRAY[%s]::bigint[], queues => (SELECT array_agg(DISTINCT queue) FROM conveyor.jobs))$$, :job_e),
   ARRAY[:job_e]::bigint[], 'conveyor_worker can lock_jobs_by_id');
 SELECT is(conveyor.finish_job(:job_a), true, 'conveyor_worker can finish_job');
 SELECT is(conveyor.destroy_job(:job_b), true, 'conveyor_worker can destroy_job');

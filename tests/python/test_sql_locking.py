@@ -625,3 +625,42 @@ def test_stale_snapshot_under_a_stricter_isolation_level(
     else:
         assert outcome == [], f"{locker} under {isolation} handed out job {job}, already finished"
     assert locks_of(observer, b.info.backend_pid) == set()
+
+
+def test_lock_jobs_does_not_come_back_short_while_jobs_are_ready(connect: Connect) -> None:
+    """Lockers racing lock_jobs + destroy_jobs: a job another session resolves
+    between a walk's snapshot and its lock try is dropped by the recheck.
+    lock_jobs must then walk again rather than return fewer jobs than asked
+    while more are ready — a worker takes a short answer for a drained queue
+    and waits a whole poll interval (the stall seen with several workers)."""
+    owner = connect()
+    owner.execute("SET conveyor.notify = off")
+    owner.execute("INSERT INTO conveyor.jobs (job_class) SELECT 'Job' FROM generate_series(1, 6000)")
+    owner.execute("VACUUM ANALYZE conveyor.jobs")
+    wanted, lockers = 18, 3
+    short: list[tuple[int, int]] = []
+    handed_out: list[int] = []
+    guard = threading.Lock()
+
+    def drain() -> None:
+        conn = connect()
+        while True:
+            ids = lock(conn, max_jobs=wanted)
+            row = conn.execute("SELECT count(*) FROM conveyor.jobs").fetchone()
+            assert row is not None
+            # Others hold at most (lockers - 1) * wanted jobs: beyond that,
+            # enough jobs were free when this call walked.
+            free_after = int(row[0]) - len(ids) - (lockers - 1) * wanted
+            with guard:
+                handed_out.extend(ids)
+                if len(ids) < wanted and free_after >= wanted:
+                    short.append((len(ids), free_after))
+            if not ids and row[0] == 0:
+                return
+            conn.execute("SELECT conveyor.destroy_jobs(%s::bigint[])", [ids]).fetchall()
+
+    with ThreadPoolExecutor(lockers) as pool:
+        for future in [pool.submit(drain) for _ in range(lockers)]:
+            future.result(timeout=120)
+    assert short == [], f"short answers (got, free) while jobs were ready: {short[:10]}"
+    assert len(handed_out) == len(set(handed_out)) == 6000
