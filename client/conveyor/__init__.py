@@ -1,0 +1,31 @@
+"""conveyor: a PostgreSQL job queue modelled on Que 1.0.
+
+The whole contract is SQL (the ``conveyor`` schema); this package is its
+Python client: :class:`Job` classes, :func:`enqueue` in your own transaction,
+and :class:`Worker`, the process behind ``conveyor worker``.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .client import enqueue, enqueue_many, run_synchronously
+from .errors import ConveyorError, SchemaError, UnknownJobClassError
+from .hooks import hooks
+from .job import Job
+from .migrate import migrate
+from .process import Worker
+
+__all__ = [
+    "ConveyorError",
+    "Job",
+    "SchemaError",
+    "UnknownJobClassError",
+    "Worker",
+    "__version__",
+    "enqueue",
+    "enqueue_many",
+    "hooks",
+    "migrate",
+    "run_synchronously",
+]

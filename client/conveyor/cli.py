@@ -1,0 +1,480 @@
+"""The ``conveyor`` command line (click).
+
+Commands: ``worker``, ``migrate``, ``stats``, ``enqueue``. Every option can
+also be set by an environment variable (shown in ``--help``); the database
+comes from ``--database-url``, ``CONVEYOR_DATABASE_URL`` or ``DATABASE_URL``.
+Errors are one line on stderr and a non-zero exit status, never a traceback.
+
+Other commands can join the group: ``cli.add_command(...)``, or an entry in
+:data:`LAZY_COMMANDS` (``name -> "module:attribute"``), imported only when
+that command runs.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.util
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from types import FrameType, ModuleType
+from typing import Any, TypeVar
+
+import click
+import psycopg
+
+from . import __version__
+from .client import enqueue as _enqueue
+from .errors import ConveyorError
+from .hooks import hooks
+from .logs import LEVELS, configure_logging, log
+from .migrate import migrate as _migrate
+from .workers import parse_worker_priorities
+
+__all__ = ["LAZY_COMMANDS", "cli", "main"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: Commands imported on demand: name -> "module:attribute" (a click command).
+LAZY_COMMANDS: dict[str, str] = {"bench": "conveyor.bench:bench"}
+
+
+class _Group(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        names = set(super().list_commands(ctx))
+        names.update(name for name, target in LAZY_COMMANDS.items() if _importable(target))
+        return sorted(names)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is None and cmd_name in LAZY_COMMANDS:
+            module_name, _, attribute = LAZY_COMMANDS[cmd_name].partition(":")
+            if _importable(LAZY_COMMANDS[cmd_name]):
+                found = getattr(importlib.import_module(module_name), attribute)
+                if isinstance(found, click.Command):
+                    return found
+        return command
+
+
+def _importable(target: str) -> bool:
+    module_name = target.partition(":")[0]
+    try:
+        return importlib.util.find_spec(module_name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _fail(message: str) -> None:
+    click.echo(f"conveyor: error: {message}", err=True)
+    sys.exit(1)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0]
+
+
+def _errors_as_one_line(func: F) -> F:
+    """Turn expected failures into one line on stderr and exit status 1."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except psycopg.OperationalError as error:
+            _fail(f"cannot connect to the database: {_first_line(error)}")
+        except (ConveyorError, psycopg.Error, ValueError, TypeError) as error:
+            _fail(_first_line(error))
+        return None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _database_url_option(func: F) -> F:
+    return click.option(
+        "--database-url",
+        envvar=["CONVEYOR_DATABASE_URL", "DATABASE_URL"],
+        show_envvar=True,
+        metavar="URL",
+        help="PostgreSQL connection URL (or libpq conninfo).",
+    )(func)
+
+
+def _require_url(database_url: str | None) -> str:
+    if not database_url:
+        _fail("no database: pass --database-url or set DATABASE_URL")
+    assert database_url is not None
+    return database_url
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "-v", "--version", prog_name="conveyor")
+def cli() -> None:
+    """conveyor: a PostgreSQL job queue (Que 1.0's design)."""
+
+
+# --- worker ------------------------------------------------------------------------
+
+
+def _import_module(name: str) -> ModuleType:
+    if name.endswith(".py") or os.sep in name:
+        path = Path(name).resolve()
+        if not path.is_file():
+            raise ConveyorError(f"cannot load {name}: no such file")
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        if spec is None or spec.loader is None:
+            raise ConveyorError(f"cannot load {name}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[path.stem] = module
+        spec.loader.exec_module(module)
+        return module
+    return importlib.import_module(name)
+
+
+def _load_modules(names: tuple[str, ...]) -> None:
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    for name in names:
+        try:
+            _import_module(name)
+        except ConveyorError:
+            raise
+        except ModuleNotFoundError as error:
+            raise ConveyorError(f"cannot import {name}: {error}") from None
+        except Exception as error:
+            raise ConveyorError(f"cannot import {name}: {type(error).__name__}: {error}") from None
+
+
+def _priorities(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    if value is None:
+        return None
+    try:
+        return parse_worker_priorities(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+
+
+@cli.command()
+@click.argument("modules", nargs=-1, metavar="[MODULE]...")
+@_database_url_option
+@click.option(
+    "--connection-url",
+    envvar="CONVEYOR_CONNECTION_URL",
+    show_envvar=True,
+    metavar="URL",
+    help="A direct database URL for the locker's session (LISTEN and advisory "
+    "locks), when the database URL goes through a transaction pooler.",
+)
+@click.option(
+    "-q",
+    "--queue-name",
+    "queue_names",
+    multiple=True,
+    envvar="CONVEYOR_QUEUE_NAME",
+    show_envvar=True,
+    metavar="NAME",
+    help="A queue to work; repeat for several (env: space-separated). [default: default]",
+)
+@click.option(
+    "-p",
+    "--worker-priorities",
+    callback=_priorities,
+    envvar="CONVEYOR_WORKER_PRIORITIES",
+    show_envvar=True,
+    metavar="LIST",
+    help="Priority ceilings of the worker threads, e.g. 10,30,50,any,any,any (the default).",
+)
+@click.option(
+    "-w",
+    "--worker-count",
+    type=click.IntRange(min=1),
+    envvar="CONVEYOR_WORKER_COUNT",
+    show_envvar=True,
+    help="Number of worker threads; alone, that many 'any' workers; with "
+    "--worker-priorities, trims or pads the list with 'any'.",
+)
+@click.option(
+    "-i",
+    "--poll-interval",
+    type=click.FloatRange(min=0, min_open=True),
+    default=5.0,
+    show_default=True,
+    envvar="CONVEYOR_POLL_INTERVAL",
+    show_envvar=True,
+    help="Seconds between polls for scheduled and retried jobs.",
+)
+@click.option(
+    "--wait-period",
+    type=click.FloatRange(min=0, min_open=True),
+    default=50.0,
+    show_default=True,
+    envvar="CONVEYOR_WAIT_PERIOD",
+    show_envvar=True,
+    help="Longest sleep of the locker between checks, in milliseconds.",
+)
+@click.option(
+    "--minimum-buffer-size",
+    type=click.IntRange(min=0),
+    default=2,
+    show_default=True,
+    envvar="CONVEYOR_MINIMUM_BUFFER_SIZE",
+    show_envvar=True,
+    help="Poll for more jobs when fewer than this many wait in the buffer.",
+)
+@click.option(
+    "--maximum-buffer-size",
+    type=click.IntRange(min=0),
+    default=8,
+    show_default=True,
+    envvar="CONVEYOR_MAXIMUM_BUFFER_SIZE",
+    show_envvar=True,
+    help="Most locked jobs held waiting for a worker thread.",
+)
+@click.option(
+    "--shutdown-timeout",
+    type=click.FloatRange(min=0),
+    default=10.0,
+    show_default=True,
+    envvar="CONVEYOR_SHUTDOWN_TIMEOUT",
+    show_envvar=True,
+    help="Seconds running jobs get to finish after SIGTERM/SIGINT.",
+)
+@click.option(
+    "-l",
+    "--log-level",
+    type=click.Choice(sorted(LEVELS), case_sensitive=False),
+    default="info",
+    show_default=True,
+    envvar="CONVEYOR_LOG_LEVEL",
+    show_envvar=True,
+    help="Lowest level logged (JSON lines on stdout).",
+)
+@click.option(
+    "--log-internals",
+    is_flag=True,
+    envvar="CONVEYOR_LOG_INTERNALS",
+    show_envvar=True,
+    help="Log the locker's internal state at every cycle (debugging only).",
+)
+@click.option(
+    "--durable-resolutions",
+    is_flag=True,
+    envvar="CONVEYOR_DURABLE_RESOLUTIONS",
+    show_envvar=True,
+    help="Make the locker's batched resolutions wait for the WAL flush (synchronous_commit "
+    "on). Off by default: after a server crash the last resolved jobs may run again.",
+)
+@click.version_option(__version__, "-v", "--version", prog_name="conveyor")
+@_errors_as_one_line
+def worker(
+    modules: tuple[str, ...],
+    database_url: str | None,
+    connection_url: str | None,
+    queue_names: tuple[str, ...],
+    worker_priorities: list[int | None] | None,
+    worker_count: int | None,
+    poll_interval: float,
+    wait_period: float,
+    minimum_buffer_size: int,
+    maximum_buffer_size: int,
+    shutdown_timeout: float,
+    log_level: str,
+    log_internals: bool,
+    durable_resolutions: bool,
+) -> None:
+    """Work jobs: import MODULEs (module names or .py files) so their Job
+    classes are known, then lock and run jobs until SIGTERM or SIGINT.
+
+    On the first signal the worker stops locking, unlocks its buffered jobs
+    and lets running jobs finish for up to --shutdown-timeout seconds; a
+    second signal exits at once. Exit status 0 after a clean shutdown.
+    """
+    from .process import Worker
+
+    url = _require_url(database_url)
+    if minimum_buffer_size > maximum_buffer_size:
+        raise click.BadParameter(
+            "must not exceed --maximum-buffer-size", param_hint="--minimum-buffer-size"
+        )
+    _load_modules(modules)
+    configure_logging(log_level, line_formatter=hooks.log_formatter)
+    # Thread switches every 5 ms by default: a job thread holding the GIL
+    # would delay the locker's hand-offs. 1 ms keeps latency low.
+    sys.setswitchinterval(0.001)
+
+    process = Worker(
+        url,
+        connection_url=connection_url,
+        queues=list(queue_names) or ["default"],
+        worker_priorities=worker_priorities,
+        worker_count=worker_count,
+        poll_interval=poll_interval,
+        wait_period=wait_period / 1000.0,
+        minimum_buffer_size=minimum_buffer_size,
+        maximum_buffer_size=maximum_buffer_size,
+        shutdown_timeout=shutdown_timeout,
+        log_internals=log_internals,
+        durable_resolutions=durable_resolutions,
+    )
+    stop_requested = threading.Event()
+    signals: list[int] = []
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        signals.append(signum)
+        if len(signals) == 1:
+            log(logging.INFO, "signal_received", signal=signal.Signals(signum).name)
+            stop_requested.set()
+        else:
+            log(logging.WARNING, "forced_exit", signal=signal.Signals(signum).name)
+            logging.shutdown()
+            os._exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    process.start()
+    while not stop_requested.wait(0.5):
+        if process.wait(0):  # the locker ended by itself: a fatal error
+            break
+    clean = process.stop()
+    fatal = process.fatal_error
+    logging.shutdown()
+    if fatal is not None:
+        _fail(_first_line(fatal))
+    sys.exit(0 if clean else 1)
+
+
+# --- migrate -------------------------------------------------------------------------
+
+
+@cli.command()
+@_database_url_option
+@_errors_as_one_line
+def migrate(database_url: str | None) -> None:
+    """Install the conveyor schema from the SQL bundled with this package.
+
+    Installs it when the database has no conveyor schema; does nothing when
+    the installed version is this package's; fails for another version.
+    """
+    from .migrate import bundled_version
+
+    outcome = _migrate(_require_url(database_url))
+    click.echo(f"conveyor schema {bundled_version()}: {outcome}")
+
+
+# --- stats ----------------------------------------------------------------------------
+
+
+def _table(headers: list[str], rows: list[tuple[Any, ...]]) -> str:
+    cells = [headers] + [["" if v is None else str(v) for v in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+@cli.command()
+@_database_url_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option(
+    "--queues",
+    is_flag=True,
+    help="Per-queue counts (queue_stats) instead of per-class (job_stats).",
+)
+@_errors_as_one_line
+def stats(database_url: str | None, as_json: bool, queues: bool) -> None:
+    """Show job_stats(): per job class, the jobs, working, errored, the
+    highest error count and the oldest run_at (or queue_stats with --queues)."""
+    from . import sql
+
+    query = sql.QUEUE_STATS if queues else sql.JOB_STATS
+    with psycopg.connect(_require_url(database_url), autocommit=True) as conn:
+        cursor = conn.execute(query)
+        headers = [column.name for column in cursor.description or []]
+        rows = cursor.fetchall()
+    if as_json:
+        click.echo(
+            json.dumps(
+                [dict(zip(headers, row, strict=True)) for row in rows], default=str, indent=2
+            )
+        )
+    else:
+        click.echo(_table(headers, rows))
+
+
+# --- enqueue --------------------------------------------------------------------------
+
+
+def _json_arg(value: str, what: str) -> Any:
+    try:
+        return json.loads(value)
+    except ValueError as error:
+        raise ConveyorError(f"{what} is not valid JSON: {error}") from None
+    except RecursionError:
+        raise ConveyorError(f"{what} is nested too deeply") from None
+
+
+@cli.command()
+@click.argument("job_class")
+@click.argument("args_json", default="[]", metavar="[ARGS_JSON]")
+@_database_url_option
+@click.option("--queue", help="Queue name. [default: default]")
+@click.option("--priority", type=int, help="Priority, lower runs first. [default: 100]")
+@click.option(
+    "--run-at", help="When to run, ISO 8601 (e.g. 2030-01-01T09:00:00+00:00). [default: now]"
+)
+@click.option("--data", "data_json", metavar="JSON", help="A JSON object of metadata.")
+@click.option(
+    "--maximum-retry-count", type=int, help="Errors before the job expires. [default: 15]"
+)
+@_errors_as_one_line
+def enqueue(
+    job_class: str,
+    args_json: str,
+    database_url: str | None,
+    queue: str | None,
+    priority: int | None,
+    run_at: str | None,
+    data_json: str | None,
+    maximum_retry_count: int | None,
+) -> None:
+    """Enqueue one job of JOB_CLASS with ARGS_JSON (a JSON array, default [])
+    and print its id."""
+    args = _json_arg(args_json, "ARGS_JSON")
+    if not isinstance(args, list):
+        raise ConveyorError("ARGS_JSON must be a JSON array, such as '[1, \"two\"]'")
+    data = _json_arg(data_json, "--data") if data_json is not None else None
+    if data is not None and not isinstance(data, dict):
+        raise ConveyorError("--data must be a JSON object")
+    when: datetime | None = None
+    if run_at is not None:
+        try:
+            when = datetime.fromisoformat(run_at)
+        except ValueError:
+            raise ConveyorError(f"--run-at {run_at!r} is not an ISO 8601 time") from None
+    with psycopg.connect(_require_url(database_url)) as conn:
+        job_id = _enqueue(
+            conn,
+            job_class,
+            *args,
+            queue=queue,
+            priority=priority,
+            run_at=when,
+            data=data,
+            maximum_retry_count=maximum_retry_count,
+        )
+    click.echo(job_id)
+
+
+def main() -> None:
+    """Entry point of the ``conveyor`` script."""
+    cli(prog_name="conveyor")

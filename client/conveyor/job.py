@@ -1,0 +1,418 @@
+"""The :class:`Job` base class, its helper methods, and the job-class registry."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import logging
+import math
+import threading
+import traceback
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+from . import sql
+from .errors import ConveyorError, UnknownJobClassError
+
+if TYPE_CHECKING:
+    import psycopg
+
+__all__ = ["Job", "resolve_job_class"]
+
+# Resolution actions a worker hands to the locker: (action, job_id) or, for a
+# retry, (RETRY, job_id, message, backtrace, delay).
+DESTROY = 0
+FINISH = 1
+EXPIRE = 2
+UNLOCK = 3  # job code resolved the job on its own connection: only unlock it
+RETRY = 4
+
+Resolution = tuple[Any, ...]
+
+#: A locked job as the worker reads it (see ``sql.JOB_COLUMNS``):
+#: (priority, run_at, id, job_class, queue, args, data, error_count,
+#: maximum_retry_count), args and data as JSON text. The first three fields
+#: are the buffer's sort key.
+Row = tuple[int, datetime, int, str, str, str, str, int, int]
+
+MAX_BACKTRACE = 10_000
+MAX_MESSAGE = 1_000
+
+_registry: dict[str, type[Job]] = {}
+_registry_lock = threading.Lock()
+
+
+class JobContext(Protocol):
+    """What a running job gets from whoever runs it (a worker, or the
+    synchronous mode): connections for its own transactions, and the SQL
+    middleware its helper statements go through."""
+
+    sql_middleware: Sequence[sql.SQLMiddleware]
+
+    def connection(self) -> AbstractContextManager[psycopg.Connection[Any]]: ...
+
+    def leftovers(self) -> int:
+        """Close connections the current job still holds; return how many."""
+        ...
+
+
+def resolve_job_class(name: str) -> type[Job]:
+    """The :class:`Job` subclass a ``job_class`` value names.
+
+    A name registered by a subclass definition (its class name, or the
+    ``job_class`` it sets) wins; otherwise a dotted path
+    ``package.module.ClassName`` is imported on demand. Raises
+    :class:`UnknownJobClassError` when neither works.
+    """
+    cls = _registry.get(name)
+    if cls is not None:
+        return cls
+    module_name, _, attribute = name.rpartition(".")
+    if not module_name:
+        raise UnknownJobClassError(
+            f"unknown job class {name!r}: no Job subclass of that name is loaded "
+            "(pass its module to `conveyor worker`, or enqueue it by dotted path)"
+        )
+    try:
+        module = importlib.import_module(module_name)
+        found = getattr(module, attribute)
+    except Exception as error:  # ImportError, AttributeError, or the module's own
+        raise UnknownJobClassError(
+            f"unknown job class {name!r}: cannot import it ({describe(error)})"
+        ) from error
+    if not (isinstance(found, type) and issubclass(found, Job)):
+        raise UnknownJobClassError(f"unknown job class {name!r}: it is not a conveyor.Job")
+    with _registry_lock:
+        _registry[name] = found
+    return found
+
+
+def describe(error: BaseException) -> str:
+    """``"ValueError: message"``, even for an exception whose ``str()`` fails."""
+    try:
+        text = str(error)
+    except BaseException:
+        text = "<str() failed>"
+    return f"{type(error).__name__}: {text}"
+
+
+def format_error(error: BaseException) -> tuple[str, str]:
+    """(message, backtrace) recorded for an error, as Que records them, cut
+    to the SQL's limits, with what PostgreSQL text cannot hold escaped."""
+    message = describe(error)[:MAX_MESSAGE]
+    try:
+        backtrace = "".join(traceback.format_exception(error))[-MAX_BACKTRACE:]
+    except BaseException:
+        backtrace = message
+    return _text(message), _text(backtrace)
+
+
+def _text(value: str) -> str:
+    """``value`` as PostgreSQL text can hold it: NULs and lone surrogates
+    (which UTF-8 cannot encode) are escaped."""
+    value = value.replace("\x00", "\\0")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        value = value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
+
+
+class Job:
+    """Base class of jobs. Subclass it and define :meth:`run`::
+
+        class SendWelcomeEmail(conveyor.Job):
+            queue = "mail"
+            priority = 10
+
+            def run(self, user_id: int) -> None:
+                ...
+
+    The class is known to workers by its ``job_class`` name: the class name
+    unless the class sets ``job_class = "..."``. Class attributes set the
+    defaults used by :meth:`enqueue` and by the worker's error handling.
+    """
+
+    #: The name stored in ``conveyor.jobs.job_class``. Defaults to the class name.
+    job_class: ClassVar[str] = "Job"
+    #: Default queue for :meth:`enqueue` (None: the SQL default, ``'default'``).
+    queue: ClassVar[str | None] = None
+    #: Default priority for :meth:`enqueue` (None: the SQL default, 100).
+    priority: ClassVar[int | None] = None
+    #: Seconds to wait before retrying after an error, or a callable taking the
+    #: error count and returning seconds. None: the SQL backoff, count^4 + 3.
+    retry_interval: ClassVar[float | Callable[[int], float] | None] = None
+    #: Errors tolerated before the job is expired (None: the SQL default, 15).
+    #: Stored in the job's row at enqueue time.
+    maximum_retry_count: ClassVar[int | None] = None
+    #: Run this class's jobs at once in the enqueuing thread (see
+    #: :func:`conveyor.run_synchronously`).
+    run_synchronously: ClassVar[bool] = False
+
+    _row: Row | None
+    _args: list[Any]
+    _data: dict[str, Any]
+    _context: JobContext | None
+    _resolution: Resolution | None
+    _error: BaseException | None
+    _error_count: int
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "job_class" not in cls.__dict__:
+            cls.job_class = cls.__name__
+        with _registry_lock:
+            _registry[cls.job_class] = cls
+
+    def __init__(self) -> None:
+        self._row = None
+        self._args = []
+        self._data = {}
+        self._context = None
+        self._resolution = None
+        self._error = None
+        self._error_count = 0
+
+    @classmethod
+    def _from_row(
+        cls,
+        row: Row | None,
+        context: JobContext | None,
+        args: list[Any] | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> Job:
+        job = cls.__new__(cls)
+        job._row = row
+        job._args = args if args is not None else []
+        job._data = data if data is not None else {}
+        job._context = context
+        job._resolution = None
+        job._error = None
+        job._error_count = row[7] if row is not None else 0
+        return job
+
+    def run(self, *args: Any, **kwargs: Any) -> None:
+        """The job's work. Receives the job's ``args`` (and ``kwargs``)."""
+        raise NotImplementedError(f"{type(self).__name__}.run is not defined")
+
+    # --- the job's row ------------------------------------------------------
+
+    @property
+    def id(self) -> int | None:
+        """The job's id (None for a job run synchronously: it has no row)."""
+        return self._row[2] if self._row is not None else None
+
+    @property
+    def error_count(self) -> int:
+        """How many times this job has errored, counting the current error
+        while :meth:`handle_error` runs."""
+        return self._error_count
+
+    @property
+    def error(self) -> BaseException | None:
+        """The error being handled, while :meth:`handle_error` runs."""
+        return self._error
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        """The job's row as a dict: id, priority, run_at, job_class, queue,
+        args, data, error_count, maximum_retry_count."""
+        result = job_row_dict(self._row, self._error_count)
+        if result:
+            result["args"], result["data"] = self._args, self._data
+        return result
+
+    # --- resolving the job (Que's job helper methods) -----------------------
+
+    def destroy(self, *, conn: psycopg.Connection[Any] | None = None) -> bool:
+        """Delete the job so it is not worked again.
+
+        Without ``conn`` the worker deletes it after :meth:`run` returns (and
+        this returns True). With ``conn`` it is deleted at once on that
+        connection, in its current transaction -- write your results and
+        destroy the job atomically -- and this returns whether it deleted the
+        job: False means the job was already resolved by another run of it
+        (after a lost lock), so roll your transaction back to keep its effects
+        exactly once. :meth:`finish`, :meth:`expire` and :meth:`retry_in`
+        return the same way.
+        """
+        return self._resolve(DESTROY, sql.DESTROY_JOB, conn)
+
+    def finish(self, *, conn: psycopg.Connection[Any] | None = None) -> bool:
+        """Mark the job finished (the row is kept, with ``finished_at`` set)."""
+        return self._resolve(FINISH, sql.FINISH_JOB, conn)
+
+    def expire(self, *, conn: psycopg.Connection[Any] | None = None) -> bool:
+        """Mark the job expired: kept in the table and never retried."""
+        return self._resolve(EXPIRE, sql.EXPIRE_JOB, conn)
+
+    def retry_in(
+        self, seconds: float | None, *, conn: psycopg.Connection[Any] | None = None
+    ) -> bool:
+        """Run the job again in ``seconds`` (None: the SQL backoff).
+
+        Counts as an error (error_count goes up, the current error if any is
+        recorded), and expires the job past its ``maximum_retry_count``.
+        """
+        if seconds is not None:
+            seconds = float(seconds)
+            if not math.isfinite(seconds) or seconds < 0:
+                raise ValueError(f"retry_in: seconds must be a number >= 0, not {seconds}")
+        message: str | None = None
+        backtrace: str | None = None
+        if self._error is not None:
+            message, backtrace = format_error(self._error)
+        job_id = self.id
+        if job_id is None:
+            self._resolution = (RETRY, None, message, backtrace, seconds)
+            return True
+        if conn is None:
+            self._resolution = (RETRY, job_id, message, backtrace, seconds)
+            return True
+        params = (job_id, message, backtrace, seconds)
+        rows = self._execute(conn, sql.RETRY_JOB, params)
+        self._resolution = (UNLOCK, job_id)
+        return bool(rows)
+
+    def default_resolve_action(self) -> None:
+        """Called when :meth:`run` returned without resolving the job:
+        destroys it. Override to :meth:`finish` instead, for instance."""
+        self.destroy()
+
+    def handle_error(self, error: BaseException) -> bool:
+        """Called when :meth:`run` raised ``error`` (any exception, including
+        SystemExit and KeyboardInterrupt raised by the job).
+
+        The default retries after ``retry_interval`` (the SQL backoff when it
+        is None); the SQL expires the job past its maximum_retry_count. Return
+        True to pass the error to the error notifier, False to keep it quiet.
+        """
+        return self.retry_in(self._default_retry_delay())
+
+    def log_level(self, elapsed: float) -> int | None:
+        """The logging level of this job's ``job_worked`` line, given the
+        seconds it ran; None logs nothing. Default: DEBUG."""
+        return logging.DEBUG
+
+    def connection(self) -> AbstractContextManager[psycopg.Connection[Any]]:
+        """A connection for the job's own transaction, as a context manager::
+
+            with self.connection() as conn:
+                conn.execute("UPDATE widgets SET price = %s WHERE id = %s", ...)
+                self.destroy(conn=conn)
+
+        In a worker it comes from the worker's pool and commits when the block
+        ends (rolls back if it raises). In synchronous mode it is the enqueuing
+        connection, in a savepoint.
+        """
+        if self._context is None:
+            raise ConveyorError("this job is not running in a worker: it has no connection")
+        return self._context.connection()
+
+    # --- enqueueing -----------------------------------------------------------
+
+    @classmethod
+    def enqueue(
+        cls,
+        *args: Any,
+        conn: psycopg.Connection[Any],
+        queue: str | None = None,
+        priority: int | None = None,
+        run_at: datetime | None = None,
+        data: Mapping[str, Any] | None = None,
+        maximum_retry_count: int | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+    ) -> int | None:
+        """Enqueue this job class in ``conn``'s current transaction and return
+        the new job's id (None when it ran synchronously). Options default to
+        the class attributes, then to the SQL defaults."""
+        from .client import enqueue
+
+        return enqueue(
+            conn,
+            cls,
+            *args,
+            queue=queue,
+            priority=priority,
+            run_at=run_at,
+            data=data,
+            maximum_retry_count=maximum_retry_count,
+            kwargs=kwargs,
+        )
+
+    @classmethod
+    def enqueue_many(
+        cls,
+        args_list: Sequence[Sequence[Any]],
+        *,
+        conn: psycopg.Connection[Any],
+        queue: str | None = None,
+        priority: int | None = None,
+        run_at: datetime | None = None,
+        data: Mapping[str, Any] | None = None,
+        maximum_retry_count: int | None = None,
+    ) -> list[int]:
+        """Enqueue one job of this class per entry of ``args_list`` in a single
+        statement; returns the new ids in order."""
+        from .client import enqueue_many
+
+        options: dict[str, Any] = {
+            "queue": queue,
+            "priority": priority,
+            "run_at": run_at,
+            "data": data,
+            "maximum_retry_count": maximum_retry_count,
+        }
+        given = {key: value for key, value in options.items() if value is not None}
+        specs = [{"job_class": cls, "args": list(args), **given} for args in args_list]
+        return enqueue_many(conn, specs)
+
+    # --- internals ---------------------------------------------------------------
+
+    def _default_retry_delay(self) -> float | None:
+        interval = type(self).retry_interval
+        if callable(interval):
+            return float(interval(self._error_count))
+        return interval
+
+    def _resolve(self, action: int, statement: str, conn: psycopg.Connection[Any] | None) -> bool:
+        job_id = self.id
+        if job_id is None or conn is None:
+            self._resolution = (action, job_id)
+            return True
+        rows = self._execute(conn, statement, (job_id,))
+        self._resolution = (UNLOCK, job_id)
+        return bool(rows and rows[0][0])
+
+    def _execute(
+        self, conn: psycopg.Connection[Any], statement: str, params: Sequence[Any]
+    ) -> list[Any]:
+        middleware = self._context.sql_middleware if self._context is not None else ()
+
+        def proceed() -> list[Any]:
+            return conn.execute(statement, params).fetchall()
+
+        return sql.run_chain(middleware, statement, params, proceed)
+
+
+def job_row_dict(row: Row | None, error_count: int | None = None) -> dict[str, Any]:
+    """A job row as the dict error notifiers and ``Job.attrs`` get."""
+    if row is None:
+        return {}
+    result = dict(zip(sql.JOB_COLUMNS, row, strict=True))
+    for key in ("args", "data"):
+        with contextlib.suppress(Exception):  # keep the text if it does not load
+            result[key] = json.loads(str(result[key]))
+    if error_count is not None:
+        result["error_count"] = error_count
+    return result
+
+
+def iter_registered() -> Iterator[tuple[str, type[Job]]]:
+    """The registered job classes (name, class), for diagnostics."""
+    with _registry_lock:
+        items = list(_registry.items())
+    return iter(items)

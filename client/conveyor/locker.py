@@ -1,0 +1,479 @@
+"""The locker: one thread, one dedicated database session.
+
+It registers the process in ``conveyor.workers``, LISTENs on its channel,
+locks announced jobs with ``lock_jobs_by_id`` and polls with ``lock_jobs``
+(see :mod:`conveyor.poller`), keeps the buffer between its bounds, and sends
+the resolutions the workers report back -- ``destroy_jobs``, ``finish_jobs``,
+``expire_jobs``, ``retry_job``, ``unlock_jobs`` -- in batches: everything one
+cycle has to say goes out in a single pipelined round trip (one implicit
+transaction), whatever the number of jobs.
+
+The thread sleeps in ``select()`` on the connection's socket (notifications)
+and on a socket pair the workers write to (a job finished, the buffer runs
+low), for at most ``wait_period`` seconds.
+
+If the session drops or is terminated, the locker logs it, forgets the
+buffered jobs (their locks went with the session), and reconnects with
+backoff, re-registering and re-LISTENing; it keeps trying while the database
+is down.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import select
+import socket
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+
+from . import sql
+from .buffer import JobBuffer
+from .errors import SchemaError
+from .job import DESTROY, EXPIRE, FINISH, RETRY, UNLOCK, Resolution, Row, describe
+from .logs import log
+from .poller import Poller
+
+__all__: list[str] = []
+
+_HOSTNAME = socket.gethostname()
+_MAX_ID = 2**63 - 1
+_KIND_NONE, _KIND_BY_ID, _KIND_POLL = 0, 1, 2
+
+Statement = tuple[str, Sequence[Any], int]
+
+
+class Waker:
+    """A socket pair: any thread can wake the locker out of ``select()``."""
+
+    def __init__(self) -> None:
+        self._reader, self._writer = socket.socketpair()
+        self._reader.setblocking(False)
+        self._writer.setblocking(False)
+
+    def wake(self) -> None:
+        with contextlib.suppress(OSError):  # full (the locker wakes anyway) or closed
+            self._writer.send(b"\0")
+
+    def fileno(self) -> int:
+        return self._reader.fileno()
+
+    def drain(self) -> None:
+        try:
+            while self._reader.recv(4096):
+                pass
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self._reader.close()
+        self._writer.close()
+
+
+class Locker:
+    """The locker thread of one :class:`~conveyor.Worker`."""
+
+    def __init__(
+        self,
+        *,
+        buffer: JobBuffer,
+        waker: Waker,
+        connection_url: str,
+        queues: Sequence[str],
+        priorities: Sequence[int | None],
+        poll_interval: float,
+        wait_period: float,
+        sql_middleware: Sequence[sql.SQLMiddleware],
+        log_internals: bool,
+        durable_resolutions: bool = False,
+    ) -> None:
+        self._buffer = buffer
+        self._waker = waker
+        self._url = connection_url
+        self._queues = list(queues)
+        self._queue_set = frozenset(queues)
+        numbers = [p for p in priorities if p is not None]
+        self._ceiling = sys.maxsize if len(numbers) < len(priorities) else max(numbers)
+        self._priorities = list(priorities)
+        self._poller = Poller(poll_interval=poll_interval)
+        self._wait_period = wait_period
+        self._middleware = tuple(sql_middleware)
+        self._internals = log_internals
+        self._durable = durable_resolutions
+        self._conn: psycopg.Connection[Any] | None = None
+        self._announced: list[tuple[int, int]] = []
+        self._unlock: list[int] = []
+        self._carry: list[Resolution] = []
+        self._stopping = threading.Event()
+        self._deadline = 0.0
+        #: Set once the first connection attempt is over (either way).
+        self.ready = threading.Event()
+        #: A fatal error (no schema, no privileges) that stopped the locker.
+        self.fatal: BaseException | None = None
+        #: Whether the locker is connected and registered now.
+        self.connected = False
+        self.reconnects = 0
+        self.thread = threading.Thread(target=self._main, name="conveyor-locker", daemon=True)
+
+    # --- control, from other threads ---------------------------------------------
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self, deadline: float) -> None:
+        """Stop locking; let running jobs finish until ``deadline`` (monotonic)."""
+        self._deadline = deadline
+        self._stopping.set()
+        self._waker.wake()
+
+    # --- the thread ------------------------------------------------------------------
+
+    def _main(self) -> None:
+        try:
+            self._work()
+            self._shutdown()
+        except BaseException as error:
+            self.fatal = self.fatal or error
+            logging.getLogger("conveyor").critical(
+                "locker_crashed",
+                exc_info=error,
+                extra={"conveyor": {"error": f"{type(error).__name__}: {error}"}},
+            )
+        finally:
+            self._close()
+            self._buffer.stop()
+            self.ready.set()
+
+    def _work(self) -> None:
+        delay = 0.0
+        while not self._stopping.is_set():
+            if self._conn is None:
+                if delay:
+                    self._sleep(delay)
+                    if self._stopping.is_set():
+                        return
+                try:
+                    self._connect()
+                except psycopg.OperationalError as error:
+                    delay = min(max(delay * 2, 0.1), 5.0)
+                    log(
+                        logging.ERROR,
+                        "database_unreachable",
+                        error=str(error).strip(),
+                        retry_in=delay,
+                    )
+                    self.ready.set()
+                    continue
+                except psycopg.Error as error:
+                    reason = (str(error).strip() or type(error).__name__).splitlines()[0]
+                    self.fatal = SchemaError(
+                        "cannot register the worker (is the conveyor schema installed? "
+                        f"run `conveyor migrate`): {reason}"
+                    )
+                    log(logging.CRITICAL, "locker_failed", error=str(self.fatal))
+                    return
+                delay = 0.0
+                self.ready.set()
+            try:
+                self._cycle()
+                self._wait()
+            except psycopg.Error as error:
+                self._lost(error)
+                delay = 0.1
+            except Exception as error:  # a bug or an unsendable value: start afresh
+                logging.getLogger("conveyor").error(
+                    "locker_cycle_failed",
+                    exc_info=error,
+                    extra={"conveyor": {"error": describe(error)}},
+                )
+                self._lost(error)
+                delay = 0.1
+
+    def _sleep(self, seconds: float) -> None:
+        select.select([self._waker.fileno()], [], [], seconds)
+        self._waker.drain()
+
+    def _connect(self) -> None:
+        conn = psycopg.connect(self._url, autocommit=True)
+        try:
+            channel = self._run_one(
+                conn,
+                sql.REGISTER_WORKER,
+                (self._queues, self._priorities, _HOSTNAME, os.getpid(), True),
+            )[0][0]
+            if not self._durable:
+                self._run_one(conn, sql.ASYNC_COMMIT, ())
+            listen = sql.listen(channel)
+            sql.run_chain(
+                self._middleware, listen.as_string(conn), (), lambda: conn.execute(listen)
+            )
+        except BaseException:
+            conn.close()
+            raise
+        conn.add_notify_handler(self._on_psycopg_notify)
+        self._conn = conn
+        self._poller.reset()
+        self.connected = True
+        log(
+            logging.INFO,
+            "locker_connected",
+            channel=channel,
+            queues=self._queues,
+            worker_priorities=self._priorities,
+            reconnects=self.reconnects,
+        )
+
+    def _lost(self, error: BaseException) -> None:
+        self.connected = False
+        self.reconnects += 1
+        dropped = self._buffer.clear()
+        log(
+            logging.WARNING,
+            "locker_connection_lost",
+            error=str(error).strip(),
+            dropped_jobs=len(dropped),
+        )
+        self._announced.clear()
+        self._unlock.clear()
+        self._close()
+
+    def _close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    # --- one cycle --------------------------------------------------------------------
+
+    def _cycle(self, *, locking: bool = True) -> None:
+        buffer = self._buffer
+        results = buffer.collect()
+        if self._carry:
+            results = self._carry + results
+            self._carry = []
+        statements: list[Statement] = []
+        if results:
+            destroy: list[int] = []
+            finish: list[int] = []
+            expire: list[int] = []
+            for result in results:
+                action = result[0]
+                if action == DESTROY:
+                    destroy.append(result[1])
+                elif action == UNLOCK:
+                    self._unlock.append(result[1])
+                elif action == RETRY:
+                    statements.append((sql.RETRY_JOB, result[1:], _KIND_NONE))
+                elif action == FINISH:
+                    finish.append(result[1])
+                elif action == EXPIRE:
+                    expire.append(result[1])
+            if destroy:
+                statements.append((sql.DESTROY_JOBS, (destroy,), _KIND_NONE))
+            if finish:
+                statements.append((sql.FINISH_JOBS, (finish,), _KIND_NONE))
+            if expire:
+                statements.append((sql.EXPIRE_JOBS, (expire,), _KIND_NONE))
+        unlocking = bool(self._unlock)
+        if unlocking:
+            statements.append((sql.UNLOCK_JOBS, (self._unlock,), _KIND_NONE))
+            self._unlock = []
+
+        n_resolve = len(statements)
+        requests: list[tuple[int, int | None]] = []
+        full = False
+        locked_by_id = 0
+        now = time.monotonic()
+        if locking:
+            if self._announced:
+                ids, declined = buffer.accept(self._announced)
+                self._announced = []
+                if declined:
+                    self._poller.hint()
+                if ids:
+                    locked_by_id = len(ids)
+                    statements.append((sql.LOCK_JOBS_BY_ID, (ids, self._queues), _KIND_BY_ID))
+            requests, full = self._poller.plan(
+                buffer.demand(), buffer.low, now, topping_up=bool(statements)
+            )
+            if locked_by_id and requests and not full:
+                count, ceiling = requests[-1]
+                count -= locked_by_id
+                requests = [(count, ceiling)] if count > 0 else []
+            for count, ceiling in requests:
+                statements.append((sql.LOCK_JOBS, (self._queues, count, ceiling), _KIND_POLL))
+        if not statements:
+            return
+
+        try:
+            outputs = self._execute(statements)
+        except psycopg.OperationalError:
+            # The session broke: send these resolutions again on the next one.
+            # (Other errors drop them: resending a statement that fails would
+            # loop; those jobs will simply run again.)
+            self._carry = [r for r in results if r[0] != UNLOCK]
+            raise
+
+        rows: list[Row] = []
+        counts: list[int] = []
+        for index in range(n_resolve, len(statements)):
+            got = outputs[index] or []
+            if statements[index][2] == _KIND_POLL:
+                counts.append(len(got))
+            else:
+                # Announced jobs: a NOTIFY can come from anyone allowed to send
+                # one. Never work a job of another queue, nor one no worker
+                # here may take: give it back.
+                wrong = [r for r in got if r[4] not in self._queue_set or r[0] > self._ceiling]
+                if wrong:
+                    self._unlock.extend(r[2] for r in wrong)
+                    got = [r for r in got if r not in wrong]
+            rows.extend(got)
+        if requests:
+            self._poller.polled(requests, counts, full, now)
+        if unlocking:
+            # A poll in the same transaction as unlock_jobs skips the jobs it
+            # unlocked (their locks live until it commits): poll again later.
+            self._poller.hint()
+        if rows:
+            if len(statements) - n_resolve > 1:
+                rows.sort()
+            evicted = buffer.push(rows)
+            if evicted:
+                self._unlock.extend(row[2] for row in evicted)
+                self._poller.hint()
+        if self._internals:
+            log(
+                logging.INFO,
+                "locker_cycle",
+                resolved=len(results),
+                statements=len(statements),
+                locked_by_id=locked_by_id,
+                polls=requests,
+                locked=len(rows),
+                full_poll=full,
+                buffer_size=buffer.size,
+                running=buffer.running,
+                idle_workers=buffer.idle,
+                unlock_next=len(self._unlock),
+            )
+
+    def _execute(self, statements: list[Statement]) -> list[list[Any] | None]:
+        conn = self._conn
+        assert conn is not None
+        if self._middleware or len(statements) == 1:
+            outputs: list[list[Any] | None] = []
+            for query, params, kind in statements:
+                rows = self._run_one(conn, query, params)
+                outputs.append(rows if kind else None)
+            return outputs
+        with conn.pipeline():
+            cursors = [conn.execute(query, params) for query, params, _ in statements]
+        return [
+            cursor.fetchall() if kind else None
+            for cursor, (_, _, kind) in zip(cursors, statements, strict=True)
+        ]
+
+    def _run_one(
+        self, conn: psycopg.Connection[Any], query: str, params: Sequence[Any]
+    ) -> list[Any]:
+        def proceed() -> list[Any]:
+            cursor = conn.execute(query, params)
+            return cursor.fetchall() if cursor.description is not None else []
+
+        return sql.run_chain(self._middleware, query, params, proceed)
+
+    # --- waiting and notifications --------------------------------------------------
+
+    def _wait(self) -> None:
+        conn = self._conn
+        assert conn is not None
+        if self._unlock or self._announced:
+            timeout = 0.0
+        else:
+            timeout = min(self._wait_period, self._poller.timeout(time.monotonic()))
+        sock = conn.pgconn.socket
+        ready, _, _ = select.select([sock, self._waker.fileno()], [], [], timeout)
+        for fd in ready:
+            if fd == sock:
+                self._read_notifications(conn)
+            else:
+                self._waker.drain()
+
+    def _read_notifications(self, conn: psycopg.Connection[Any]) -> None:
+        pgconn = conn.pgconn
+        pgconn.consume_input()
+        if pgconn.status != psycopg.pq.ConnStatus.OK:
+            raise psycopg.OperationalError("the locker's connection is broken")
+        while (notify := pgconn.notifies()) is not None:
+            self._on_notify(notify.extra.decode())
+
+    def _on_psycopg_notify(self, notify: psycopg.Notify) -> None:
+        self._on_notify(notify.payload)
+
+    def _on_notify(self, payload: str) -> None:
+        try:
+            message = json.loads(payload)
+            jobs = message.get("jobs") or []
+            announced = [(int(job["priority"]), int(job["id"])) for job in jobs]
+            if not all(0 < job_id <= _MAX_ID for _, job_id in announced):
+                raise ValueError("job id out of range")
+        except Exception:  # anyone allowed to NOTIFY can send anything
+            log(logging.WARNING, "notification_malformed", payload=payload[:200])
+            self._poller.hint()
+            return
+        if self._stopping.is_set():
+            return
+        self._announced.extend(announced)
+        if message.get("more"):
+            self._poller.hint()
+        if self._internals:
+            log(
+                logging.INFO,
+                "locker_notified",
+                jobs=[a[1] for a in announced],
+                more=bool(message.get("more")),
+            )
+
+    # --- shutdown -----------------------------------------------------------------------
+
+    def _shutdown(self) -> None:
+        buffer = self._buffer
+        released = buffer.stop()
+        self._unlock.extend(row[2] for row in released)
+        log(logging.INFO, "worker_stopping", unlocked=len(self._unlock), running=buffer.running)
+        if self._conn is not None:
+            try:
+                self._run_one(self._conn, sql.UNLISTEN_ALL, ())
+                self._cycle(locking=False)
+            except psycopg.Error as error:
+                self._lost(error)
+        while buffer.running > 0:
+            remaining = self._deadline - time.monotonic()
+            if remaining <= 0:
+                log(logging.WARNING, "shutdown_timeout", abandoned_jobs=buffer.running)
+                break
+            self._sleep(min(self._wait_period, remaining))
+            self._flush()
+        self._flush()
+        if self._conn is not None:
+            try:
+                self._run_one(self._conn, sql.UNREGISTER_WORKER, ())
+            except psycopg.Error as error:
+                self._lost(error)
+
+    def _flush(self) -> None:
+        if self._conn is None:
+            self._buffer.collect()
+            return
+        try:
+            self._cycle(locking=False)
+        except psycopg.Error as error:
+            self._lost(error)

@@ -1,0 +1,343 @@
+"""The :class:`Worker`: a locker, a buffer and a pool of worker threads."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from types import TracebackType
+from typing import Any
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from . import sql
+from .buffer import JobBuffer
+from .errors import ConveyorError
+from .hooks import ErrorNotifier, JobMiddleware, hooks
+from .locker import Locker, Waker
+from .logs import log
+from .workers import WorkerThreads
+from .workers import worker_priorities as _resolve_priorities
+
+__all__ = ["Worker"]
+
+
+def _reset_connection(conn: psycopg.Connection[Any]) -> None:
+    """Give the next job a clean session: whatever a job set (autocommit, SET,
+    cursors, temporary tables, LISTEN, advisory locks) is undone.
+    A broken connection fails here and the pool discards it."""
+    conn.autocommit = True
+    conn.execute(sql.RESET_SESSION, prepare=False)
+    conn.autocommit = False
+    conn.isolation_level = None
+    conn.read_only = None
+    conn.deferrable = None
+
+
+class _PoolContext:
+    """What running jobs get from the worker: pooled connections (the pool is
+    opened on first use) and the SQL middleware.
+
+    A job must give back what it borrows, in a usable state: a block that ends
+    with the connection closed or its transaction aborted raises (nothing was
+    committed), and connections still borrowed when ``run`` returns are
+    closed and reported (:meth:`leftovers`)."""
+
+    def __init__(
+        self,
+        url: str,
+        size: int,
+        pool: ConnectionPool | None,
+        sql_middleware: Sequence[sql.SQLMiddleware],
+    ) -> None:
+        self._url = url
+        self._size = size
+        self._pool = pool
+        self._own_pool: ConnectionPool | None = None
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self.sql_middleware: Sequence[sql.SQLMiddleware] = tuple(sql_middleware)
+
+    def _get_pool(self) -> ConnectionPool:
+        if self._pool is not None:
+            return self._pool
+        with self._lock:
+            if self._own_pool is None:
+                self._own_pool = ConnectionPool(
+                    self._url,
+                    min_size=0,
+                    max_size=self._size,
+                    open=True,
+                    name="conveyor-jobs",
+                    reset=_reset_connection,
+                )
+            return self._own_pool
+
+    def _borrowed(self) -> list[psycopg.Connection[Any]]:
+        borrowed: list[psycopg.Connection[Any]] | None = getattr(self._local, "borrowed", None)
+        if borrowed is None:
+            borrowed = self._local.borrowed = []
+        return borrowed
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection[Any]]:
+        pool = self._get_pool()
+        borrowed = self._borrowed()
+        with pool.connection() as conn:
+            borrowed.append(conn)
+            try:
+                yield conn
+                if conn.closed:
+                    raise ConveyorError(
+                        "the job closed its connection inside the block: nothing was committed"
+                    )
+                if conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
+                    raise ConveyorError(
+                        "the job's transaction was aborted by an error it caught: "
+                        "nothing was committed"
+                    )
+            finally:
+                if conn in borrowed:
+                    borrowed.remove(conn)
+
+    def leftovers(self) -> int:
+        """Close the connections the current job still holds; how many."""
+        borrowed = getattr(self._local, "borrowed", None)
+        if not borrowed:
+            return 0
+        count = len(borrowed)
+        pool = self._get_pool()
+        for conn in borrowed:
+            with contextlib.suppress(Exception):
+                conn.close()
+            with contextlib.suppress(Exception):
+                pool.putconn(conn)
+        borrowed.clear()
+        return count
+
+    def close(self, timeout: float) -> None:
+        with self._lock:
+            pool, self._own_pool = self._own_pool, None
+        if pool is not None:
+            pool.close(timeout=timeout)
+
+
+class Worker:
+    """A worker process's machinery, usable from Python::
+
+        worker = conveyor.Worker(database_url, queues=["default", "mail"])
+        worker.start()
+        ...
+        worker.stop()
+
+    ``start()`` starts the locker thread (``conveyor-locker``) and the worker
+    threads (``conveyor-worker-N``) and returns once the locker has made its
+    first connection attempt: it raises :class:`ConveyorError` if the schema
+    is missing, and keeps retrying in the background while the database is
+    unreachable. ``stop()`` shuts down as Que does: no more locking, buffered
+    jobs unlocked at once, running jobs given up to ``shutdown_timeout``
+    seconds, then the locker's session is closed so PostgreSQL releases what
+    is still locked.
+
+    Options mirror the CLI's: ``connection_url`` (the locker's own session;
+    defaults to ``database_url``, which job code's pool uses),
+    ``queues``, ``worker_priorities`` (None for "any") and ``worker_count``
+    (Que's trim/pad rule), ``poll_interval`` (seconds), ``wait_period``
+    (seconds), ``minimum_buffer_size``, ``maximum_buffer_size``,
+    ``shutdown_timeout`` (seconds), ``log_internals``.
+    ``durable_resolutions``: by default the locker's session commits with
+    ``synchronous_commit = off``, so sending a batch of resolutions does not
+    wait for a WAL flush; a server crash can then forget the last
+    resolutions, and those jobs run again (conveyor is at-least-once anyway).
+    Set it to make them durable at commit. Jobs that resolve themselves on
+    their own connection are not affected either way. ``error_notifier``,
+    ``job_middleware`` and ``sql_middleware`` default to
+    :data:`conveyor.hooks`. ``pool`` lends job code your own
+    :class:`psycopg_pool.ConnectionPool` instead of one the worker opens.
+    """
+
+    def __init__(
+        self,
+        database_url: str,
+        *,
+        connection_url: str | None = None,
+        queues: Sequence[str] = ("default",),
+        worker_priorities: Sequence[int | None] | None = None,
+        worker_count: int | None = None,
+        poll_interval: float = 5.0,
+        wait_period: float = 0.05,
+        minimum_buffer_size: int = 2,
+        maximum_buffer_size: int = 8,
+        shutdown_timeout: float = 10.0,
+        error_notifier: ErrorNotifier | None = None,
+        job_middleware: Sequence[JobMiddleware] | None = None,
+        sql_middleware: Sequence[sql.SQLMiddleware] | None = None,
+        log_internals: bool = False,
+        durable_resolutions: bool = False,
+        pool: ConnectionPool | None = None,
+    ) -> None:
+        if isinstance(queues, str):
+            queues = [queues]
+        if not queues:
+            raise ValueError("a worker needs at least one queue")
+        if poll_interval <= 0:
+            raise ValueError("poll_interval must be positive")
+        if wait_period <= 0:
+            raise ValueError("wait_period must be positive")
+        if shutdown_timeout < 0:
+            raise ValueError("shutdown_timeout must not be negative")
+        self.database_url = database_url
+        self.connection_url = connection_url or database_url
+        self.queues = list(dict.fromkeys(queues))
+        self.worker_priorities = _resolve_priorities(worker_priorities, worker_count)
+        self.poll_interval = poll_interval
+        self.wait_period = wait_period
+        self.minimum_buffer_size = minimum_buffer_size
+        self.maximum_buffer_size = maximum_buffer_size
+        self.shutdown_timeout = shutdown_timeout
+        self.log_internals = log_internals
+        self.durable_resolutions = durable_resolutions
+        self._error_notifier = error_notifier
+        self._job_middleware = job_middleware
+        self._sql_middleware = sql_middleware
+        self._user_pool = pool
+        self._waker = Waker()
+        self.buffer = JobBuffer(
+            minimum_size=minimum_buffer_size,
+            maximum_size=maximum_buffer_size,
+            ceilings=self.worker_priorities,
+            wake=self._waker.wake,
+        )
+        self._locker: Locker | None = None
+        self._threads: WorkerThreads | None = None
+        self._context: _PoolContext | None = None
+        self._started = False
+        self._stopped = threading.Event()
+
+    # --- lifecycle ----------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the locker and the worker threads (see the class docs)."""
+        if self._started:
+            raise ConveyorError("this worker was already started")
+        self._started = True
+        sql_middleware = (
+            list(self._sql_middleware)
+            if self._sql_middleware is not None
+            else list(hooks.sql_middleware)
+        )
+        job_middleware = (
+            list(self._job_middleware)
+            if self._job_middleware is not None
+            else list(hooks.job_middleware)
+        )
+        notifier = self._error_notifier or hooks.error_notifier
+        self._context = _PoolContext(
+            self.database_url, len(self.worker_priorities), self._user_pool, sql_middleware
+        )
+        self._locker = Locker(
+            buffer=self.buffer,
+            waker=self._waker,
+            connection_url=self.connection_url,
+            queues=self.queues,
+            priorities=self.worker_priorities,
+            poll_interval=self.poll_interval,
+            wait_period=self.wait_period,
+            sql_middleware=sql_middleware,
+            log_internals=self.log_internals,
+            durable_resolutions=self.durable_resolutions,
+        )
+        self._threads = WorkerThreads(
+            self.buffer,
+            self.worker_priorities,
+            context=self._context,
+            error_notifier=notifier,
+            job_middleware=job_middleware,
+        )
+        log(
+            logging.INFO,
+            "worker_started",
+            queues=self.queues,
+            worker_priorities=self.worker_priorities,
+            poll_interval=self.poll_interval,
+            wait_period=self.wait_period,
+            minimum_buffer_size=self.minimum_buffer_size,
+            maximum_buffer_size=self.maximum_buffer_size,
+        )
+        self._threads.start()
+        self._locker.start()
+        self._locker.ready.wait()
+        if self._locker.fatal is not None:
+            fatal = self._locker.fatal
+            self.stop(timeout=1.0)
+            if isinstance(fatal, ConveyorError):
+                raise fatal
+            raise ConveyorError(str(fatal)) from fatal
+
+    def stop(self, timeout: float | None = None) -> bool:
+        """Stop and wait up to ``timeout`` seconds (default
+        ``shutdown_timeout``) for running jobs. Returns True when every thread
+        has ended, False when a job was still running at the deadline (its
+        lock is released anyway, so it will run again elsewhere)."""
+        if self._locker is None or self._threads is None:
+            return True
+        if timeout is None:
+            timeout = self.shutdown_timeout
+        deadline = time.monotonic() + timeout
+        self._locker.stop(deadline)
+        self._locker.thread.join(timeout + 30.0)
+        # Idle worker threads exit as soon as the locker has stopped the buffer:
+        # give them a moment even when the deadline has passed.
+        done = self._threads.join(max(deadline, time.monotonic() + 0.5))
+        done = done and not self._locker.thread.is_alive()
+        if self._context is not None:
+            self._context.close(timeout=max(1.0, deadline - time.monotonic()))
+        if not self._stopped.is_set():
+            self._waker.close()
+            self._stopped.set()
+            log(logging.INFO, "worker_stopped", clean=done)
+        return done
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the locker thread ends (after :meth:`stop`, or if it
+        failed fatally); True if it has."""
+        if self._locker is None:
+            return True
+        self._locker.thread.join(timeout)
+        return not self._locker.thread.is_alive()
+
+    def __enter__(self) -> Worker:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # --- state ------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        """Whether the locker is connected and registered."""
+        return self._locker is not None and self._locker.connected
+
+    @property
+    def fatal_error(self) -> BaseException | None:
+        """The error that stopped the locker, if any."""
+        return self._locker.fatal if self._locker is not None else None
+
+    @property
+    def threads(self) -> list[threading.Thread]:
+        """The locker and worker threads."""
+        threads = [] if self._locker is None else [self._locker.thread]
+        if self._threads is not None:
+            threads += self._threads.threads
+        return threads

@@ -1,0 +1,135 @@
+"""Every SQL statement conveyor sends, in one place, and the SQL middleware chain.
+
+The statements only call the functions of the documented SQL contract
+(``docs/reference/protocol.md``). Parameters are always cast explicitly so
+that PostgreSQL resolves the function whatever type psycopg picks for a
+Python value (a small int is sent as int2, a list of them as int2[]).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from psycopg import sql as _sql
+
+__all__ = ["SQLMiddleware"]
+
+T = TypeVar("T")
+
+#: ``middleware(sql, params, proceed)`` wraps one statement: it must call
+#: ``proceed()`` (which runs the statement and returns its result) and return
+#: that result. Middleware sees every statement the worker sends.
+SQLMiddleware = Callable[[str, Sequence[Any], Callable[[], Any]], Any]
+
+
+def run_chain(
+    middleware: Sequence[SQLMiddleware],
+    query: str,
+    params: Sequence[Any],
+    proceed: Callable[[], T],
+) -> T:
+    """Run ``proceed`` through the middleware chain (outermost first)."""
+    if not middleware:
+        return proceed()
+
+    def call(index: int) -> T:
+        if index == len(middleware):
+            return proceed()
+        result: T = middleware[index](query, params, lambda: call(index + 1))
+        return result
+
+    return call(0)
+
+
+# --- enqueue ------------------------------------------------------------------
+
+_ENQUEUE_OPTIONS = {
+    "queue": "%s::text",
+    "priority": "%s::integer",
+    "run_at": "%s::timestamptz",
+    "data": "%s::jsonb",
+    "maximum_retry_count": "%s::integer",
+}
+_enqueue_cache: dict[tuple[str, ...], str] = {}
+
+
+def enqueue(options: Sequence[str]) -> str:
+    """``SELECT id FROM conveyor.enqueue(...)`` passing only the given options
+    by name, so that the SQL defaults apply to the others."""
+    key = tuple(options)
+    text = _enqueue_cache.get(key)
+    if text is None:
+        named = "".join(f", {name} => {_ENQUEUE_OPTIONS[name]}" for name in key)
+        text = f"SELECT id FROM conveyor.enqueue(%s::text, %s::jsonb{named})"
+        _enqueue_cache[key] = text
+    return text
+
+
+ENQUEUE_MANY = "SELECT id FROM conveyor.enqueue_many(%s::jsonb) AS e(id)"
+
+# --- the worker's statements ------------------------------------------------
+
+#: Columns read for a locked job, in this order. The first three are the
+#: buffer's sort key, so a row tuple sorts by urgency as it is.
+JOB_COLUMNS = (
+    "priority",
+    "run_at",
+    "id",
+    "job_class",
+    "queue",
+    "args",
+    "data",
+    "error_count",
+    "maximum_retry_count",
+)
+# args and data come as text: the worker thread parses them, so a value
+# Python cannot load (nested too deeply) is that job's error, not the locker's.
+_COLUMNS = ", ".join(f"{c}::text" if c in ("args", "data") else c for c in JOB_COLUMNS)
+
+LOCK_JOBS = f"SELECT {_COLUMNS} FROM conveyor.lock_jobs(%s::text[], %s::integer, %s::integer)"
+LOCK_JOBS_BY_ID = f"SELECT {_COLUMNS} FROM conveyor.lock_jobs_by_id(%s::bigint[], %s::text[])"
+
+DESTROY_JOBS = "SELECT conveyor.destroy_jobs(%s::bigint[])"
+FINISH_JOBS = "SELECT conveyor.finish_jobs(%s::bigint[])"
+EXPIRE_JOBS = "SELECT conveyor.expire_jobs(%s::bigint[])"
+UNLOCK_JOBS = "SELECT conveyor.unlock_jobs(%s::bigint[])"
+RETRY_JOB = (
+    "SELECT id FROM conveyor.retry_job(%s::bigint, %s::text, %s::text, %s::double precision)"
+)
+
+DESTROY_JOB = "SELECT conveyor.destroy_job(%s::bigint)"
+FINISH_JOB = "SELECT conveyor.finish_job(%s::bigint)"
+EXPIRE_JOB = "SELECT conveyor.expire_job(%s::bigint)"
+
+REGISTER_WORKER = (
+    "SELECT conveyor.register_worker(%s::text[], %s::integer[], %s::text, %s::integer, %s::boolean)"
+)
+UNREGISTER_WORKER = "SELECT conveyor.unregister_worker()"
+UNLISTEN_ALL = "UNLISTEN *"
+#: Resets a pooled connection between jobs: DISCARD ALL but for prepared
+#: statements, which psycopg keeps track of (and which stay valid).
+RESET_SESSION = "CLOSE ALL; RESET ALL; UNLISTEN *; SELECT pg_advisory_unlock_all(); DISCARD TEMP"
+#: The locker's own resolutions need not wait for the WAL flush: losing the
+#: last ones in a server crash only means those jobs run again (at least once).
+ASYNC_COMMIT = "SET synchronous_commit = off"
+
+
+def listen(channel: str) -> _sql.Composed:
+    """``LISTEN "<channel>"``."""
+    return _sql.SQL("LISTEN {}").format(_sql.Identifier(channel))
+
+
+# --- inspection and schema ----------------------------------------------------
+
+JOB_STATS = (
+    "SELECT job_class, count, count_working, count_errored, highest_error_count, oldest_run_at"
+    " FROM conveyor.job_stats()"
+)
+QUEUE_STATS = (
+    "SELECT queue, ready, scheduled, working, errored, expired, finished, oldest_ready_age"
+    " FROM conveyor.queue_stats()"
+)
+SCHEMA_EXISTS = "SELECT to_regnamespace('conveyor') IS NOT NULL"
+SCHEMA_VERSION = "SELECT conveyor.schema_version()"
+SCHEMA_VERSION_EXISTS = "SELECT to_regprocedure('conveyor.schema_version()') IS NOT NULL"

@@ -1,0 +1,302 @@
+"""The worker threads: take a job from the buffer, run it, report back.
+
+Each thread has a priority ceiling (``--worker-priorities``): it only takes
+jobs whose priority is at most that number, or any job for ``any`` (None).
+A job's outcome -- destroy (the default), finish, expire, retry, or "already
+resolved by the job itself, just unlock" -- goes back through the buffer to
+the locker, which sends them in batches.
+
+Anything a job raises is that job's error, including ``SystemExit``,
+``KeyboardInterrupt`` and ``GeneratorExit``: the thread records it and goes
+on. So do an unknown job class and arguments that do not fit ``run``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from json import loads
+from typing import Any
+
+from . import job as _job
+from .buffer import JobBuffer, Waiter
+from .errors import ConveyorError
+from .hooks import ErrorNotifier, JobMiddleware
+from .job import (
+    DESTROY,
+    RETRY,
+    Job,
+    JobContext,
+    Resolution,
+    Row,
+    describe,
+    format_error,
+    job_row_dict,
+)
+from .logs import LEVELS, LOGGER, log
+
+__all__ = ["DEFAULT_WORKER_PRIORITIES", "parse_worker_priorities", "worker_priorities"]
+
+#: Que's default: three workers reserved for urgent jobs, three for any job.
+DEFAULT_WORKER_PRIORITIES: tuple[int | None, ...] = (10, 30, 50, None, None, None)
+
+
+def parse_worker_priorities(text: str) -> list[int | None]:
+    """``"10,30,50,any"`` -> ``[10, 30, 50, None]``."""
+    result: list[int | None] = []
+    for raw in text.split(","):
+        part = raw.strip().lower()
+        if not part:
+            continue
+        if part in ("any", "nil", "none"):
+            result.append(None)
+            continue
+        try:
+            value = int(part)
+        except ValueError:
+            raise ValueError(f"invalid worker priority {part!r}: use integers or 'any'") from None
+        if value < 0:
+            raise ValueError(f"invalid worker priority {value}: must not be negative")
+        result.append(value)
+    if not result:
+        raise ValueError("worker priorities must name at least one worker")
+    return result
+
+
+def worker_priorities(
+    priorities: Sequence[int | None] | None, count: int | None
+) -> list[int | None]:
+    """Que's rule for ``--worker-priorities`` and ``--worker-count``.
+
+    Priorities alone are used as given (default ``10,30,50,any,any,any``); a
+    count alone means that many ``any`` workers; both: the count trims the
+    list or pads it with ``any``.
+    """
+    if count is not None and count < 1:
+        raise ValueError("worker count must be at least 1")
+    if priorities is None:
+        if count is None:
+            return list(DEFAULT_WORKER_PRIORITIES)
+        return [None] * count
+    result = list(priorities)
+    if count is not None:
+        result = (result + [None] * count)[:count]
+    if not result:
+        raise ValueError("worker priorities must name at least one worker")
+    return result
+
+
+class WorkerThreads:
+    """The pool of worker threads of one :class:`~conveyor.Worker`."""
+
+    def __init__(
+        self,
+        buffer: JobBuffer,
+        priorities: Sequence[int | None],
+        *,
+        context: JobContext,
+        error_notifier: ErrorNotifier | None,
+        job_middleware: Sequence[JobMiddleware],
+    ) -> None:
+        self._buffer = buffer
+        self._context = context
+        self._error_notifier = error_notifier
+        self._middleware = tuple(job_middleware)
+        self._registry = _job._registry
+        self.threads = [
+            threading.Thread(
+                target=self._loop,
+                args=(buffer.waiter(ceiling),),
+                name=f"conveyor-worker-{index}",
+                daemon=True,
+            )
+            for index, ceiling in enumerate(priorities, start=1)
+        ]
+
+    def start(self) -> None:
+        for thread in self.threads:
+            thread.start()
+
+    def join(self, deadline: float | None) -> bool:
+        """Wait for the threads to exit, until ``deadline`` (monotonic);
+        True if all did."""
+        for thread in self.threads:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            thread.join(remaining)
+        return not any(thread.is_alive() for thread in self.threads)
+
+    # --- one thread ---------------------------------------------------------------
+
+    def _loop(self, waiter: Waiter) -> None:
+        buffer = self._buffer
+        work = self._work
+        try:
+            row = buffer.take(waiter)
+            while row is not None:
+                result = work(row)
+                row = buffer.finish(waiter, result)
+        except BaseException as error:  # a bug in conveyor: say so, don't die silently
+            LOGGER.critical(
+                "worker_crashed",
+                exc_info=error,
+                extra={"conveyor": {"error": describe(error)}},
+            )
+            raise
+
+    def _work(self, row: Row) -> Resolution:
+        """Run one job; never raises."""
+        job_class = row[3]
+        cls = self._registry.get(job_class)
+        if cls is None:
+            try:
+                cls = _job.resolve_job_class(job_class)
+            except BaseException as error:
+                return self._errored(None, row, error, 0.0)
+        try:
+            args = loads(row[5])
+            data = loads(row[6]) if row[6] != "{}" else {}
+        except BaseException as error:
+            return self._errored(None, row, error, 0.0)
+        job = cls._from_row(row, self._context, args, data)
+        start = time.perf_counter()
+        try:
+            if self._middleware:
+                self._run_through_middleware(job, args, data)
+            else:
+                if data and "kwargs" in data:
+                    job.run(*args, **data["kwargs"])
+                else:
+                    job.run(*args)
+                if job._resolution is None:
+                    job.default_resolve_action()
+            leaked = self._context.leftovers()
+            if leaked:
+                raise ConveyorError(
+                    f"the job kept {leaked} borrowed connection(s) after run() returned: "
+                    "closed, and what was not committed is lost"
+                )
+        except BaseException as error:
+            return self._errored(job, row, error, time.perf_counter() - start)
+        elapsed = time.perf_counter() - start
+        resolution = job._resolution
+        if resolution is None:
+            resolution = (DESTROY, row[2])
+        try:
+            level = job.log_level(elapsed)
+            if level is not None:
+                if isinstance(level, str):
+                    level = LEVELS.get(level.lower())
+                if level is not None and LOGGER.isEnabledFor(level):
+                    log(
+                        level,
+                        "job_worked",
+                        job_id=row[2],
+                        job_class=job_class,
+                        queue=row[4],
+                        priority=row[0],
+                        elapsed=round(elapsed, 6),
+                    )
+        except BaseException as error:
+            log(
+                logging.ERROR,
+                "log_level_failed",
+                job_id=row[2],
+                job_class=job_class,
+                error=describe(error),
+            )
+        return resolution
+
+    def _run_through_middleware(self, job: Job, args: list[Any], data: dict[str, Any]) -> None:
+        middleware = self._middleware
+
+        def invoke() -> None:
+            if data and "kwargs" in data:
+                job.run(*args, **data["kwargs"])
+            else:
+                job.run(*args)
+            if job._resolution is None:
+                job.default_resolve_action()
+
+        def call(index: int) -> None:
+            if index == len(middleware):
+                invoke()
+            else:
+                middleware[index](job, lambda: call(index + 1))
+
+        call(0)
+
+    def _errored(
+        self, job: Job | None, row: Row, error: BaseException, elapsed: float
+    ) -> Resolution:
+        """Handle a job's error the way Que does; never raises."""
+        job_id = row[2]
+        error_count = row[7] + 1
+        resolution: Resolution | None = None
+        notify = True
+        try:
+            self._context.leftovers()
+            if job is not None:
+                job._error = error
+                job._error_count = error_count
+                job._resolution = None
+                try:
+                    notify = bool(job.handle_error(error))
+                except BaseException as handler_error:
+                    log(
+                        logging.ERROR,
+                        "handle_error_failed",
+                        job_id=job_id,
+                        job_class=row[3],
+                        error=describe(handler_error),
+                    )
+                    self._notify(handler_error, row, error_count)
+                    notify = True
+                if job._resolution is None:
+                    job.retry_in(job._default_retry_delay())
+                resolution = job._resolution
+        except BaseException as fallback_error:
+            log(
+                logging.ERROR,
+                "retry_failed",
+                job_id=job_id,
+                job_class=row[3],
+                error=describe(fallback_error),
+            )
+            resolution = None
+        message, backtrace = format_error(error)
+        if resolution is None:
+            resolution = (RETRY, job_id, message, backtrace, None)
+        if LOGGER.isEnabledFor(logging.ERROR):
+            log(
+                logging.ERROR,
+                "job_errored",
+                job_id=job_id,
+                job_class=row[3],
+                queue=row[4],
+                priority=row[0],
+                error_count=error_count,
+                elapsed=round(elapsed, 6),
+                error_class=type(error).__name__,
+                error_message=message.partition(": ")[2],
+                error_backtrace=backtrace,
+            )
+        if notify:
+            self._notify(error, row, error_count)
+        return resolution
+
+    def _notify(self, error: BaseException, row: Row, error_count: int) -> None:
+        notifier = self._error_notifier
+        if notifier is None:
+            return
+        try:
+            notifier(error, job_row_dict(row, error_count))
+        except BaseException as notifier_error:
+            log(
+                logging.ERROR,
+                "error_notifier_failed",
+                job_id=row[2],
+                job_class=row[3],
+                error=describe(notifier_error),
+            )

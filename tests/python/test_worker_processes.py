@@ -1,0 +1,260 @@
+"""`conveyor worker` as real processes: exactly-once with three workers,
+SIGKILL mid-job, SIGTERM and the second signal, the shutdown timeout."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import psycopg
+import pytest
+
+import conveyor
+
+CONV = 0x434F4E56
+
+JOBS_MODULE = textwrap.dedent(
+    """
+    import os
+    import time
+
+    import conveyor
+
+
+    class ExactlyOnce(conveyor.Job):
+        def run(self, value):
+            with self.connection() as conn:
+                conn.execute("INSERT INTO results (value, pid) VALUES (%s, %s)",
+                             (value, os.getpid()))
+                self.destroy(conn=conn)
+
+
+    class Slow(conveyor.Job):
+        '''Sleeps on its first run only, then records its result.'''
+
+        def run(self, seconds):
+            with self.connection() as conn:
+                conn.execute("INSERT INTO starts (job_id, pid) VALUES (%s, %s)",
+                             (self.id, os.getpid()))
+                attempts = conn.execute("SELECT count(*) FROM starts WHERE job_id = %s",
+                                        (self.id,)).fetchone()[0]
+            if attempts == 1:
+                time.sleep(seconds)
+            with self.connection() as conn:
+                conn.execute("INSERT INTO results (value, pid) VALUES (%s, %s)",
+                             (self.id, os.getpid()))
+                self.destroy(conn=conn)
+    """
+)
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what or predicate}")
+        time.sleep(0.01)
+
+
+def scalar(conn: psycopg.Connection[Any], query: str, params: Any = ()) -> Any:
+    row = conn.execute(query, params).fetchone()
+    assert row is not None
+    return row[0]
+
+
+def locks_held(conn: psycopg.Connection[Any], pid: int) -> int:
+    return int(
+        scalar(
+            conn,
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2"
+            " AND classid = %s AND pid = %s AND granted",
+            (CONV, pid),
+        )
+    )
+
+
+def all_locks(conn: psycopg.Connection[Any]) -> int:
+    """conveyor job locks held by any session of this test's database."""
+    return int(
+        scalar(
+            conn,
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2"
+            " AND classid = %s"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            (CONV,),
+        )
+    )
+
+
+class Process:
+    def __init__(self, popen: subprocess.Popen[bytes], log: Path, handle: IO[bytes]) -> None:
+        self.popen = popen
+        self.log = log
+        self.handle = handle
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+
+@pytest.fixture
+def spawn(db_url: str, tmp_path: Path) -> Iterator[Callable[..., Process]]:
+    """Start `python -m conveyor worker jobs.py ...`; killed at teardown."""
+    jobs = tmp_path / "jobs.py"
+    jobs.write_text(JOBS_MODULE)
+    procs: list[Process] = []
+
+    def _spawn(*args: str) -> Process:
+        log = tmp_path / f"worker-{len(procs)}.log"
+        handle = log.open("wb")
+        popen = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "conveyor",
+                "worker",
+                str(jobs),
+                "--database-url",
+                db_url,
+                "--poll-interval",
+                "0.5",
+                *args,
+            ],
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+        )
+        proc = Process(popen, log, handle)
+        procs.append(proc)
+        return proc
+
+    yield _spawn
+    for proc in procs:
+        if proc.popen.poll() is None:
+            proc.popen.kill()
+        proc.popen.wait(10)
+        proc.handle.close()
+
+
+@pytest.fixture
+def tables(conn: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
+    conn.execute("CREATE TABLE results (value bigint NOT NULL, pid int NOT NULL)")
+    conn.execute("CREATE TABLE starts (job_id bigint NOT NULL, pid int NOT NULL)")
+    return conn
+
+
+def registered(conn: psycopg.Connection[Any], process_id: int) -> int | None:
+    """The locker session's backend pid of a worker process, once registered."""
+    row = conn.execute(
+        "SELECT pid FROM conveyor.workers WHERE process_id = %s", (process_id,)
+    ).fetchone()
+    return int(row[0]) if row else None
+
+
+@pytest.mark.slow
+def test_three_workers_work_5000_jobs_exactly_once(
+    tables: psycopg.Connection[Any], spawn: Callable[..., Process]
+) -> None:
+    conn = tables
+    workers = [spawn("-w", "4") for _ in range(3)]
+    for worker in workers:
+        wait_for(lambda w=worker: registered(conn, w.popen.pid), what="registration")
+    # Enqueued while the workers run, in batches, so NOTIFY and polling both
+    # hand out jobs to all three.
+    for start in range(0, 5000, 500):
+        conveyor.enqueue_many(
+            conn, [{"job_class": "ExactlyOnce", "args": [i]} for i in range(start, start + 500)]
+        )
+    wait_for(
+        lambda: scalar(conn, "SELECT count(*) FROM conveyor.jobs") == 0,
+        timeout=90,
+        what="all jobs worked",
+    )
+    for worker in workers:
+        worker.popen.send_signal(signal.SIGTERM)
+    for worker in workers:
+        assert worker.popen.wait(15) == 0, worker.output()
+    assert scalar(conn, "SELECT count(*) FROM results") == 5000
+    assert scalar(conn, "SELECT count(DISTINCT value) FROM results") == 5000
+    assert scalar(conn, "SELECT count(DISTINCT pid) FROM results") >= 2
+    assert "Traceback" not in "".join(w.output() for w in workers)
+
+
+def test_sigkill_mid_job_frees_the_job_at_once_and_it_runs_again(
+    tables: psycopg.Connection[Any], spawn: Callable[..., Process]
+) -> None:
+    conn = tables
+    job_id = conveyor.enqueue(conn, "Slow", 60)
+    victim = spawn("-w", "1")
+    wait_for(lambda: scalar(conn, "SELECT count(*) FROM starts") == 1, what="the job started")
+    pid = registered(conn, victim.popen.pid)
+    assert pid is not None and locks_held(conn, pid) == 1
+    victim.popen.kill()
+    victim.popen.wait(5)
+    # PostgreSQL ends the session and releases the lock: the job is free now.
+    wait_for(lambda: all_locks(conn) == 0, timeout=2, what="the lock to go with the session")
+    assert scalar(conn, "SELECT error_count FROM conveyor.jobs WHERE id = %s", (job_id,)) == 0
+    rescuer = spawn("-w", "1")
+    wait_for(lambda: scalar(conn, "SELECT count(*) FROM results") == 1, what="the second run")
+    assert scalar(conn, "SELECT count(*) FROM starts") == 2
+    assert scalar(conn, "SELECT count(*) FROM conveyor.jobs") == 0
+    # The dead worker's registry row was pruned by the new registration.
+    assert scalar(conn, "SELECT count(*) FROM conveyor.workers") == 1
+    rescuer.popen.send_signal(signal.SIGTERM)
+    assert rescuer.popen.wait(10) == 0
+
+
+def test_sigterm_unlocks_the_buffer_at_once_finishes_running_jobs_and_exits_0(
+    tables: psycopg.Connection[Any], spawn: Callable[..., Process]
+) -> None:
+    conn = tables
+    conveyor.enqueue_many(conn, [{"job_class": "Slow", "args": [1.5]} for _ in range(6)])
+    worker = spawn("-w", "1", "--maximum-buffer-size", "3", "--shutdown-timeout", "20")
+    pid = wait_for(lambda: registered(conn, worker.popen.pid))
+    wait_for(lambda: locks_held(conn, pid) == 4, what="1 running + 3 buffered")
+    worker.popen.send_signal(signal.SIGTERM)
+    wait_for(lambda: locks_held(conn, pid) == 1, timeout=1, what="the buffer unlocked")
+    assert worker.popen.poll() is None  # the running job is still going
+    assert worker.popen.wait(10) == 0, worker.output()
+    assert scalar(conn, "SELECT count(*) FROM results") == 1  # it finished
+    assert scalar(conn, "SELECT count(*) FROM conveyor.jobs") == 5
+    assert scalar(conn, "SELECT count(*) FROM conveyor.workers") == 0
+    assert '"event": "signal_received"' in worker.output()
+
+
+def test_a_second_signal_exits_at_once(
+    tables: psycopg.Connection[Any], spawn: Callable[..., Process]
+) -> None:
+    conn = tables
+    conveyor.enqueue(conn, "Slow", 60)
+    worker = spawn("-w", "1")
+    wait_for(lambda: scalar(conn, "SELECT count(*) FROM starts") == 1)
+    worker.popen.send_signal(signal.SIGTERM)
+    wait_for(lambda: b"worker_stopping" in worker.log.read_bytes(), what="shutdown begun")
+    worker.popen.send_signal(signal.SIGINT)
+    assert worker.popen.wait(3) == 128 + signal.SIGINT
+    assert scalar(conn, "SELECT count(*) FROM results") == 0
+
+
+def test_the_shutdown_timeout_abandons_a_job_which_is_then_free(
+    tables: psycopg.Connection[Any], spawn: Callable[..., Process]
+) -> None:
+    conn = tables
+    conveyor.enqueue(conn, "Slow", 60)
+    worker = spawn("-w", "1", "--shutdown-timeout", "0.3")
+    wait_for(lambda: scalar(conn, "SELECT count(*) FROM starts") == 1)
+    started = time.monotonic()
+    worker.popen.send_signal(signal.SIGTERM)
+    assert worker.popen.wait(10) == 1
+    assert time.monotonic() - started < 5
+    assert '"event": "shutdown_timeout"' in worker.output()
+    # The process is gone; its sessions end with it and free the job.
+    wait_for(lambda: all_locks(conn) == 0, timeout=2, what="the abandoned job's lock to go")
