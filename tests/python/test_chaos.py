@@ -1,0 +1,504 @@
+"""Chaos: workers SIGKILLed, connections terminated, PostgreSQL restarted
+while three `conveyor worker` processes drain a backlog -- and nothing is lost.
+
+The test starts a PostgreSQL cluster of its own (initdb into a temp folder,
+its own port, run as the ``postgres`` system user when the test runs as
+root), installs sql/conveyor.sql, enqueues the jobs of
+jobs_for_tests/chaos_jobs.py across three queues and 200 priorities, and
+starts three workers. While they drain it, about once a second it either
+SIGKILLs a random worker (and starts a replacement) or terminates a random
+worker connection with pg_terminate_backend; once, at about 40 % of the
+drain, it restarts PostgreSQL (pg_ctl restart -m fast).
+
+Accounting of duplicates: before each fault the victim process is paused
+(SIGSTOP) until its locker session is idle, and the job locks that session
+holds are counted from pg_locks; only those jobs can run a second time
+because of that fault (the jobs a worker locked are the only ones it may have
+started). A terminated pool connection counts as one job at risk (a
+connection runs one job's transaction at a time). The sum bounds the
+duplicates.
+
+Size: CONVEYOR_CHAOS_JOBS (default 20,000) jobs; CONVEYOR_SOAK_SECONDS (default
+0) keeps topping the backlog up and injecting faults for that long. The
+figures are printed and, with CONVEYOR_CHAOS_REPORT=path, written there as
+JSON (docs/reliability.md quotes a run).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import signal
+import statistics
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from chaos_support import Cluster, WorkerProcess, critical_events, wait_for
+from psycopg.types.json import Jsonb
+
+pytestmark = [pytest.mark.chaos, pytest.mark.slow, pytest.mark.timeout(1800)]
+
+JOBS = int(os.environ.get("CONVEYOR_CHAOS_JOBS", "20000"))
+SOAK_SECONDS = float(os.environ.get("CONVEYOR_SOAK_SECONDS", "0"))
+SEED = int(os.environ.get("CONVEYOR_CHAOS_SEED", str(int(time.time()))))
+WORKERS = 3
+THREADS = 4
+QUEUES = ["alpha", "beta", "gamma"]
+WORKER_ARGS = [
+    *[arg for q in QUEUES for arg in ("-q", q)],
+    "-w",
+    str(THREADS),
+    "-i",
+    "0.5",
+    "--wait-period",
+    "20",
+    "--shutdown-timeout",
+    "5",
+]
+MODULE = "jobs_for_tests.chaos_jobs"
+BUCKET = 0.1  # seconds per throughput bucket
+WINDOW = 10  # buckets per throughput window (1 s)
+RECOVERY_LIMIT = 5.0
+RECOVERY_SHARE = 0.9
+FAULT_EVERY = 1.0
+
+
+@pytest.fixture
+def cluster() -> Iterator[Cluster]:
+    made = Cluster()
+    try:
+        yield made
+    finally:
+        made.stop()
+
+
+class Chaos:
+    """The state of one chaos run: workers, faults, bookkeeping."""
+
+    def __init__(self, cluster: Cluster, url: str, log_dir: Path) -> None:
+        self.cluster = cluster
+        self.url = url
+        self.log_dir = log_dir
+        self.rng = random.Random(SEED)
+        self.workers: list[WorkerProcess] = []
+        self.all_workers: list[WorkerProcess] = []
+        self.spawned = 0
+        self.faults: list[dict[str, Any]] = []
+        self.at_risk = 0
+        self.ids: dict[str, list[int]] = {"atomic": [], "recorded": [], "doomed": []}
+        self._observer: psycopg.Connection[Any] | None = None
+
+    # -- connections ----------------------------------------------------------------------
+
+    def observer(self) -> psycopg.Connection[Any]:
+        if self._observer is None or self._observer.closed or self._observer.broken:
+            if self._observer is not None:
+                self._observer.close()
+            self._observer = wait_for(
+                self._try_connect, "the test's own connection to the cluster", 60, 0.1
+            )
+        assert self._observer is not None
+        return self._observer
+
+    def _try_connect(self) -> psycopg.Connection[Any] | None:
+        try:
+            return psycopg.connect(self.url, autocommit=True, application_name="chaos-test")
+        except psycopg.OperationalError:
+            return None
+
+    def q(self, statement: str, params: Any = None) -> list[tuple[Any, ...]]:
+        for attempt in range(3):
+            try:
+                cursor = self.observer().execute(statement, params)
+                return cursor.fetchall() if cursor.description is not None else []
+            except psycopg.OperationalError:
+                if attempt == 2:
+                    raise
+                if self._observer is not None:
+                    self._observer.close()
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        if self._observer is not None:
+            self._observer.close()
+
+    # -- jobs -----------------------------------------------------------------------------
+
+    def enqueue(self, count: int) -> None:
+        start = sum(len(v) for v in self.ids.values())
+        kinds = []
+        batch: list[dict[str, Any]] = []
+        for n in range(start, start + count):
+            kind = "doomed" if n % 100 == 99 else ("atomic" if n % 2 == 0 else "recorded")
+            job_class = {"atomic": "AtomicJob", "recorded": "RecordedJob", "doomed": "DoomedJob"}
+            spec: dict[str, Any] = {
+                "job_class": job_class[kind],
+                "args": [n, self.rng.uniform(2.0, 8.0)],
+                "queue": self.rng.choice(QUEUES),
+                "priority": self.rng.randint(1, 200),
+            }
+            if kind == "doomed":
+                spec["maximum_retry_count"] = 0
+            batch.append(spec)
+            kinds.append(kind)
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            for offset in range(0, len(batch), 5000):
+                ids = [
+                    r[0]
+                    for r in conn.execute(
+                        "SELECT * FROM conveyor.enqueue_many(%s::jsonb)",
+                        [Jsonb(batch[offset : offset + 5000])],
+                    ).fetchall()
+                ]
+                for job_id, kind in zip(ids, kinds[offset : offset + 5000], strict=True):
+                    self.ids[kind].append(job_id)
+
+    def unresolved(self) -> int:
+        return int(
+            self.q(
+                "SELECT count(*) FROM conveyor.jobs"
+                " WHERE finished_at IS NULL AND expired_at IS NULL"
+            )[0][0]
+        )
+
+    # -- workers --------------------------------------------------------------------------
+
+    def spawn(self) -> WorkerProcess:
+        self.spawned += 1
+        worker = WorkerProcess(
+            self.url,
+            [MODULE],
+            name=f"chaos-w{self.spawned}",
+            log_dir=self.log_dir,
+            args=WORKER_ARGS,
+        )
+        self.workers.append(worker)
+        self.all_workers.append(worker)
+        return worker
+
+    def locker_pid(self, worker: WorkerProcess) -> int | None:
+        rows = self.q(
+            "SELECT w.pid FROM conveyor.workers AS w JOIN pg_stat_activity AS a ON a.pid = w.pid"
+            " WHERE w.process_id = %s AND a.application_name = %s",
+            [worker.pid, worker.name],
+        )
+        return rows[0][0] if rows else None
+
+    def pause(self, workers: list[WorkerProcess]) -> None:
+        """SIGSTOP, then wait (up to 1 s) until their sessions run no statement."""
+        for worker in workers:
+            worker.signal(signal.SIGSTOP)
+        names = [w.name for w in workers]
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            busy = self.q(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = ANY(%s)"
+                " AND state = 'active'",
+                [names],
+            )[0][0]
+            if busy == 0:
+                break
+            time.sleep(0.005)
+
+    def locks_of(self, backend_pids: list[int] | None) -> int:
+        """Conveyor job locks held by these backends (None: by anyone)."""
+        return int(
+            self.q(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2"
+                " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+                " AND (%s::int[] IS NULL OR pid = ANY(%s::int[]))",
+                [backend_pids, backend_pids],
+            )[0][0]
+        )
+
+    # -- faults ---------------------------------------------------------------------------
+
+    def record(self, kind: str, at: float, at_risk: int, **details: Any) -> None:
+        self.at_risk += at_risk
+        self.faults.append({"kind": kind, "at": at, "at_risk": at_risk, **details})
+
+    def victim(self) -> WorkerProcess | None:
+        """A random worker that is up (registered): killing a replacement
+        that is still importing its modules would be the same fault twice."""
+        up = [w for w in self.workers if self.locker_pid(w) is not None]
+        return self.rng.choice(up) if up else None
+
+    def kill_one(self) -> None:
+        victim = self.victim()
+        if victim is None:
+            return
+        self.pause([victim])
+        locker = self.locker_pid(victim)
+        held = self.locks_of([locker]) if locker else 0
+        at = time.time()
+        victim.signal(signal.SIGKILL)
+        victim.wait(10)
+        self.workers.remove(victim)
+        self.spawn()
+        self.record("sigkill", at, held, worker=victim.name)
+
+    def terminate_one(self) -> None:
+        victim = self.victim()
+        if victim is None:
+            return
+        sessions = [
+            r[0]
+            for r in self.q(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = %s", [victim.name]
+            )
+        ]
+        if not sessions:
+            return
+        backend = self.rng.choice(sessions)
+        locker = self.locker_pid(victim)
+        if backend == locker:
+            self.pause([victim])
+            held = self.locks_of([backend])
+            at = time.time()
+            self.q("SELECT pg_terminate_backend(%s)", [backend])
+            victim.signal(signal.SIGCONT)
+            self.record("terminate locker", at, held, worker=victim.name)
+        else:
+            at = time.time()
+            self.q("SELECT pg_terminate_backend(%s)", [backend])
+            self.record("terminate pool connection", at, 1, worker=victim.name)
+
+    def restart_postgres(self) -> None:
+        self.pause(self.workers)
+        held = self.locks_of(None)
+        self.close()
+        at = time.time()
+        self.cluster.restart()
+        took = time.time() - at
+        for worker in self.workers:
+            worker.signal(signal.SIGCONT)
+        self.record("restart postgres", at, held, restart_seconds=round(took, 2))
+
+
+def completions(chaos: Chaos) -> dict[int, int]:
+    """Completed runs per BUCKET, keyed by bucket number (epoch / BUCKET)."""
+    rows = chaos.q(
+        f"""
+        SELECT floor(extract(epoch FROM at) / {BUCKET})::bigint AS b, count(*)
+          FROM (SELECT at FROM chaos_effects UNION ALL SELECT at FROM chaos_runs) AS done
+         GROUP BY b
+        """
+    )
+    return {int(b): int(c) for b, c in rows}
+
+
+def window_rate(buckets: dict[int, int], start: float) -> float:
+    """Completions per second in [start, start + 1 s)."""
+    first = int(start / BUCKET)
+    return float(sum(buckets.get(first + i, 0) for i in range(WINDOW)))
+
+
+def recovery_time(buckets: dict[int, int], at: float, baseline: float) -> float | None:
+    """Seconds from the fault until the end of the first 1-s window, starting
+    at or after it, whose rate is at least RECOVERY_SHARE of the baseline."""
+    step = 0.0
+    while step <= 30.0:
+        if window_rate(buckets, at + step) >= RECOVERY_SHARE * baseline:
+            return round(step + WINDOW * BUCKET, 2)
+        step += BUCKET
+    return None
+
+
+def test_chaos_loses_nothing(
+    cluster: Cluster, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    began = time.monotonic()
+    url = cluster.create_database("chaos")
+    chaos = Chaos(cluster, url, tmp_path)
+    try:
+        run(chaos, began, capsys)
+    finally:
+        for worker in chaos.all_workers:
+            if worker.alive():
+                worker.signal(signal.SIGCONT)
+                with contextlib.suppress(Exception):
+                    worker.kill()
+            else:
+                with contextlib.suppress(Exception):
+                    worker.wait(5)
+        chaos.close()
+
+
+def run(chaos: Chaos, began: float, capsys: pytest.CaptureFixture[str]) -> None:
+    chaos.q(
+        "CREATE TABLE chaos_effects (job_id bigint NOT NULL, n int NOT NULL, worker_pid int,"
+        " at timestamptz NOT NULL DEFAULT clock_timestamp())"
+    )
+    chaos.q(
+        "CREATE TABLE chaos_runs (job_id bigint NOT NULL, n int NOT NULL, worker_pid int,"
+        " at timestamptz NOT NULL DEFAULT clock_timestamp())"
+    )
+    chaos.enqueue(JOBS)
+    total_enqueued = JOBS
+
+    for _ in range(WORKERS):
+        chaos.spawn()
+    for worker in chaos.workers:
+        worker.wait_connected(chaos.observer())
+    started = time.time()
+
+    # Baseline: the fault-free throughput of the first seconds.
+    time.sleep(3.0)
+    buckets = completions(chaos)
+    warm = [window_rate(buckets, started + 1.0 + 0.5 * i) for i in range(3)]
+    baseline = statistics.median(warm)
+    assert baseline > 0, "no job completed in the first three seconds"
+
+    restart_done = False
+    faults_until = time.monotonic() + SOAK_SECONDS
+    next_fault = time.monotonic()
+    while True:
+        left = chaos.unresolved()
+        soaking = time.monotonic() < faults_until
+        if soaking and left < baseline * 8:
+            chaos.enqueue(int(baseline * 10))
+            total_enqueued += int(baseline * 10)
+            left = chaos.unresolved()
+        # Faults only while the backlog can show whether throughput recovers.
+        if left < baseline * (RECOVERY_LIMIT + 3):
+            break
+        if time.monotonic() >= next_fault:
+            done_share = 1 - left / total_enqueued
+            if not restart_done and done_share >= 0.4:
+                chaos.restart_postgres()
+                restart_done = True
+            elif chaos.rng.random() < 0.7:
+                chaos.kill_one()
+            else:
+                chaos.terminate_one()
+            next_fault = time.monotonic() + chaos.rng.uniform(0.7, 1.3) * FAULT_EVERY
+        time.sleep(0.05)
+    if not restart_done:
+        chaos.restart_postgres()
+        restart_done = True
+
+    wait_for(lambda: chaos.unresolved() == 0, "the backlog to drain", timeout=300, interval=0.2)
+    drained = time.time()
+
+    # -- the checks -----------------------------------------------------------------------
+    ids = chaos.ids
+    effects = dict(chaos.q("SELECT job_id, count(*) FROM chaos_effects GROUP BY job_id"))
+    runs = dict(chaos.q("SELECT job_id, count(*) FROM chaos_runs GROUP BY job_id"))
+    left_rows = dict(
+        chaos.q("SELECT id, (expired_at IS NOT NULL AND error_count = 1) FROM conveyor.jobs")
+    )
+    lost = (
+        [i for i in ids["atomic"] if i not in effects]
+        + [i for i in ids["recorded"] if i not in runs]
+        + [i for i in ids["doomed"] if not left_rows.get(i)]
+    )
+    unexpected_rows = [i for i in left_rows if i not in set(ids["doomed"])]
+    atomic_twice = {i: c for i, c in effects.items() if c != 1}
+    duplicates = sum(runs.values()) - len(runs)
+
+    # Locks: the live workers hold none once the backlog is gone (their
+    # buffers drain and their unlocks flush within a wait period or two).
+    wait_for(lambda: chaos.locks_of(None) == 0, "no job lock to be held", timeout=10)
+    live_lockers = {chaos.locker_pid(w) for w in chaos.workers}
+    registry = {r[0] for r in chaos.q("SELECT pid FROM conveyor.workers")}
+    registry_ok = registry == live_lockers and None not in live_lockers
+
+    statuses = {}
+    for worker in chaos.workers:
+        statuses[worker.name] = worker.stop(timeout=30)
+    after_stop_locks = chaos.locks_of(None)
+    after_stop_registry = chaos.q("SELECT count(*) FROM conveyor.workers")[0][0]
+    broken = {w.name: critical_events(w.events()) for w in chaos.all_workers}
+    broken = {k: v for k, v in broken.items() if v}
+
+    buckets = completions(chaos)
+    for fault in chaos.faults:
+        fault["recovery_s"] = recovery_time(buckets, fault["at"], baseline)
+    slow = [f for f in chaos.faults if f["recovery_s"] is None or f["recovery_s"] > RECOVERY_LIMIT]
+    kinds: dict[str, int] = {}
+    for fault in chaos.faults:
+        kinds[fault["kind"]] = kinds.get(fault["kind"], 0) + 1
+    recoveries = [f["recovery_s"] for f in chaos.faults if f["recovery_s"] is not None]
+
+    report = {
+        "seed": SEED,
+        "jobs": total_enqueued,
+        "atomic": len(ids["atomic"]),
+        "recorded": len(ids["recorded"]),
+        "expired on purpose": len(ids["doomed"]),
+        "workers": WORKERS,
+        "threads per worker": THREADS,
+        "workers started": chaos.spawned,
+        "faults": kinds,
+        "kills": kinds.get("sigkill", 0),
+        "terminations": kinds.get("terminate locker", 0)
+        + kinds.get("terminate pool connection", 0),
+        "restarts": kinds.get("restart postgres", 0),
+        "lost": len(lost),
+        "atomic effects not exactly once": len(atomic_twice),
+        "duplicates": duplicates,
+        "jobs at risk at faults (bound)": chaos.at_risk,
+        "baseline jobs/s": round(baseline),
+        "recovery s (max)": max(recoveries) if recoveries else None,
+        "recovery s (median)": statistics.median(recoveries) if recoveries else None,
+        "faults not recovered within 5 s": len(slow),
+        "restart": [
+            {k: f[k] for k in ("restart_seconds", "recovery_s", "at_risk")}
+            for f in chaos.faults
+            if f["kind"] == "restart postgres"
+        ],
+        "drain seconds": round(drained - started, 1),
+        "test seconds": round(time.monotonic() - began, 1),
+    }
+    with capsys.disabled():
+        print("\nchaos report: " + json.dumps(report, indent=2))
+    if os.environ.get("CONVEYOR_CHAOS_REPORT"):
+        Path(os.environ["CONVEYOR_CHAOS_REPORT"]).write_text(
+            json.dumps({**report, "fault log": chaos.faults}, indent=2) + "\n"
+        )
+
+    assert lost == [], f"{len(lost)} jobs lost, e.g. {lost[:10]}"
+    assert unexpected_rows == [], f"jobs left in the table: {unexpected_rows[:10]}"
+    assert atomic_twice == {}, f"atomic effects not exactly once: {list(atomic_twice.items())[:10]}"
+    assert duplicates <= chaos.at_risk, (duplicates, chaos.at_risk)
+    assert registry_ok, (registry, live_lockers)
+    assert broken == {}, f"workers logged critical errors: {broken}"
+    assert all(s == 0 for s in statuses.values()), statuses
+    assert after_stop_locks == 0 and after_stop_registry == 0
+    assert chaos.faults and kinds.get("restart postgres") == 1
+    assert slow == [], f"throughput did not recover within 5 s after: {slow}"
+
+
+# -- the precondition of exactly-once effects ------------------------------------------------
+
+
+@pytest.mark.timeout(120)
+def test_destroy_on_the_jobs_connection_says_whether_it_destroyed(
+    conn: psycopg.Connection[Any], db_url: str, tmp_path: Path
+) -> None:
+    """A job that writes its effect and destroys itself in one transaction can
+    only keep its effect exactly once if destroy(conn=...) tells it when the
+    job was already gone (another run committed first): True the first time,
+    False the second. Not a chaos test: it runs in every suite."""
+    conn.execute(
+        "CREATE TABLE chaos_runs (job_id bigint NOT NULL, n int NOT NULL, worker_pid int,"
+        " at timestamptz NOT NULL DEFAULT clock_timestamp())"
+    )
+    job_id = conn.execute("SELECT id FROM conveyor.enqueue('DestroyTwice')").fetchone()[0]  # type: ignore[index]
+    worker = WorkerProcess(
+        db_url, [MODULE], name="destroy-twice", log_dir=tmp_path, args=["-w", "1", "-i", "0.1"]
+    )
+    try:
+        said = wait_for(
+            lambda: conn.execute("SELECT n FROM chaos_runs WHERE job_id = %s", [job_id]).fetchone(),
+            "the job to run",
+        )
+    finally:
+        worker.stop()
+    assert said == (10,), "destroy(conn=...) must return True, then False for a job already gone"
