@@ -1,0 +1,5 @@
+"""``python -m conveyor.bench``: the same as ``conveyor bench``."""
+
+from .cli import bench
+
+bench(prog_name="conveyor bench")
