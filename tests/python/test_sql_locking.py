@@ -635,7 +635,9 @@ def test_lock_jobs_does_not_come_back_short_while_jobs_are_ready(connect: Connec
     and waits a whole poll interval (the stall seen with several workers)."""
     owner = connect()
     owner.execute("SET conveyor.notify = off")
-    owner.execute("INSERT INTO conveyor.jobs (job_class) SELECT 'Job' FROM generate_series(1, 6000)")
+    owner.execute(
+        "INSERT INTO conveyor.jobs (job_class) SELECT 'Job' FROM generate_series(1, 6000)"
+    )
     owner.execute("VACUUM ANALYZE conveyor.jobs")
     wanted, lockers = 18, 3
     short: list[tuple[int, int]] = []
