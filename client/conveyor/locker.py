@@ -102,7 +102,10 @@ class Locker:
         numbers = [p for p in priorities if p is not None]
         self._ceiling = sys.maxsize if len(numbers) < len(priorities) else max(numbers)
         self._priorities = list(priorities)
-        self._poller = Poller(poll_interval=poll_interval)
+        self._poller = Poller(
+            poll_interval=poll_interval,
+            widest=None if self._ceiling == sys.maxsize else self._ceiling,
+        )
         self._wait_period = wait_period
         self._middleware = tuple(sql_middleware)
         self._internals = log_internals

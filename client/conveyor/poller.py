@@ -12,8 +12,10 @@ Que, the locker polls:
   ready), and, on the same condition, whenever the locker makes a round trip
   anyway to send resolutions (the buffer is topped up for free).
 
-A poll that comes back short means the queue is drained: the locker then
-waits for the next interval, a notification, or a hint.
+A poll at the widest priority ceiling that comes back short means the queue
+is drained: the locker then waits for the next interval, a notification, or a
+hint. (A reserved worker's narrower poll coming back short only means that no
+urgent job is ready.)
 
 The queues of one worker are polled together: ``lock_jobs`` takes an array of
 queues and returns the most urgent jobs across them.
@@ -36,10 +38,13 @@ def _order(ceiling: int | None) -> int:
 class Poller:
     """Poll scheduling for one locker."""
 
-    def __init__(self, *, poll_interval: float) -> None:
+    def __init__(self, *, poll_interval: float, widest: int | None = None) -> None:
+        """``widest``: the least restrictive priority ceiling of the worker's
+        threads (None when one takes any priority)."""
         if poll_interval <= 0:
             raise ValueError("poll_interval must be positive")
         self.poll_interval = poll_interval
+        self._widest = widest
         self._next_full = 0.0
         self._satisfied = True
 
@@ -65,8 +70,12 @@ class Poller:
 
     def polled(self, requests: list[Request], counts: list[int], full: bool, now: float) -> None:
         """Record what a poll got back (``counts[i]`` rows for ``requests[i]``)."""
-        if requests:
-            self._satisfied = counts[-1] >= requests[-1][0]
+        # Only a request at the widest ceiling tells whether the queue is
+        # drained: a reserved worker's poll coming back empty means there is
+        # no urgent job, not that the backlog is gone.
+        for (wanted, ceiling), got in zip(requests, counts, strict=True):
+            if ceiling == self._widest:
+                self._satisfied = got >= wanted
         if full:
             self._next_full = now + self.poll_interval
 

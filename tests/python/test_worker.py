@@ -653,3 +653,21 @@ def test_poller_polls_on_interval_and_while_satisfied() -> None:
     assert poller.plan({None: 3}, low=False, now=103.0) == ([], False)
     assert poller.plan({None: 3}, low=False, now=105.0)[1] is True
     assert poller.timeout(103.0) == 2.0
+
+
+def test_a_reserved_workers_empty_poll_does_not_mark_the_queue_drained() -> None:
+    """Only the reserved worker is idle and no urgent job exists: its poll
+    comes back empty. The backlog is still there, so when the buffer runs low
+    the locker must poll for it, not wait for the next interval (the stall
+    that made an urgent-job test time out)."""
+    poller = Poller(poll_interval=60)
+    requests, full = poller.plan({10: 1, None: 6}, low=True, now=100.0)
+    poller.polled(requests, [0, 6], full, 100.0)
+    requests, full = poller.plan({10: 1}, low=False, now=101.0, topping_up=True)
+    assert requests == [(1, 10)] and not full
+    poller.polled(requests, [0], full, 101.0)
+    assert poller.plan({None: 3}, low=True, now=102.0) == ([(3, None)], False)
+    # A worker whose widest ceiling is a number: that level decides.
+    capped = Poller(poll_interval=60, widest=100)
+    capped.polled([(1, 10), (4, 100)], [0, 2], False, 100.0)
+    assert capped.plan({100: 3}, low=True, now=101.0) == ([], False)
