@@ -669,5 +669,10 @@ def test_a_reserved_workers_empty_poll_does_not_mark_the_queue_drained() -> None
     assert poller.plan({None: 3}, low=True, now=102.0) == ([(3, None)], False)
     # A worker whose widest ceiling is a number: that level decides.
     capped = Poller(poll_interval=60, widest=100)
-    capped.polled([(1, 10), (4, 100)], [0, 2], False, 100.0)
+    requests, full = capped.plan({10: 1, 100: 4}, low=True, now=100.0)
+    assert full and requests == [(1, 10), (4, 100)]
+    capped.polled(requests, [0, 2], full, 100.0)  # short at the widest level
     assert capped.plan({100: 3}, low=True, now=101.0) == ([], False)
+    capped.hint()
+    capped.polled([(1, 10)], [0], False, 102.0)  # a reserved poll changes nothing
+    assert capped.plan({100: 3}, low=True, now=103.0) == ([(3, 100)], False)
