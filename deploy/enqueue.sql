@@ -51,7 +51,8 @@ $$;
 COMMENT ON FUNCTION conveyor.job_problem(text, jsonb, text, integer, timestamptz, jsonb, integer) IS
   'Internal. Checks one job''s fields against the rules enqueue documents and returns the '
   'SQLSTATE and message of the first rule broken, or two NULLs. Shared by enqueue and '
-  'enqueue_many so both report the same error for the same mistake.';
+  'enqueue_many so both report the same error for the same mistake; both call it only '
+  'to explain a job their own checks rejected, so a valid job never pays for it.';
 
 CREATE FUNCTION conveyor.enqueue(
   job_class text,
@@ -72,10 +73,22 @@ DECLARE
   v_problem record;
   v_job conveyor.jobs;
 BEGIN
-  v_problem := conveyor.job_problem(enqueue.job_class, enqueue.args, enqueue.queue, enqueue.priority,
-                                    enqueue.run_at, enqueue.data, enqueue.maximum_retry_count);
-  IF v_problem.error_code IS NOT NULL THEN
-    RAISE EXCEPTION 'conveyor.enqueue: %', v_problem.error_message USING ERRCODE = v_problem.error_code;
+  -- Fast path: all of job_problem's rules in one expression, false or NULL (a
+  -- NULL field) when any is broken. A valid job costs no second PL/pgSQL
+  -- call; job_problem runs only to name the first broken rule.
+  IF (enqueue.job_class <> '' AND char_length(enqueue.job_class) <= 500
+      AND jsonb_typeof(enqueue.args) = 'array'
+      AND enqueue.queue <> '' AND char_length(enqueue.queue) <= 100
+      AND enqueue.priority BETWEEN 0 AND 32767
+      AND enqueue.run_at IS NOT NULL
+      AND jsonb_typeof(enqueue.data) = 'object'
+      AND enqueue.maximum_retry_count >= 0) IS NOT TRUE THEN
+    v_problem := conveyor.job_problem(enqueue.job_class, enqueue.args, enqueue.queue, enqueue.priority,
+                                      enqueue.run_at, enqueue.data, enqueue.maximum_retry_count);
+    -- Should the two ever disagree, the table's constraints still decide below.
+    IF v_problem.error_code IS NOT NULL THEN
+      RAISE EXCEPTION 'conveyor.enqueue: %', v_problem.error_message USING ERRCODE = v_problem.error_code;
+    END IF;
   END IF;
 
   INSERT INTO conveyor.jobs (job_class, args, queue, priority, run_at, data, maximum_retry_count)

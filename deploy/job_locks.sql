@@ -8,21 +8,27 @@ BEGIN;
 --   key1 = 1129270870 (0x434F4E56, 'CONV') # (id >> 32),  key2 = low 32 bits of id.
 -- In pg_locks that is classid = key1, objid = key2 (as unsigned), objsubid = 2.
 
+-- PL/pgSQL, not SQL: a SQL function that cannot be inlined (it has SET
+-- clauses) is planned again on every call, which costs several hundred
+-- microseconds here; PL/pgSQL keeps its plans for the session.
 CREATE FUNCTION conveyor.held_job_ids()
 RETURNS bigint[]
-LANGUAGE sql
+LANGUAGE plpgsql
 STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-  SELECT coalesce(array_agg(((l.classid::bigint # 1129270870) << 32) | l.objid::bigint), '{}')
-    FROM pg_catalog.pg_locks AS l
-   WHERE l.locktype = 'advisory'
-     AND l.objsubid = 2
-     AND l.pid = pg_catalog.pg_backend_pid()
-     AND l.granted
-     AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d
-                        WHERE d.datname = pg_catalog.current_database())
-     AND (l.classid::bigint # 1129270870) < 16777216;  -- ids below 2^56
+BEGIN
+  RETURN (
+    SELECT coalesce(array_agg(((l.classid::bigint # 1129270870) << 32) | l.objid::bigint), '{}')
+      FROM pg_catalog.pg_locks AS l
+     WHERE l.locktype = 'advisory'
+       AND l.objsubid = 2
+       AND l.pid = pg_catalog.pg_backend_pid()
+       AND l.granted
+       AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d
+                          WHERE d.datname = pg_catalog.current_database())
+       AND (l.classid::bigint # 1129270870) < 16777216);  -- ids below 2^56
+END
 $$;
 
 COMMENT ON FUNCTION conveyor.held_job_ids() IS
@@ -51,44 +57,45 @@ COMMENT ON FUNCTION conveyor.working_job_ids() IS
   'Internal. The ids of all jobs some session of this database holds the advisory lock of '
   '(the jobs being worked), from pg_locks. Used by job_stats and queue_stats. Locks nothing.';
 
-CREATE FUNCTION conveyor.release_job_locks(ids bigint[])
+CREATE FUNCTION conveyor.release_job_locks(ids bigint[], held bigint[] DEFAULT NULL)
 RETURNS SETOF bigint
-LANGUAGE sql
+LANGUAGE plpgsql  -- not SQL: see held_job_ids
 VOLATILE
 SET search_path = pg_catalog, pg_temp
--- pg_locks shows one row for a lock held at session level, at transaction
--- level, or both. After a release in this transaction only the transaction-
--- level lock is left, still listed as held, and a second release in the same
--- transaction would make pg_advisory_unlock warn that the session does not
--- own the lock. It then returns false and the id is not reported, which is
--- the right answer; the warning is noise for the caller.
 SET client_min_messages = error
 AS $$
-  -- For each job the caller holds, first take the transaction-level lock on
-  -- the same key (inner query, evaluated row by row before the outer one;
-  -- OFFSET 0 keeps the planner from merging the two), then drop the
-  -- session-level lock. The job stays locked until this transaction ends, so
-  -- no other session can lock it while a resolution made in this transaction
-  -- is still uncommitted, and then work it a second time.
-  SELECT held.id
-    FROM (SELECT h.id, pg_catalog.pg_advisory_xact_lock(((h.id >> 32)::integer # 1129270870), h.id::bit(32)::integer)
-            FROM (SELECT DISTINCT unnest(conveyor.held_job_ids()) AS id) AS h
-           WHERE h.id = ANY (release_job_locks.ids)
-          OFFSET 0) AS held
-   WHERE pg_catalog.pg_advisory_unlock(((held.id >> 32)::integer # 1129270870), held.id::bit(32)::integer);
+BEGIN
+  -- Only locks the session holds are touched: the ids it claims to hold when
+  -- the caller keeps count (the locker does), else those pg_locks lists. The
+  -- transaction-level lock is only tried, so a wrong claim about a job another
+  -- session holds skips that job instead of waiting for it; CASE keeps the try
+  -- away from ids that were not asked for.
+  RETURN QUERY
+  SELECT mine.id
+    FROM (SELECT h.id
+            FROM (SELECT DISTINCT unnest(coalesce(release_job_locks.held, conveyor.held_job_ids())) AS id) AS h
+           WHERE CASE WHEN h.id = ANY (release_job_locks.ids)
+                      THEN pg_catalog.pg_try_advisory_xact_lock(((h.id >> 32)::integer # 1129270870), h.id::bit(32)::integer)
+                      ELSE false
+                 END
+          OFFSET 0) AS mine
+   WHERE pg_catalog.pg_advisory_unlock(((mine.id >> 32)::integer # 1129270870), mine.id::bit(32)::integer);
+END
 $$;
 
-COMMENT ON FUNCTION conveyor.release_job_locks(bigint[]) IS
+COMMENT ON FUNCTION conveyor.release_job_locks(bigint[], bigint[]) IS
   'Internal. Releases the calling session''s advisory locks on the given jobs and returns the '
   'ids it released; ids the session does not hold are ignored without a warning. The job stays '
   'locked by a transaction-level lock until the calling transaction ends, so a resolution in '
-  'the same transaction commits before another session can lock the job.';
+  'the same transaction commits before another session can lock the job. held, when not NULL, '
+  'lists the jobs the caller knows its session holds and saves the pg_locks read (see '
+  'held_job_ids); only ids in both lists are released.';
 
 REVOKE ALL ON FUNCTION conveyor.held_job_ids() FROM PUBLIC;
 REVOKE ALL ON FUNCTION conveyor.working_job_ids() FROM PUBLIC;
-REVOKE ALL ON FUNCTION conveyor.release_job_locks(bigint[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION conveyor.release_job_locks(bigint[], bigint[]) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION conveyor.held_job_ids() TO conveyor_worker;
 GRANT EXECUTE ON FUNCTION conveyor.working_job_ids() TO conveyor_worker;
-GRANT EXECUTE ON FUNCTION conveyor.release_job_locks(bigint[]) TO conveyor_worker;
+GRANT EXECUTE ON FUNCTION conveyor.release_job_locks(bigint[], bigint[]) TO conveyor_worker;
 
 COMMIT;

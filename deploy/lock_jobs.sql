@@ -4,27 +4,34 @@
 BEGIN;
 
 CREATE FUNCTION conveyor.recheck_locked_jobs(ids bigint[], keep integer DEFAULT NULL)
-RETURNS SETOF conveyor.jobs
+RETURNS SETOF bigint
 LANGUAGE plpgsql
 VOLATILE
 SET search_path = pg_catalog, pg_temp
--- A cached generic plan for "id = ANY ($1)" may scan jobs_ready_idx (the
--- whole backlog) when the table's statistics are stale; a plan made for the
--- actual array probes the primary key. Planning costs tens of microseconds
--- per call, a call handles a batch.
-SET plan_cache_mode = force_custom_plan
+-- Plans are made once per session (generic plans), not on every call, which
+-- tripled the cost of a small call. Such a plan is kept however the table
+-- grows, so it must never scan the jobs table: enable_seqscan = off, and the
+-- queries are written so that only the right index can serve them
+-- (tests/python/test_sql_plans.py).
+SET enable_seqscan = off
+SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
-  v_ready conveyor.jobs[];
+  v_ready bigint[];
 BEGIN
   -- This statement takes a new snapshot. A job the caller's lock statement saw
   -- as ready may since have been resolved and unlocked by another session
   -- (destroyed, finished, expired or retried into the future): the lock is
   -- then worthless, so release it instead of handing the job out again.
+  -- Ids only: the callers read the rows once, at the end.
   v_ready := ARRAY(
-    SELECT j FROM conveyor.jobs AS j
-     WHERE j.id = ANY (recheck_locked_jobs.ids)
-       AND j.finished_at IS NULL AND j.expired_at IS NULL
+    SELECT j.id
+      -- OFFSET 0 keeps the readiness test out of the scan, so that even a
+      -- cached generic plan can only probe the primary key: with the test
+      -- inside, a plan made on stale statistics may walk jobs_ready_idx (the
+      -- whole backlog) instead.
+      FROM (SELECT * FROM conveyor.jobs AS c WHERE c.id = ANY (recheck_locked_jobs.ids) OFFSET 0) AS j
+     WHERE j.finished_at IS NULL AND j.expired_at IS NULL
        AND j.run_at <= now()
      ORDER BY j.priority, j.run_at, j.id
      LIMIT recheck_locked_jobs.keep);
@@ -32,27 +39,58 @@ BEGIN
   IF cardinality(v_ready) < cardinality(recheck_locked_jobs.ids) THEN
     PERFORM pg_catalog.pg_advisory_unlock(((i >> 32)::integer # 1129270870), i::bit(32)::integer)
        FROM unnest(recheck_locked_jobs.ids) AS i
-      WHERE i NOT IN (SELECT (r).id FROM unnest(v_ready) AS r);
+      WHERE i <> ALL (v_ready);
   END IF;
 
-  RETURN QUERY SELECT * FROM unnest(v_ready);
+  RETURN QUERY SELECT unnest(v_ready);
 END
 $$;
 
 COMMENT ON FUNCTION conveyor.recheck_locked_jobs(bigint[], integer) IS
-  'Internal. Given jobs the caller has just locked, returns those still ready, re-read with a '
-  'fresh snapshot, most urgent first and at most keep of them (all when NULL), and releases '
-  'the locks of the others. Used by lock_jobs and lock_jobs_by_id.';
+  'Internal. Given jobs the caller has just locked, returns the ids of those still ready, '
+  're-read with a fresh snapshot, most urgent first and at most keep of them (all when NULL), '
+  'and releases the locks of the others. Used by lock_jobs and lock_jobs_by_id.';
+
+-- A caller that passes held sends it before it reads what its earlier calls
+-- in the same transaction locked (the locker pipelines a poll behind a lock of
+-- announced jobs): conveyor remembers those jobs itself, until the transaction
+-- ends, in a transaction-local setting.
+CREATE FUNCTION conveyor.locked_in_transaction(add bigint[] DEFAULT '{}')
+RETURNS bigint[]
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_ids bigint[] := coalesce(nullif(current_setting('conveyor.locked_in_transaction', true), '')::bigint[], '{}');
+BEGIN
+  IF cardinality(locked_in_transaction.add) > 0 THEN
+    v_ids := v_ids || locked_in_transaction.add;
+    PERFORM set_config('conveyor.locked_in_transaction', v_ids::text, true);
+  END IF;
+  RETURN v_ids;
+END
+$$;
+
+COMMENT ON FUNCTION conveyor.locked_in_transaction(bigint[]) IS
+  'Internal. Adds the given job ids to the jobs lock_jobs and lock_jobs_by_id locked earlier '
+  'in the calling transaction while given held, and returns them all; they count as held for '
+  'the rest of the transaction. Kept in the transaction-local setting '
+  'conveyor.locked_in_transaction.';
 
 CREATE FUNCTION conveyor.lock_jobs(
   queues text[] DEFAULT ARRAY['default'],
   max_jobs integer DEFAULT 1,
-  max_priority integer DEFAULT NULL
+  max_priority integer DEFAULT NULL,
+  held bigint[] DEFAULT NULL
 )
 RETURNS SETOF conveyor.jobs
 LANGUAGE plpgsql
 VOLATILE
 SET search_path = pg_catalog, pg_temp
+-- Plans once per session that never scan the jobs table: see recheck_locked_jobs.
+SET enable_seqscan = off
+SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
   v_held bigint[];
@@ -65,8 +103,8 @@ DECLARE
   v_wanted integer;
   v_round integer;
   v_locked bigint[];
-  v_new conveyor.jobs[];
-  v_rows conveyor.jobs[] := '{}';
+  v_new bigint[];
+  v_kept bigint[] := '{}';
 BEGIN
   IF current_setting('transaction_isolation') <> 'read committed' THEN
     -- The recheck after locking needs a snapshot newer than the one the
@@ -86,7 +124,11 @@ BEGIN
     RETURN;
   END IF;
   v_ceiling := least(coalesce(lock_jobs.max_priority, 32767), 32767);
-  v_held := conveyor.held_job_ids();
+  IF lock_jobs.held IS NULL THEN
+    v_held := conveyor.held_job_ids();
+  ELSE
+    v_held := lock_jobs.held || conveyor.locked_in_transaction();
+  END IF;
 
   -- A job another session resolves between a walk's snapshot and its lock
   -- try is locked, then dropped by the recheck; a short answer would look
@@ -94,13 +136,15 @@ BEGIN
   -- until max_jobs are locked or a walk finds nothing it has to drop.
   FOR v_round IN 1..10 LOOP
     v_locked := '{}';
-    v_wanted := lock_jobs.max_jobs - cardinality(v_rows);
+    v_wanted := lock_jobs.max_jobs - cardinality(v_kept);
 
     -- Each queue is walked along jobs_ready_idx in (priority, run_at, id)
     -- order. The lock is tried here, row by row, never inside the query, so
     -- however the query is planned no job is locked that is not handed out.
-    -- The walk steps over jobs other sessions hold (the try fails) and jobs
-    -- this session holds (re-locking would need two unlocks). A job not ready
+    -- The walk steps over jobs other sessions hold (the try fails); jobs this
+    -- session holds (re-locking would need two unlocks) are left out by the
+    -- query, which tests them faster than a PL/pgSQL statement per row would
+    -- (under a backlog they are the first rows of the walk). A job not ready
     -- yet means every later job of that priority is not ready either, so the
     -- walk resumes at the next priority: scheduled jobs cost one step per
     -- priority level, not one per job.
@@ -116,6 +160,7 @@ BEGIN
            WHERE j.queue = v_queue
              AND j.finished_at IS NULL AND j.expired_at IS NULL
              AND j.priority > v_after AND j.priority <= v_ceiling
+             AND j.id <> ALL (v_held)
            ORDER BY j.priority, j.run_at, j.id
         LOOP
           IF v_job.run_at > now() THEN
@@ -123,7 +168,6 @@ BEGIN
             v_jumped := true;
             EXIT;
           END IF;
-          CONTINUE WHEN v_job.id = ANY (v_held);
           IF pg_catalog.pg_try_advisory_lock(((v_job.id >> 32)::integer # 1129270870), v_job.id::bit(32)::integer) THEN
             v_locked := v_locked || v_job.id;
             v_count := v_count + 1;
@@ -136,18 +180,26 @@ BEGIN
 
     -- With several queues each gave up to v_wanted; the recheck keeps the
     -- most urgent v_wanted of them all and releases the rest.
-    v_new := ARRAY(SELECT r FROM conveyor.recheck_locked_jobs(v_locked, v_wanted) AS r);
-    v_rows := v_rows || v_new;
-    EXIT WHEN cardinality(v_rows) >= lock_jobs.max_jobs
+    v_new := ARRAY(SELECT conveyor.recheck_locked_jobs(v_locked, v_wanted));
+    v_kept := v_kept || v_new;
+    EXIT WHEN cardinality(v_kept) >= lock_jobs.max_jobs
            OR cardinality(v_new) = cardinality(v_locked);   -- nothing was dropped: the walk ran dry
-    v_held := v_held || ARRAY(SELECT (n).id FROM unnest(v_new) AS n);
+    v_held := v_held || v_new;
   END LOOP;
 
-  RETURN QUERY SELECT * FROM unnest(v_rows) AS r ORDER BY r.priority, r.run_at, r.id;
+  IF lock_jobs.held IS NOT NULL AND cardinality(v_kept) > 0 THEN
+    PERFORM conveyor.locked_in_transaction(v_kept);
+  END IF;
+
+  -- The rows, read once: no session resolves a job whose lock this one holds.
+  RETURN QUERY
+  SELECT j.* FROM conveyor.jobs AS j
+   WHERE j.id = ANY (v_kept)
+   ORDER BY j.priority, j.run_at, j.id;
 END
 $$;
 
-COMMENT ON FUNCTION conveyor.lock_jobs(text[], integer, integer) IS
+COMMENT ON FUNCTION conveyor.lock_jobs(text[], integer, integer, bigint[]) IS
   'Locks up to max_jobs (default 1) ready jobs for the calling session with session-level '
   'advisory locks and returns their rows, most urgent first: (priority, run_at, id) order '
   'across the given queues (default {default}), only priority <= max_priority when given. '
@@ -156,30 +208,44 @@ COMMENT ON FUNCTION conveyor.lock_jobs(text[], integer, integer) IS
   'another session resolved meanwhile. Cost grows with the rows it steps over (jobs locked by '
   'others, one per priority level of scheduled jobs) and with the number of queues, not with '
   'the backlog. Call it on a session connection (not through a transaction-mode pooler), '
-  'outside a long transaction, at READ COMMITTED isolation. Errors: 22004 NULL queues or '
+  'outside a long transaction, at READ COMMITTED isolation. held (optional): the ids of the '
+  'jobs the caller knows its session holds, including those it released earlier in the same '
+  'transaction (their transaction-level locks remain); it replaces the pg_locks read (a few '
+  'hundred microseconds a call), so it must be complete: a held job left out is locked a '
+  'second time. Jobs that lock_jobs and lock_jobs_by_id locked earlier in the same transaction '
+  'while given held count as held without being listed. Errors: 22004 NULL queues or '
   'max_jobs; 22023 empty queues or negative max_jobs; 25000 a stricter isolation level (the '
   'recheck needs a fresh snapshot).';
 
-CREATE FUNCTION conveyor.lock_jobs_by_id(ids bigint[], queues text[] DEFAULT ARRAY['default'])
+CREATE FUNCTION conveyor.lock_jobs_by_id(
+  ids bigint[],
+  queues text[] DEFAULT ARRAY['default'],
+  held bigint[] DEFAULT NULL
+)
 RETURNS SETOF conveyor.jobs
 LANGUAGE plpgsql
 VOLATILE
 SET search_path = pg_catalog, pg_temp
--- A cached generic plan for "id = ANY ($1)" may scan jobs_ready_idx (the
--- whole backlog) when the table's statistics are stale; a plan made for the
--- actual array probes the primary key. Planning costs tens of microseconds
--- per call, a call handles a batch.
-SET plan_cache_mode = force_custom_plan
+-- Plans once per session that never scan the jobs table: see recheck_locked_jobs.
+SET enable_seqscan = off
+SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
-  v_held bigint[] := conveyor.held_job_ids();
+  v_held bigint[];
   v_locked bigint[];
+  v_kept bigint[];
 BEGIN
   IF current_setting('transaction_isolation') <> 'read committed' THEN
     -- See lock_jobs.
     RAISE EXCEPTION 'conveyor.%: needs READ COMMITTED isolation, not %', 'lock_jobs_by_id', current_setting('transaction_isolation')
       USING ERRCODE = '25000',
             HINT = 'Run the locker''s connection at the default isolation level (check default_transaction_isolation).';
+  END IF;
+
+  IF lock_jobs_by_id.held IS NULL THEN
+    v_held := conveyor.held_job_ids();
+  ELSE
+    v_held := lock_jobs_by_id.held || conveyor.locked_in_transaction();
   END IF;
 
   -- CASE fixes the order: the lock is tried only on rows that are ready and
@@ -198,22 +264,32 @@ BEGIN
                 ELSE false
            END);
 
-  RETURN QUERY SELECT * FROM conveyor.recheck_locked_jobs(v_locked);
+  v_kept := ARRAY(SELECT conveyor.recheck_locked_jobs(v_locked));
+  IF lock_jobs_by_id.held IS NOT NULL AND cardinality(v_kept) > 0 THEN
+    PERFORM conveyor.locked_in_transaction(v_kept);
+  END IF;
+
+  RETURN QUERY
+  SELECT j.* FROM conveyor.jobs AS j
+   WHERE j.id = ANY (v_kept)
+   ORDER BY j.priority, j.run_at, j.id;
 END
 $$;
 
-COMMENT ON FUNCTION conveyor.lock_jobs_by_id(bigint[], text[]) IS
+COMMENT ON FUNCTION conveyor.lock_jobs_by_id(bigint[], text[], bigint[]) IS
   'Locks the given jobs, as lock_jobs does, when they are ready, belong to one of the given '
   'queues (default {default}) and no session holds them; '
   'returns the rows it locked, most urgent first. For jobs announced by NOTIFY: an announced '
   'job may already be gone, taken or resolved, and is then simply not returned. Needs READ '
-  'COMMITTED isolation, as lock_jobs does (25000 otherwise).';
+  'COMMITTED isolation, as lock_jobs does (25000 otherwise). held: as for lock_jobs.';
 
 REVOKE ALL ON FUNCTION conveyor.recheck_locked_jobs(bigint[], integer) FROM PUBLIC;
-REVOKE ALL ON FUNCTION conveyor.lock_jobs(text[], integer, integer) FROM PUBLIC;
-REVOKE ALL ON FUNCTION conveyor.lock_jobs_by_id(bigint[], text[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION conveyor.locked_in_transaction(bigint[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION conveyor.lock_jobs(text[], integer, integer, bigint[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION conveyor.lock_jobs_by_id(bigint[], text[], bigint[]) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION conveyor.recheck_locked_jobs(bigint[], integer) TO conveyor_worker;
-GRANT EXECUTE ON FUNCTION conveyor.lock_jobs(text[], integer, integer) TO conveyor_worker;
-GRANT EXECUTE ON FUNCTION conveyor.lock_jobs_by_id(bigint[], text[]) TO conveyor_worker;
+GRANT EXECUTE ON FUNCTION conveyor.locked_in_transaction(bigint[]) TO conveyor_worker;
+GRANT EXECUTE ON FUNCTION conveyor.lock_jobs(text[], integer, integer, bigint[]) TO conveyor_worker;
+GRANT EXECUTE ON FUNCTION conveyor.lock_jobs_by_id(bigint[], text[], bigint[]) TO conveyor_worker;
 
 COMMIT;

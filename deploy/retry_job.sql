@@ -13,6 +13,9 @@ RETURNS SETOF conveyor.jobs
 LANGUAGE plpgsql
 VOLATILE
 SET search_path = pg_catalog, pg_temp
+-- Plans once per session that never scan the jobs table: see deploy/lock_jobs.sql.
+SET enable_seqscan = off
+SET plan_cache_mode = force_generic_plan
 AS $$
 BEGIN
   IF retry_job.delay < 0 OR retry_job.delay = 'NaN' THEN

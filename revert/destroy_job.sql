@@ -3,6 +3,6 @@
 BEGIN;
 
 DROP FUNCTION conveyor.destroy_job(bigint);
-DROP FUNCTION conveyor.destroy_jobs(bigint[]);
+DROP FUNCTION conveyor.destroy_jobs(bigint[], bigint[]);
 
 COMMIT;

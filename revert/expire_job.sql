@@ -3,6 +3,6 @@
 BEGIN;
 
 DROP FUNCTION conveyor.expire_job(bigint);
-DROP FUNCTION conveyor.expire_jobs(bigint[]);
+DROP FUNCTION conveyor.expire_jobs(bigint[], bigint[]);
 
 COMMIT;

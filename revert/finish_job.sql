@@ -3,6 +3,6 @@
 BEGIN;
 
 DROP FUNCTION conveyor.finish_job(bigint);
-DROP FUNCTION conveyor.finish_jobs(bigint[]);
+DROP FUNCTION conveyor.finish_jobs(bigint[], bigint[]);
 
 COMMIT;

@@ -2,8 +2,9 @@
 
 BEGIN;
 
-DROP FUNCTION conveyor.lock_jobs_by_id(bigint[], text[]);
-DROP FUNCTION conveyor.lock_jobs(text[], integer, integer);
+DROP FUNCTION conveyor.lock_jobs_by_id(bigint[], text[], bigint[]);
+DROP FUNCTION conveyor.lock_jobs(text[], integer, integer, bigint[]);
+DROP FUNCTION conveyor.locked_in_transaction(bigint[]);
 DROP FUNCTION conveyor.recheck_locked_jobs(bigint[], integer);
 
 COMMIT;

@@ -2,6 +2,6 @@
 
 BEGIN;
 
-DROP FUNCTION conveyor.unlock_jobs(bigint[]);
+DROP FUNCTION conveyor.unlock_jobs(bigint[], bigint[]);
 
 COMMIT;

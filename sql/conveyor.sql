@@ -215,21 +215,27 @@ BEGIN;
 --   key1 = 1129270870 (0x434F4E56, 'CONV') # (id >> 32),  key2 = low 32 bits of id.
 -- In pg_locks that is classid = key1, objid = key2 (as unsigned), objsubid = 2.
 
+-- PL/pgSQL, not SQL: a SQL function that cannot be inlined (it has SET
+-- clauses) is planned again on every call, which costs several hundred
+-- microseconds here; PL/pgSQL keeps its plans for the session.
 CREATE FUNCTION conveyor.held_job_ids()
 RETURNS bigint[]
-LANGUAGE sql
+LANGUAGE plpgsql
 STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-  SELECT coalesce(array_agg(((l.classid::bigint # 1129270870) << 32) | l.objid::bigint), '{}')
-    FROM pg_catalog.pg_locks AS l
-   WHERE l.locktype = 'advisory'
-     AND l.objsubid = 2
-     AND l.pid = pg_catalog.pg_backend_pid()
-     AND l.granted
-     AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d
-                        WHERE d.datname = pg_catalog.current_database())
-     AND (l.classid::bigint # 1129270870) < 16777216;  -- ids below 2^56
+BEGIN
+  RETURN (
+    SELECT coalesce(array_agg(((l.classid::bigint # 1129270870) << 32) | l.objid::bigint), '{}')
+      FROM pg_catalog.pg_locks AS l
+     WHERE l.locktype = 'advisory'
+       AND l.objsubid = 2
+       AND l.pid = pg_catalog.pg_backend_pid()
+       AND l.granted
+       AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d
+                          WHERE d.datname = pg_catalog.current_database())
+       AND (l.classid::bigint # 1129270870) < 16777216);  -- ids below 2^56
+END
 $$;
 
 COMMENT ON FUNCTION conveyor.held_job_ids() IS
@@ -258,45 +264,46 @@ COMMENT ON FUNCTION conveyor.working_job_ids() IS
   'Internal. The ids of all jobs some session of this database holds the advisory lock of '
   '(the jobs being worked), from pg_locks. Used by job_stats and queue_stats. Locks nothing.';
 
-CREATE FUNCTION conveyor.release_job_locks(ids bigint[])
+CREATE FUNCTION conveyor.release_job_locks(ids bigint[], held bigint[] DEFAULT NULL)
 RETURNS SETOF bigint
-LANGUAGE sql
+LANGUAGE plpgsql  -- not SQL: see held_job_ids
 VOLATILE
 SET search_path = pg_catalog, pg_temp
--- pg_locks shows one row for a lock held at session level, at transaction
--- level, or both. After a release in this transaction only the transaction-
--- level lock is left, still listed as held, and a second release in the same
--- transaction would make pg_advisory_unlock warn that the session does not
--- own the lock. It then returns false and the id is not reported, which is
--- the right answer; the warning is noise for the caller.
 SET client_min_messages = error
 AS $$
-  -- For each job the caller holds, first take the transaction-level lock on
-  -- the same key (inner query, evaluated row by row before the outer one;
-  -- OFFSET 0 keeps the planner from merging the two), then drop the
-  -- session-level lock. The job stays locked until this transaction ends, so
-  -- no other session can lock it while a resolution made in this transaction
-  -- is still uncommitted, and then work it a second time.
-  SELECT held.id
-    FROM (SELECT h.id, pg_catalog.pg_advisory_xact_lock(((h.id >> 32)::integer # 1129270870), h.id::bit(32)::integer)
-            FROM (SELECT DISTINCT unnest(conveyor.held_job_ids()) AS id) AS h
-           WHERE h.id = ANY (release_job_locks.ids)
-          OFFSET 0) AS held
-   WHERE pg_catalog.pg_advisory_unlock(((held.id >> 32)::integer # 1129270870), held.id::bit(32)::integer);
+BEGIN
+  -- Only locks the session holds are touched: the ids it claims to hold when
+  -- the caller keeps count (the locker does), else those pg_locks lists. The
+  -- transaction-level lock is only tried, so a wrong claim about a job another
+  -- session holds skips that job instead of waiting for it; CASE keeps the try
+  -- away from ids that were not asked for.
+  RETURN QUERY
+  SELECT mine.id
+    FROM (SELECT h.id
+            FROM (SELECT DISTINCT unnest(coalesce(release_job_locks.held, conveyor.held_job_ids())) AS id) AS h
+           WHERE CASE WHEN h.id = ANY (release_job_locks.ids)
+                      THEN pg_catalog.pg_try_advisory_xact_lock(((h.id >> 32)::integer # 1129270870), h.id::bit(32)::integer)
+                      ELSE false
+                 END
+          OFFSET 0) AS mine
+   WHERE pg_catalog.pg_advisory_unlock(((mine.id >> 32)::integer # 1129270870), mine.id::bit(32)::integer);
+END
 $$;
 
-COMMENT ON FUNCTION conveyor.release_job_locks(bigint[]) IS
+COMMENT ON FUNCTION conveyor.release_job_locks(bigint[], bigint[]) IS
   'Internal. Releases the calling session''s advisory locks on the given jobs and returns the '
   'ids it released; ids the session does not hold are ignored without a warning. The job stays '
   'locked by a transaction-level lock until the calling transaction ends, so a resolution in '
-  'the same transaction commits before another session can lock the job.';
+  'the same transaction commits before another session can lock the job. held, when not NULL, '
+  'lists the jobs the caller knows its session holds and saves the pg_locks read (see '
+  'held_job_ids); only ids in both lists are released.';
 
 REVOKE ALL ON FUNCTION conveyor.held_job_ids() FROM PUBLIC;
 REVOKE ALL ON FUNCTION conveyor.working_job_ids() FROM PUBLIC;
-REVOKE ALL ON FUNCTION conveyor.release_job_locks(bigint[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION conveyor.release_job_locks(bigint[], bigint[]) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION conveyor.held_job_ids() TO conveyor_worker;
 GRANT EXECUTE ON FUNCTION conveyor.working_job_ids() TO conveyor_worker;
-GRANT EXECUTE ON FUNCTION conveyor.release_job_locks(bigint[]) TO conveyor_worker;
+GRANT EXECUTE ON FUNCTION conveyor.release_job_locks(bigint[], bigint[]) TO conveyor_worker;
 
 COMMIT;
 
@@ -358,7 +365,8 @@ $$;
 COMMENT ON FUNCTION conveyor.job_problem(text, jsonb, text, integer, timestamptz, jsonb, integer) IS
   'Internal. Checks one job''s fields against the rules enqueue documents and returns the '
   'SQLSTATE and message of the first rule broken, or two NULLs. Shared by enqueue and '
-  'enqueue_many so both report the same error for the same mistake.';
+  'enqueue_many so both report the same error for the same mistake; both call it only '
+  'to explain a job their own checks rejected, so a valid job never pays for it.';
 
 CREATE FUNCTION conveyor.enqueue(
   job_class text,
@@ -379,10 +387,22 @@ DECLARE
   v_problem record;
   v_job conveyor.jobs;
 BEGIN
-  v_problem := conveyor.job_problem(enqueue.job_class, enqueue.args, enqueue.queue, enqueue.priority,
-                                    enqueue.run_at, enqueue.data, enqueue.maximum_retry_count);
-  IF v_problem.error_code IS NOT NULL THEN
-    RAISE EXCEPTION 'conveyor.enqueue: %', v_problem.error_message USING ERRCODE = v_problem.error_code;
+  -- Fast path: all of job_problem's rules in one expression, false or NULL (a
+  -- NULL field) when any is broken. A valid job costs no second PL/pgSQL
+  -- call; job_problem runs only to name the first broken rule.
+  IF (enqueue.job_class <> '' AND char_length(enqueue.job_class) <= 500
+      AND jsonb_typeof(enqueue.args) = 'array'
+      AND enqueue.queue <> '' AND char_length(enqueue.queue) <= 100
+      AND enqueue.priority BETWEEN 0 AND 32767
+      AND enqueue.run_at IS NOT NULL
+      AND jsonb_typeof(enqueue.data) = 'object'
+      AND enqueue.maximum_retry_count >= 0) IS NOT TRUE THEN
+    v_problem := conveyor.job_problem(enqueue.job_class, enqueue.args, enqueue.queue, enqueue.priority,
+                                      enqueue.run_at, enqueue.data, enqueue.maximum_retry_count);
+    -- Should the two ever disagree, the table's constraints still decide below.
+    IF v_problem.error_code IS NOT NULL THEN
+      RAISE EXCEPTION 'conveyor.enqueue: %', v_problem.error_message USING ERRCODE = v_problem.error_code;
+    END IF;
   END IF;
 
   INSERT INTO conveyor.jobs (job_class, args, queue, priority, run_at, data, maximum_retry_count)
@@ -577,27 +597,34 @@ COMMIT;
 BEGIN;
 
 CREATE FUNCTION conveyor.recheck_locked_jobs(ids bigint[], keep integer DEFAULT NULL)
-RETURNS SETOF conveyor.jobs
+RETURNS SETOF bigint
 LANGUAGE plpgsql
 VOLATILE
 SET search_path = pg_catalog, pg_temp
--- A cached generic plan for "id = ANY ($1)" may scan jobs_ready_idx (the
--- whole backlog) when the table's statistics are stale; a plan made for the
--- actual array probes the primary key. Planning costs tens of microseconds
--- per call, a call handles a batch.
-SET plan_cache_mode = force_custom_plan
+-- Plans are made once per session (generic plans), not on every call, which
+-- tripled the cost of a small call. Such a plan is kept however the table
+-- grows, so it must never scan the jobs table: enable_seqscan = off, and the
+-- queries are written so that only the right index can serve them
+-- (tests/python/test_sql_plans.py).
+SET enable_seqscan = off
+SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
-  v_ready conveyor.jobs[];
+  v_ready bigint[];
 BEGIN
   -- This statement takes a new snapshot. A job the caller's lock statement saw
   -- as ready may since have been resolved and unlocked by another session
   -- (destroyed, finished, expired or retried into the future): the lock is
   -- then worthless, so release it instead of handing the job out again.
+  -- Ids only: the callers read the rows once, at the end.
   v_ready := ARRAY(
-    SELECT j FROM conveyor.jobs AS j
-     WHERE j.id = ANY (recheck_locked_jobs.ids)
-       AND j.finished_at IS NULL AND j.expired_at IS NULL
+    SELECT j.id
+      -- OFFSET 0 keeps the readiness test out of the scan, so that even a
+      -- cached generic plan can only probe the primary key: with the test
+      -- inside, a plan made on stale statistics may walk jobs_ready_idx (the
+      -- whole backlog) instead.
+      FROM (SELECT * FROM conveyor.jobs AS c WHERE c.id = ANY (recheck_locked_jobs.ids) OFFSET 0) AS j
+     WHERE j.finished_at IS NULL AND j.expired_at IS NULL
        AND j.run_at <= now()
      ORDER BY j.priority, j.run_at, j.id
      LIMIT recheck_locked_jobs.keep);
@@ -605,27 +632,58 @@ BEGIN
   IF cardinality(v_ready) < cardinality(recheck_locked_jobs.ids) THEN
     PERFORM pg_catalog.pg_advisory_unlock(((i >> 32)::integer # 1129270870), i::bit(32)::integer)
        FROM unnest(recheck_locked_jobs.ids) AS i
-      WHERE i NOT IN (SELECT (r).id FROM unnest(v_ready) AS r);
+      WHERE i <> ALL (v_ready);
   END IF;
 
-  RETURN QUERY SELECT * FROM unnest(v_ready);
+  RETURN QUERY SELECT unnest(v_ready);
 END
 $$;
 
 COMMENT ON FUNCTION conveyor.recheck_locked_jobs(bigint[], integer) IS
-  'Internal. Given jobs the caller has just locked, returns those still ready, re-read with a '
-  'fresh snapshot, most urgent first and at most keep of them (all when NULL), and releases '
-  'the locks of the others. Used by lock_jobs and lock_jobs_by_id.';
+  'Internal. Given jobs the caller has just locked, returns the ids of those still ready, '
+  're-read with a fresh snapshot, most urgent first and at most keep of them (all when NULL), '
+  'and releases the locks of the others. Used by lock_jobs and lock_jobs_by_id.';
+
+-- A caller that passes held sends it before it reads what its earlier calls
+-- in the same transaction locked (the locker pipelines a poll behind a lock of
+-- announced jobs): conveyor remembers those jobs itself, until the transaction
+-- ends, in a transaction-local setting.
+CREATE FUNCTION conveyor.locked_in_transaction(add bigint[] DEFAULT '{}')
+RETURNS bigint[]
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_ids bigint[] := coalesce(nullif(current_setting('conveyor.locked_in_transaction', true), '')::bigint[], '{}');
+BEGIN
+  IF cardinality(locked_in_transaction.add) > 0 THEN
+    v_ids := v_ids || locked_in_transaction.add;
+    PERFORM set_config('conveyor.locked_in_transaction', v_ids::text, true);
+  END IF;
+  RETURN v_ids;
+END
+$$;
+
+COMMENT ON FUNCTION conveyor.locked_in_transaction(bigint[]) IS
+  'Internal. Adds the given job ids to the jobs lock_jobs and lock_jobs_by_id locked earlier '
+  'in the calling transaction while given held, and returns them all; they count as held for '
+  'the rest of the transaction. Kept in the transaction-local setting '
+  'conveyor.locked_in_transaction.';
 
 CREATE FUNCTION conveyor.lock_jobs(
   queues text[] DEFAULT ARRAY['default'],
   max_jobs integer DEFAULT 1,
-  max_priority integer DEFAULT NULL
+  max_priority integer DEFAULT NULL,
+  held bigint[] DEFAULT NULL
 )
 RETURNS SETOF conveyor.jobs
 LANGUAGE plpgsql
 VOLATILE
 SET search_path = pg_catalog, pg_temp
+-- Plans once per session that never scan the jobs table: see recheck_locked_jobs.
+SET enable_seqscan = off
+SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
   v_held bigint[];
@@ -638,8 +696,8 @@ DECLARE
   v_wanted integer;
   v_round integer;
   v_locked bigint[];
-  v_new conveyor.jobs[];
-  v_rows conveyor.jobs[] := '{}';
+  v_new bigint[];
+  v_kept bigint[] := '{}';
 BEGIN
   IF current_setting('transaction_isolation') <> 'read committed' THEN
     -- The recheck after locking needs a snapshot newer than the one the
@@ -659,7 +717,11 @@ BEGIN
     RETURN;
   END IF;
   v_ceiling := least(coalesce(lock_jobs.max_priority, 32767), 32767);
-  v_held := conveyor.held_job_ids();
+  IF lock_jobs.held IS NULL THEN
+    v_held := conveyor.held_job_ids();
+  ELSE
+    v_held := lock_jobs.held || conveyor.locked_in_transaction();
+  END IF;
 
   -- A job another session resolves between a walk's snapshot and its lock
   -- try is locked, then dropped by the recheck; a short answer would look
@@ -667,13 +729,15 @@ BEGIN
   -- until max_jobs are locked or a walk finds nothing it has to drop.
   FOR v_round IN 1..10 LOOP
     v_locked := '{}';
-    v_wanted := lock_jobs.max_jobs - cardinality(v_rows);
+    v_wanted := lock_jobs.max_jobs - cardinality(v_kept);
 
     -- Each queue is walked along jobs_ready_idx in (priority, run_at, id)
     -- order. The lock is tried here, row by row, never inside the query, so
     -- however the query is planned no job is locked that is not handed out.
-    -- The walk steps over jobs other sessions hold (the try fails) and jobs
-    -- this session holds (re-locking would need two unlocks). A job not ready
+    -- The walk steps over jobs other sessions hold (the try fails); jobs this
+    -- session holds (re-locking would need two unlocks) are left out by the
+    -- query, which tests them faster than a PL/pgSQL statement per row would
+    -- (under a backlog they are the first rows of the walk). A job not ready
     -- yet means every later job of that priority is not ready either, so the
     -- walk resumes at the next priority: scheduled jobs cost one step per
     -- priority level, not one per job.
@@ -689,6 +753,7 @@ BEGIN
            WHERE j.queue = v_queue
              AND j.finished_at IS NULL AND j.expired_at IS NULL
              AND j.priority > v_after AND j.priority <= v_ceiling
+             AND j.id <> ALL (v_held)
            ORDER BY j.priority, j.run_at, j.id
         LOOP
           IF v_job.run_at > now() THEN
@@ -696,7 +761,6 @@ BEGIN
             v_jumped := true;
             EXIT;
           END IF;
-          CONTINUE WHEN v_job.id = ANY (v_held);
           IF pg_catalog.pg_try_advisory_lock(((v_job.id >> 32)::integer # 1129270870), v_job.id::bit(32)::integer) THEN
             v_locked := v_locked || v_job.id;
             v_count := v_count + 1;
@@ -709,18 +773,26 @@ BEGIN
 
     -- With several queues each gave up to v_wanted; the recheck keeps the
     -- most urgent v_wanted of them all and releases the rest.
-    v_new := ARRAY(SELECT r FROM conveyor.recheck_locked_jobs(v_locked, v_wanted) AS r);
-    v_rows := v_rows || v_new;
-    EXIT WHEN cardinality(v_rows) >= lock_jobs.max_jobs
+    v_new := ARRAY(SELECT conveyor.recheck_locked_jobs(v_locked, v_wanted));
+    v_kept := v_kept || v_new;
+    EXIT WHEN cardinality(v_kept) >= lock_jobs.max_jobs
            OR cardinality(v_new) = cardinality(v_locked);   -- nothing was dropped: the walk ran dry
-    v_held := v_held || ARRAY(SELECT (n).id FROM unnest(v_new) AS n);
+    v_held := v_held || v_new;
   END LOOP;
 
-  RETURN QUERY SELECT * FROM unnest(v_rows) AS r ORDER BY r.priority, r.run_at, r.id;
+  IF lock_jobs.held IS NOT NULL AND cardinality(v_kept) > 0 THEN
+    PERFORM conveyor.locked_in_transaction(v_kept);
+  END IF;
+
+  -- The rows, read once: no session resolves a job whose lock this one holds.
+  RETURN QUERY
+  SELECT j.* FROM conveyor.jobs AS j
+   WHERE j.id = ANY (v_kept)
+   ORDER BY j.priority, j.run_at, j.id;
 END
 $$;
 
-COMMENT ON FUNCTION conveyor.lock_jobs(text[], integer, integer) IS
+COMMENT ON FUNCTION conveyor.lock_jobs(text[], integer, integer, bigint[]) IS
   'Locks up to max_jobs (default 1) ready jobs for the calling session with session-level '
   'advisory locks and returns their rows, most urgent first: (priority, run_at, id) order '
   'across the given queues (default {default}), only priority <= max_priority when given. '
@@ -729,30 +801,44 @@ COMMENT ON FUNCTION conveyor.lock_jobs(text[], integer, integer) IS
   'another session resolved meanwhile. Cost grows with the rows it steps over (jobs locked by '
   'others, one per priority level of scheduled jobs) and with the number of queues, not with '
   'the backlog. Call it on a session connection (not through a transaction-mode pooler), '
-  'outside a long transaction, at READ COMMITTED isolation. Errors: 22004 NULL queues or '
+  'outside a long transaction, at READ COMMITTED isolation. held (optional): the ids of the '
+  'jobs the caller knows its session holds, including those it released earlier in the same '
+  'transaction (their transaction-level locks remain); it replaces the pg_locks read (a few '
+  'hundred microseconds a call), so it must be complete: a held job left out is locked a '
+  'second time. Jobs that lock_jobs and lock_jobs_by_id locked earlier in the same transaction '
+  'while given held count as held without being listed. Errors: 22004 NULL queues or '
   'max_jobs; 22023 empty queues or negative max_jobs; 25000 a stricter isolation level (the '
   'recheck needs a fresh snapshot).';
 
-CREATE FUNCTION conveyor.lock_jobs_by_id(ids bigint[], queues text[] DEFAULT ARRAY['default'])
+CREATE FUNCTION conveyor.lock_jobs_by_id(
+  ids bigint[],
+  queues text[] DEFAULT ARRAY['default'],
+  held bigint[] DEFAULT NULL
+)
 RETURNS SETOF conveyor.jobs
 LANGUAGE plpgsql
 VOLATILE
 SET search_path = pg_catalog, pg_temp
--- A cached generic plan for "id = ANY ($1)" may scan jobs_ready_idx (the
--- whole backlog) when the table's statistics are stale; a plan made for the
--- actual array probes the primary key. Planning costs tens of microseconds
--- per call, a call handles a batch.
-SET plan_cache_mode = force_custom_plan
+-- Plans once per session that never scan the jobs table: see recheck_locked_jobs.
+SET enable_seqscan = off
+SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
-  v_held bigint[] := conveyor.held_job_ids();
+  v_held bigint[];
   v_locked bigint[];
+  v_kept bigint[];
 BEGIN
   IF current_setting('transaction_isolation') <> 'read committed' THEN
     -- See lock_jobs.
     RAISE EXCEPTION 'conveyor.%: needs READ COMMITTED isolation, not %', 'lock_jobs_by_id', current_setting('transaction_isolation')
       USING ERRCODE = '25000',
             HINT = 'Run the locker''s connection at the default isolation level (check default_transaction_isolation).';
+  END IF;
+
+  IF lock_jobs_by_id.held IS NULL THEN
+    v_held := conveyor.held_job_ids();
+  ELSE
+    v_held := lock_jobs_by_id.held || conveyor.locked_in_transaction();
   END IF;
 
   -- CASE fixes the order: the lock is tried only on rows that are ready and
@@ -771,23 +857,33 @@ BEGIN
                 ELSE false
            END);
 
-  RETURN QUERY SELECT * FROM conveyor.recheck_locked_jobs(v_locked);
+  v_kept := ARRAY(SELECT conveyor.recheck_locked_jobs(v_locked));
+  IF lock_jobs_by_id.held IS NOT NULL AND cardinality(v_kept) > 0 THEN
+    PERFORM conveyor.locked_in_transaction(v_kept);
+  END IF;
+
+  RETURN QUERY
+  SELECT j.* FROM conveyor.jobs AS j
+   WHERE j.id = ANY (v_kept)
+   ORDER BY j.priority, j.run_at, j.id;
 END
 $$;
 
-COMMENT ON FUNCTION conveyor.lock_jobs_by_id(bigint[], text[]) IS
+COMMENT ON FUNCTION conveyor.lock_jobs_by_id(bigint[], text[], bigint[]) IS
   'Locks the given jobs, as lock_jobs does, when they are ready, belong to one of the given '
   'queues (default {default}) and no session holds them; '
   'returns the rows it locked, most urgent first. For jobs announced by NOTIFY: an announced '
   'job may already be gone, taken or resolved, and is then simply not returned. Needs READ '
-  'COMMITTED isolation, as lock_jobs does (25000 otherwise).';
+  'COMMITTED isolation, as lock_jobs does (25000 otherwise). held: as for lock_jobs.';
 
 REVOKE ALL ON FUNCTION conveyor.recheck_locked_jobs(bigint[], integer) FROM PUBLIC;
-REVOKE ALL ON FUNCTION conveyor.lock_jobs(text[], integer, integer) FROM PUBLIC;
-REVOKE ALL ON FUNCTION conveyor.lock_jobs_by_id(bigint[], text[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION conveyor.locked_in_transaction(bigint[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION conveyor.lock_jobs(text[], integer, integer, bigint[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION conveyor.lock_jobs_by_id(bigint[], text[], bigint[]) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION conveyor.recheck_locked_jobs(bigint[], integer) TO conveyor_worker;
-GRANT EXECUTE ON FUNCTION conveyor.lock_jobs(text[], integer, integer) TO conveyor_worker;
-GRANT EXECUTE ON FUNCTION conveyor.lock_jobs_by_id(bigint[], text[]) TO conveyor_worker;
+GRANT EXECUTE ON FUNCTION conveyor.locked_in_transaction(bigint[]) TO conveyor_worker;
+GRANT EXECUTE ON FUNCTION conveyor.lock_jobs(text[], integer, integer, bigint[]) TO conveyor_worker;
+GRANT EXECUTE ON FUNCTION conveyor.lock_jobs_by_id(bigint[], text[], bigint[]) TO conveyor_worker;
 
 COMMIT;
 
@@ -801,24 +897,27 @@ COMMIT;
 
 BEGIN;
 
-CREATE FUNCTION conveyor.unlock_jobs(ids bigint[])
+CREATE FUNCTION conveyor.unlock_jobs(ids bigint[], held bigint[] DEFAULT NULL)
 RETURNS SETOF bigint
-LANGUAGE sql
+LANGUAGE plpgsql  -- not SQL: see held_job_ids
 VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
-  SELECT conveyor.release_job_locks(unlock_jobs.ids);
+BEGIN
+  RETURN QUERY SELECT r.id FROM conveyor.release_job_locks(unlock_jobs.ids, unlock_jobs.held) AS r(id);
+END
 $$;
 
-COMMENT ON FUNCTION conveyor.unlock_jobs(bigint[]) IS
+COMMENT ON FUNCTION conveyor.unlock_jobs(bigint[], bigint[]) IS
   'Releases the calling session''s advisory locks on the given jobs (ones it locked but will '
   'not work, or ones job code resolved on another connection) and returns the ids released. '
   'Ids the session does not hold are ignored, without a warning; other sessions'' locks are '
   'never touched. When job code resolved the job, call this only after that transaction '
-  'committed. Changes no row.';
+  'committed. Changes no row. held (optional): the ids of the jobs the caller knows its session '
+  'holds; it saves reading pg_locks, and only locks of ids in both lists are released.';
 
-REVOKE ALL ON FUNCTION conveyor.unlock_jobs(bigint[]) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION conveyor.unlock_jobs(bigint[]) TO conveyor_worker;
+REVOKE ALL ON FUNCTION conveyor.unlock_jobs(bigint[], bigint[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION conveyor.unlock_jobs(bigint[], bigint[]) TO conveyor_worker;
 
 COMMIT;
 
@@ -832,11 +931,14 @@ COMMIT;
 
 BEGIN;
 
-CREATE FUNCTION conveyor.finish_jobs(ids bigint[])
+CREATE FUNCTION conveyor.finish_jobs(ids bigint[], held bigint[] DEFAULT NULL)
 RETURNS SETOF bigint
 LANGUAGE plpgsql
 VOLATILE
 SET search_path = pg_catalog, pg_temp
+-- Plans once per session that never scan the jobs table: see deploy/lock_jobs.sql.
+SET enable_seqscan = off
+SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
   v_done bigint[];
@@ -845,7 +947,9 @@ BEGIN
   -- resolution never changes a job twice.
   WITH done AS (
     UPDATE conveyor.jobs AS j SET finished_at = now()
-     WHERE j.id = ANY (finish_jobs.ids) AND j.finished_at IS NULL AND j.expired_at IS NULL
+     -- coalesce(): written so, the test does not imply jobs_ready_idx's predicate,
+     -- and no plan can walk that index (the whole backlog) instead of probing ids.
+     WHERE j.id = ANY (finish_jobs.ids) AND coalesce(j.finished_at, j.expired_at) IS NULL
     RETURNING j.id
   )
   SELECT coalesce(array_agg(done.id), '{}') INTO v_done FROM done;
@@ -853,33 +957,38 @@ BEGIN
   -- Release the caller's locks last: release_job_locks keeps each job locked
   -- until this transaction commits, so the change above is visible before any
   -- other session can lock the job.
-  PERFORM conveyor.release_job_locks(finish_jobs.ids);
+  PERFORM conveyor.release_job_locks(finish_jobs.ids, finish_jobs.held);
   RETURN QUERY SELECT unnest(v_done);
 END
 $$;
 
-COMMENT ON FUNCTION conveyor.finish_jobs(bigint[]) IS
+COMMENT ON FUNCTION conveyor.finish_jobs(bigint[], bigint[]) IS
   'Marks the given jobs finished (finished_at = now()), keeping their rows for inspection. Returns the ids it finished; an id that does not exist or whose job is already '
   'finished or expired is skipped. Does not require the caller to hold the jobs'' locks (job code '
   'resolves its job on a connection that is not the locker''s); releases those the caller holds, '
-  'safely: the jobs stay locked until the calling transaction commits.';
+  'safely: the jobs stay locked until the calling transaction commits. held (optional): the ids '
+  'of the jobs the caller knows its session holds, as a locker that keeps count does; it saves '
+  'reading pg_locks (a few hundred microseconds a call), and only locks of ids in both lists '
+  'are released.';
 
 CREATE FUNCTION conveyor.finish_job(id bigint)
 RETURNS boolean
-LANGUAGE sql
+LANGUAGE plpgsql  -- not SQL: see held_job_ids
 VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
-  SELECT EXISTS (SELECT FROM conveyor.finish_jobs(ARRAY[finish_job.id]));
+BEGIN
+  RETURN EXISTS (SELECT FROM conveyor.finish_jobs(ARRAY[finish_job.id]));
+END
 $$;
 
 COMMENT ON FUNCTION conveyor.finish_job(bigint) IS
   'The one-job form of finish_jobs: true when it finished the job, false when the id does not '
   'exist or the job is already finished or expired.';
 
-REVOKE ALL ON FUNCTION conveyor.finish_jobs(bigint[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION conveyor.finish_jobs(bigint[], bigint[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION conveyor.finish_job(bigint) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION conveyor.finish_jobs(bigint[]) TO conveyor_worker;
+GRANT EXECUTE ON FUNCTION conveyor.finish_jobs(bigint[], bigint[]) TO conveyor_worker;
 GRANT EXECUTE ON FUNCTION conveyor.finish_job(bigint) TO conveyor_worker;
 
 COMMIT;
@@ -894,11 +1003,14 @@ COMMIT;
 
 BEGIN;
 
-CREATE FUNCTION conveyor.destroy_jobs(ids bigint[])
+CREATE FUNCTION conveyor.destroy_jobs(ids bigint[], held bigint[] DEFAULT NULL)
 RETURNS SETOF bigint
 LANGUAGE plpgsql
 VOLATILE
 SET search_path = pg_catalog, pg_temp
+-- Plans once per session that never scan the jobs table: see deploy/lock_jobs.sql.
+SET enable_seqscan = off
+SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
   v_done bigint[];
@@ -907,7 +1019,9 @@ BEGIN
   -- resolution never changes a job twice.
   WITH done AS (
     DELETE FROM conveyor.jobs AS j
-     WHERE j.id = ANY (destroy_jobs.ids) AND j.finished_at IS NULL AND j.expired_at IS NULL
+     -- coalesce(): written so, the test does not imply jobs_ready_idx's predicate,
+     -- and no plan can walk that index (the whole backlog) instead of probing ids.
+     WHERE j.id = ANY (destroy_jobs.ids) AND coalesce(j.finished_at, j.expired_at) IS NULL
     RETURNING j.id
   )
   SELECT coalesce(array_agg(done.id), '{}') INTO v_done FROM done;
@@ -915,33 +1029,38 @@ BEGIN
   -- Release the caller's locks last: release_job_locks keeps each job locked
   -- until this transaction commits, so the change above is visible before any
   -- other session can lock the job.
-  PERFORM conveyor.release_job_locks(destroy_jobs.ids);
+  PERFORM conveyor.release_job_locks(destroy_jobs.ids, destroy_jobs.held);
   RETURN QUERY SELECT unnest(v_done);
 END
 $$;
 
-COMMENT ON FUNCTION conveyor.destroy_jobs(bigint[]) IS
+COMMENT ON FUNCTION conveyor.destroy_jobs(bigint[], bigint[]) IS
   'Deletes the given jobs, the usual end of a job that worked. Returns the ids it destroyed; an id that does not exist or whose job is already '
   'finished or expired is skipped. Does not require the caller to hold the jobs'' locks (job code '
   'resolves its job on a connection that is not the locker''s); releases those the caller holds, '
-  'safely: the jobs stay locked until the calling transaction commits.';
+  'safely: the jobs stay locked until the calling transaction commits. held (optional): the ids '
+  'of the jobs the caller knows its session holds, as a locker that keeps count does; it saves '
+  'reading pg_locks (a few hundred microseconds a call), and only locks of ids in both lists '
+  'are released.';
 
 CREATE FUNCTION conveyor.destroy_job(id bigint)
 RETURNS boolean
-LANGUAGE sql
+LANGUAGE plpgsql  -- not SQL: see held_job_ids
 VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
-  SELECT EXISTS (SELECT FROM conveyor.destroy_jobs(ARRAY[destroy_job.id]));
+BEGIN
+  RETURN EXISTS (SELECT FROM conveyor.destroy_jobs(ARRAY[destroy_job.id]));
+END
 $$;
 
 COMMENT ON FUNCTION conveyor.destroy_job(bigint) IS
   'The one-job form of destroy_jobs: true when it destroyed the job, false when the id does not '
   'exist or the job is already finished or expired.';
 
-REVOKE ALL ON FUNCTION conveyor.destroy_jobs(bigint[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION conveyor.destroy_jobs(bigint[], bigint[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION conveyor.destroy_job(bigint) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION conveyor.destroy_jobs(bigint[]) TO conveyor_worker;
+GRANT EXECUTE ON FUNCTION conveyor.destroy_jobs(bigint[], bigint[]) TO conveyor_worker;
 GRANT EXECUTE ON FUNCTION conveyor.destroy_job(bigint) TO conveyor_worker;
 
 COMMIT;
@@ -956,11 +1075,14 @@ COMMIT;
 
 BEGIN;
 
-CREATE FUNCTION conveyor.expire_jobs(ids bigint[])
+CREATE FUNCTION conveyor.expire_jobs(ids bigint[], held bigint[] DEFAULT NULL)
 RETURNS SETOF bigint
 LANGUAGE plpgsql
 VOLATILE
 SET search_path = pg_catalog, pg_temp
+-- Plans once per session that never scan the jobs table: see deploy/lock_jobs.sql.
+SET enable_seqscan = off
+SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
   v_done bigint[];
@@ -969,7 +1091,9 @@ BEGIN
   -- resolution never changes a job twice.
   WITH done AS (
     UPDATE conveyor.jobs AS j SET expired_at = now()
-     WHERE j.id = ANY (expire_jobs.ids) AND j.finished_at IS NULL AND j.expired_at IS NULL
+     -- coalesce(): written so, the test does not imply jobs_ready_idx's predicate,
+     -- and no plan can walk that index (the whole backlog) instead of probing ids.
+     WHERE j.id = ANY (expire_jobs.ids) AND coalesce(j.finished_at, j.expired_at) IS NULL
     RETURNING j.id
   )
   SELECT coalesce(array_agg(done.id), '{}') INTO v_done FROM done;
@@ -977,33 +1101,38 @@ BEGIN
   -- Release the caller's locks last: release_job_locks keeps each job locked
   -- until this transaction commits, so the change above is visible before any
   -- other session can lock the job.
-  PERFORM conveyor.release_job_locks(expire_jobs.ids);
+  PERFORM conveyor.release_job_locks(expire_jobs.ids, expire_jobs.held);
   RETURN QUERY SELECT unnest(v_done);
 END
 $$;
 
-COMMENT ON FUNCTION conveyor.expire_jobs(bigint[]) IS
+COMMENT ON FUNCTION conveyor.expire_jobs(bigint[], bigint[]) IS
   'Marks the given jobs expired (expired_at = now()): kept, never retried. Returns the ids it expired; an id that does not exist or whose job is already '
   'finished or expired is skipped. Does not require the caller to hold the jobs'' locks (job code '
   'resolves its job on a connection that is not the locker''s); releases those the caller holds, '
-  'safely: the jobs stay locked until the calling transaction commits.';
+  'safely: the jobs stay locked until the calling transaction commits. held (optional): the ids '
+  'of the jobs the caller knows its session holds, as a locker that keeps count does; it saves '
+  'reading pg_locks (a few hundred microseconds a call), and only locks of ids in both lists '
+  'are released.';
 
 CREATE FUNCTION conveyor.expire_job(id bigint)
 RETURNS boolean
-LANGUAGE sql
+LANGUAGE plpgsql  -- not SQL: see held_job_ids
 VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
-  SELECT EXISTS (SELECT FROM conveyor.expire_jobs(ARRAY[expire_job.id]));
+BEGIN
+  RETURN EXISTS (SELECT FROM conveyor.expire_jobs(ARRAY[expire_job.id]));
+END
 $$;
 
 COMMENT ON FUNCTION conveyor.expire_job(bigint) IS
   'The one-job form of expire_jobs: true when it expired the job, false when the id does not '
   'exist or the job is already finished or expired.';
 
-REVOKE ALL ON FUNCTION conveyor.expire_jobs(bigint[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION conveyor.expire_jobs(bigint[], bigint[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION conveyor.expire_job(bigint) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION conveyor.expire_jobs(bigint[]) TO conveyor_worker;
+GRANT EXECUTE ON FUNCTION conveyor.expire_jobs(bigint[], bigint[]) TO conveyor_worker;
 GRANT EXECUTE ON FUNCTION conveyor.expire_job(bigint) TO conveyor_worker;
 
 COMMIT;
@@ -1028,6 +1157,9 @@ RETURNS SETOF conveyor.jobs
 LANGUAGE plpgsql
 VOLATILE
 SET search_path = pg_catalog, pg_temp
+-- Plans once per session that never scan the jobs table: see deploy/lock_jobs.sql.
+SET enable_seqscan = off
+SET plan_cache_mode = force_generic_plan
 AS $$
 BEGIN
   IF retry_job.delay < 0 OR retry_job.delay = 'NaN' THEN

@@ -5,8 +5,8 @@ BEGIN;
 DO $$
 BEGIN
   ASSERT pg_catalog.has_function_privilege('conveyor_worker', 'conveyor.expire_job(bigint)', 'execute');
-  ASSERT pg_catalog.has_function_privilege('conveyor_worker', 'conveyor.expire_jobs(bigint[])', 'execute');
-  ASSERT NOT pg_catalog.has_function_privilege('conveyor_enqueuer', 'conveyor.expire_jobs(bigint[])', 'execute');
+  ASSERT pg_catalog.has_function_privilege('conveyor_worker', 'conveyor.expire_jobs(bigint[], bigint[])', 'execute');
+  ASSERT NOT pg_catalog.has_function_privilege('conveyor_enqueuer', 'conveyor.expire_jobs(bigint[], bigint[])', 'execute');
 END
 $$;
 

@@ -80,9 +80,14 @@ def _class_and_name(job_class: str | type[Job]) -> tuple[type[Job] | None, str]:
     raise TypeError(f"job_class must be a str or a Job subclass, not {job_class!r}")
 
 
+#: json.dumps(value, separators=...) builds a new encoder on every call; one
+#: shared encoder (stateless between calls, so thread-safe) does the same work.
+_encode_json = json.JSONEncoder(separators=(",", ":")).encode
+
+
 def _dumps(value: Any, what: str) -> str:
     try:
-        return json.dumps(value, separators=(",", ":"))
+        return _encode_json(value)
     except (TypeError, ValueError) as error:
         raise TypeError(f"{what} must be JSON-serializable: {error}") from None
     except RecursionError:
@@ -160,8 +165,8 @@ def enqueue(
         return None
     if "data" in options:
         options["data"] = _dumps(dict(options["data"]), "data")
-    statement = sql.enqueue(list(options))
-    params = [name, _dumps(list(args), "args"), *options.values()]
+    statement = sql.enqueue(tuple(options))
+    params = [name, _dumps(args, "args"), *options.values()]
     row = conn.execute(statement, params).fetchone()
     assert row is not None
     job_id: int = row[0]

@@ -113,6 +113,10 @@ class Locker:
         self._conn: psycopg.Connection[Any] | None = None
         self._announced: list[tuple[int, int]] = []
         self._unlock: list[int] = []
+        # The jobs this session holds the advisory locks of: locked and not yet
+        # released (buffered, running, or resolved but not yet reported). Passed
+        # to the SQL functions as `held`, it spares each call a pg_locks read.
+        self._held: set[int] = set()
         self._carry: list[Resolution] = []
         self._stopping = threading.Event()
         self._deadline = 0.0
@@ -165,7 +169,13 @@ class Locker:
                 try:
                     self._connect()
                 except psycopg.OperationalError as error:
-                    delay = min(max(delay * 2, 0.1), 5.0)
+                    # Back off 0.1, 0.2, 0.4, 0.8 s, then retry every second:
+                    # a database back up is noticed within a second, which a
+                    # restart's recovery needs (within 5 s, tests/python/
+                    # test_chaos.py); a 5 s cap cost up to 5 s after an outage
+                    # of a few seconds. One refused attempt a second per worker
+                    # is far less than a worker sends when it is working.
+                    delay = min(max(delay * 2, 0.1), 1.0)
                     log(
                         logging.ERROR,
                         "database_unreachable",
@@ -222,6 +232,7 @@ class Locker:
             raise
         conn.add_notify_handler(self._on_psycopg_notify)
         self._conn = conn
+        self._held = set()
         self._poller.reset()
         self.connected = True
         log(
@@ -245,6 +256,7 @@ class Locker:
         )
         self._announced.clear()
         self._unlock.clear()
+        self._held.clear()  # the session's locks went with it
         self._close()
 
     def _close(self) -> None:
@@ -262,6 +274,7 @@ class Locker:
             results = self._carry + results
             self._carry = []
         statements: list[Statement] = []
+        released: list[int] = []
         if results:
             destroy: list[int] = []
             finish: list[int] = []
@@ -274,20 +287,24 @@ class Locker:
                     self._unlock.append(result[1])
                 elif action == RETRY:
                     statements.append((sql.RETRY_JOB, result[1:], _KIND_NONE))
+                    released.append(result[1])
                 elif action == FINISH:
                     finish.append(result[1])
                 elif action == EXPIRE:
                     expire.append(result[1])
-            if destroy:
-                statements.append((sql.DESTROY_JOBS, (destroy,), _KIND_NONE))
-            if finish:
-                statements.append((sql.FINISH_JOBS, (finish,), _KIND_NONE))
-            if expire:
-                statements.append((sql.EXPIRE_JOBS, (expire,), _KIND_NONE))
+            for query, ids in (
+                (sql.DESTROY_JOBS, destroy),
+                (sql.FINISH_JOBS, finish),
+                (sql.EXPIRE_JOBS, expire),
+            ):
+                if ids:
+                    statements.append((query, (sql.ids(ids), self._mine(ids)), _KIND_NONE))
+                    released.extend(ids)
         unlocking = bool(self._unlock)
         if unlocking:
-            statements.append((sql.UNLOCK_JOBS, (self._unlock,), _KIND_NONE))
-            self._unlock = []
+            unlock, self._unlock = self._unlock, []
+            statements.append((sql.UNLOCK_JOBS, (sql.ids(unlock), self._mine(unlock)), _KIND_NONE))
+            released.extend(unlock)
 
         n_resolve = len(statements)
         requests: list[tuple[int, int | None]] = []
@@ -295,6 +312,10 @@ class Locker:
         locked_by_id = 0
         now = time.monotonic()
         if locking:
+            # Includes the jobs released above: a release leaves a
+            # transaction-level lock until commit, so the lock statements in
+            # the same transaction must skip them too.
+            held = sql.ids(self._held)
             if self._announced:
                 ids, declined = buffer.accept(self._announced)
                 self._announced = []
@@ -302,7 +323,9 @@ class Locker:
                     self._poller.hint()
                 if ids:
                     locked_by_id = len(ids)
-                    statements.append((sql.LOCK_JOBS_BY_ID, (ids, self._queues), _KIND_BY_ID))
+                    statements.append(
+                        (sql.LOCK_JOBS_BY_ID, (sql.ids(ids), self._queues, held), _KIND_BY_ID)
+                    )
             requests, full = self._poller.plan(
                 buffer.demand(), buffer.low, now, topping_up=bool(statements)
             )
@@ -311,7 +334,7 @@ class Locker:
                 count -= locked_by_id
                 requests = [(count, ceiling)] if count > 0 else []
             for count, ceiling in requests:
-                statements.append((sql.LOCK_JOBS, (self._queues, count, ceiling), _KIND_POLL))
+                statements.append((sql.LOCK_JOBS, (self._queues, count, ceiling, held), _KIND_POLL))
         if not statements:
             return
 
@@ -324,10 +347,12 @@ class Locker:
             self._carry = [r for r in results if r[0] != UNLOCK]
             raise
 
+        self._held.difference_update(released)
         rows: list[Row] = []
         counts: list[int] = []
         for index in range(n_resolve, len(statements)):
             got = outputs[index] or []
+            self._held.update(r[2] for r in got)
             if statements[index][2] == _KIND_POLL:
                 counts.append(len(got))
             else:
@@ -368,14 +393,24 @@ class Locker:
                 unlock_next=len(self._unlock),
             )
 
+    def _mine(self, ids: list[int]) -> str:
+        """The given jobs whose locks this session holds (after a reconnect,
+        jobs locked by the lost session are reported here too), for `held`."""
+        held = self._held
+        return sql.ids(i for i in ids if i in held)
+
     def _execute(self, statements: list[Statement]) -> list[list[Any] | None]:
         conn = self._conn
         assert conn is not None
         if self._middleware or len(statements) == 1:
+            # One transaction, as in a pipeline: a release's transaction-level
+            # lock and conveyor's memory of the jobs locked (for `held`) last
+            # until it commits.
             outputs: list[list[Any] | None] = []
-            for query, params, kind in statements:
-                rows = self._run_one(conn, query, params)
-                outputs.append(rows if kind else None)
+            with conn.transaction() if len(statements) > 1 else contextlib.nullcontext():
+                for query, params, kind in statements:
+                    rows = self._run_one(conn, query, params)
+                    outputs.append(rows if kind else None)
             return outputs
         with conn.pipeline():
             cursors = [conn.execute(query, params) for query, params, _ in statements]

@@ -8,7 +8,7 @@ Python value (a small int is sent as int2, a list of them as int2[]).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from psycopg import sql as _sql
@@ -55,13 +55,19 @@ _enqueue_cache: dict[tuple[str, ...], str] = {}
 
 
 def enqueue(options: Sequence[str]) -> str:
-    """``SELECT id FROM conveyor.enqueue(...)`` passing only the given options
-    by name, so that the SQL defaults apply to the others."""
+    """``SELECT (conveyor.enqueue(...)).id`` passing only the given options by
+    name, so that the SQL defaults apply to the others.
+
+    The field of the function's result, not ``SELECT id FROM conveyor.enqueue(...)``:
+    a function in FROM is a table scan that copies the row type's descriptor
+    and stores the row in a tuplestore on every call, a sizeable share of the
+    call's cost. The function still runs once per statement.
+    """
     key = tuple(options)
     text = _enqueue_cache.get(key)
     if text is None:
         named = "".join(f", {name} => {_ENQUEUE_OPTIONS[name]}" for name in key)
-        text = f"SELECT id FROM conveyor.enqueue(%s::text, %s::jsonb{named})"
+        text = f"SELECT (conveyor.enqueue(%s::text, %s::jsonb{named})).id"
         _enqueue_cache[key] = text
     return text
 
@@ -87,16 +93,34 @@ JOB_COLUMNS = (
 # Python cannot load (nested too deeply) is that job's error, not the locker's.
 _COLUMNS = ", ".join(f"{c}::text" if c in ("args", "data") else c for c in JOB_COLUMNS)
 
-LOCK_JOBS = f"SELECT {_COLUMNS} FROM conveyor.lock_jobs(%s::text[], %s::integer, %s::integer)"
-LOCK_JOBS_BY_ID = f"SELECT {_COLUMNS} FROM conveyor.lock_jobs_by_id(%s::bigint[], %s::text[])"
+# The locker passes the ids its session holds as the last argument (`held`):
+# it keeps count, and that spares every call a read of pg_locks, which costs
+# a few hundred microseconds whatever the batch size. Id arrays go as array
+# literals (see ids()).
+LOCK_JOBS = (
+    f"SELECT {_COLUMNS} FROM conveyor.lock_jobs(%s::text[], %s::integer, %s::integer, %s::bigint[])"
+)
+LOCK_JOBS_BY_ID = (
+    f"SELECT {_COLUMNS} FROM conveyor.lock_jobs_by_id(%s::bigint[], %s::text[], %s::bigint[])"
+)
 
-DESTROY_JOBS = "SELECT conveyor.destroy_jobs(%s::bigint[])"
-FINISH_JOBS = "SELECT conveyor.finish_jobs(%s::bigint[])"
-EXPIRE_JOBS = "SELECT conveyor.expire_jobs(%s::bigint[])"
-UNLOCK_JOBS = "SELECT conveyor.unlock_jobs(%s::bigint[])"
+DESTROY_JOBS = "SELECT conveyor.destroy_jobs(%s::bigint[], %s::bigint[])"
+FINISH_JOBS = "SELECT conveyor.finish_jobs(%s::bigint[], %s::bigint[])"
+EXPIRE_JOBS = "SELECT conveyor.expire_jobs(%s::bigint[], %s::bigint[])"
+UNLOCK_JOBS = "SELECT conveyor.unlock_jobs(%s::bigint[], %s::bigint[])"
 RETRY_JOB = (
     "SELECT id FROM conveyor.retry_job(%s::bigint, %s::text, %s::text, %s::double precision)"
 )
+
+
+def ids(values: Iterable[int]) -> str:
+    """``{1,2,3}``: job ids as a PostgreSQL array literal, for a ``%s::bigint[]``
+    parameter. psycopg's list adapter costs about a microsecond per element
+    in Python, a third of a millisecond per locker cycle of 100 jobs (the ids
+    and the held ids); this costs a tenth of that. Only for ints: ``str`` of
+    an int cannot hold a quote or a brace."""
+    return "{" + ",".join(map(str, values)) + "}"
+
 
 DESTROY_JOB = "SELECT conveyor.destroy_job(%s::bigint)"
 FINISH_JOB = "SELECT conveyor.finish_job(%s::bigint)"

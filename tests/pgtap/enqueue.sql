@@ -1,6 +1,6 @@
 -- conveyor.enqueue(job_class, args, queue, priority, run_at, data, maximum_retry_count)
 BEGIN;
-SELECT plan(41);
+SELECT plan(46);
 
 SELECT has_function('conveyor', 'enqueue',
   ARRAY['text', 'jsonb', 'text', 'integer', 'timestamp with time zone', 'jsonb', 'integer'],
@@ -149,6 +149,43 @@ SELECT is((SELECT run_at FROM conveyor.enqueue('tap.enqueue.Past', run_at => '20
 
 SELECT is((SELECT created_at FROM conveyor.enqueue('tap.enqueue.Past', run_at => '2001-01-01 00:00:00+00')),
   now(), 'created_at is now(), whatever run_at says');
+
+-- The fast path and the statement the Python client sends ------------------------
+
+-- A valid job is checked by one expression inside enqueue; job_problem only
+-- runs to explain a rejected one. Counted with the transaction's function
+-- statistics (pl functions are tracked from here on).
+SET LOCAL track_functions = 'pl';
+CREATE TEMP VIEW t_calls AS
+  SELECT f.funcname, sum(f.calls)::bigint AS calls
+    FROM pg_catalog.pg_stat_xact_user_functions AS f
+   WHERE f.schemaname = 'conveyor' GROUP BY f.funcname;
+
+SELECT lives_ok($$
+  SELECT conveyor.enqueue('tap.enqueue.Fast');
+  SELECT conveyor.enqueue(repeat('j', 500), '[]', repeat('q', 100), 0, now(), '{}', 0);
+  SELECT conveyor.enqueue(repeat('é', 500), '[[]]', 'q', 32767, '-infinity', '{"a": {}}', 2147483647);
+$$, 'valid jobs at every limit are accepted');
+
+SELECT results_eq(
+  $$SELECT funcname, calls FROM t_calls WHERE funcname IN ('enqueue', 'job_problem') ORDER BY funcname$$,
+  $$VALUES ('enqueue'::name, 3::bigint)$$,
+  'valid jobs, even at every limit, never call job_problem');
+
+SELECT throws_ok($$SELECT conveyor.enqueue('tap.enqueue.Bad', priority => 32768)$$, '22003',
+  'conveyor.enqueue: priority must be between 0 and 32767, not 32768',
+  'a job the fast check rejects still gets job_problem''s SQLSTATE and message');
+
+SELECT is((SELECT calls FROM t_calls WHERE funcname = 'job_problem'), 1::bigint,
+  'a rejected job calls job_problem once, to name the broken rule');
+
+CREATE TEMP TABLE t_field AS
+  SELECT (conveyor.enqueue('tap.enqueue.FieldSelect', '[5]', queue => 'tap_enqueue_field')).id;
+
+SELECT results_eq(
+  $$SELECT id, job_class, args FROM conveyor.jobs WHERE queue = 'tap_enqueue_field'$$,
+  $$SELECT id, 'tap.enqueue.FieldSelect'::text, '[5]'::jsonb FROM t_field$$,
+  'SELECT (conveyor.enqueue(...)).id, as the Python client sends it, inserts one job and returns its id');
 
 SELECT * FROM finish();
 ROLLBACK;

@@ -10,8 +10,8 @@ SELECT plan(33);
 
 SELECT has_function('conveyor', 'expire_job', ARRAY['bigint'], 'conveyor.expire_job(bigint) exists');
 SELECT function_returns('conveyor', 'expire_job', ARRAY['bigint'], 'boolean', 'conveyor.expire_job returns boolean');
-SELECT has_function('conveyor', 'expire_jobs', ARRAY['bigint[]'], 'conveyor.expire_jobs(bigint[]) exists');
-SELECT function_returns('conveyor', 'expire_jobs', ARRAY['bigint[]'], 'setof bigint', 'conveyor.expire_jobs returns SETOF bigint');
+SELECT has_function('conveyor', 'expire_jobs', ARRAY['bigint[]', 'bigint[]'], 'conveyor.expire_jobs(bigint[], bigint[]) exists');
+SELECT function_returns('conveyor', 'expire_jobs', ARRAY['bigint[]', 'bigint[]'], 'setof bigint', 'conveyor.expire_jobs returns SETOF bigint');
 
 CREATE TEMP TABLE fx (name text PRIMARY KEY, id bigint NOT NULL);
 INSERT INTO fx SELECT n, id FROM unnest(ARRAY['locked', 'bystander', 'savepoint', 'batch_1', 'batch_2']) WITH ORDINALITY AS u(n, o),

@@ -1,13 +1,13 @@
 -- The internal lock helpers: held_job_ids(), working_job_ids(),
--- release_job_locks(ids), recheck_locked_jobs(ids), and the two-key
+-- release_job_locks(ids, held), recheck_locked_jobs(ids), and the two-key
 -- advisory-lock encoding of job ids (key1 = 1129270870 # (id >> 32),
 -- key2 = low 32 bits) used by every locking function.
 BEGIN;
-SELECT plan(22);
+SELECT plan(27);
 
 SELECT has_function('conveyor', 'held_job_ids', ARRAY[]::text[], 'conveyor.held_job_ids() exists');
 SELECT has_function('conveyor', 'working_job_ids', ARRAY[]::text[], 'conveyor.working_job_ids() exists');
-SELECT has_function('conveyor', 'release_job_locks', ARRAY['bigint[]'], 'conveyor.release_job_locks(bigint[]) exists');
+SELECT has_function('conveyor', 'release_job_locks', ARRAY['bigint[]', 'bigint[]'], 'conveyor.release_job_locks(bigint[], bigint[]) exists');
 SELECT has_function('conveyor', 'recheck_locked_jobs', ARRAY['bigint[]', 'integer'], 'conveyor.recheck_locked_jobs(bigint[], integer) exists');
 
 SELECT is(conveyor.held_job_ids(), '{}'::bigint[], 'a new session holds no job');
@@ -42,6 +42,25 @@ SELECT set_eq($$SELECT unnest(conveyor.held_job_ids())$$,
 SELECT is((SELECT count(*) FROM pg_catalog.pg_locks
             WHERE locktype = 'advisory' AND pid = pg_catalog.pg_backend_pid() AND objsubid = 1 AND objid = 42),
   1::bigint, 'a foreign single-key lock on 42 is never touched');
+
+-- release_job_locks with held: ids in both lists only, no pg_locks read.
+SAVEPOINT release_held;
+SELECT ARRAY(SELECT conveyor.release_job_locks(ARRAY[4294967295, 10737418240]::bigint[],
+                                               held => ARRAY[4294967295, 999]::bigint[]) ORDER BY 1) AS released_held \gset
+ROLLBACK TO SAVEPOINT release_held;
+SELECT is(:'released_held'::bigint[], ARRAY[4294967295]::bigint[],
+  'with held, release_job_locks releases only ids both asked for and named in held');
+SELECT set_eq($$SELECT unnest(conveyor.held_job_ids())$$, ARRAY[10737418240]::bigint[],
+  'the held job not named in held keeps its lock');
+SAVEPOINT wrong_claim;
+SELECT is(ARRAY(SELECT conveyor.release_job_locks(ARRAY[999]::bigint[], held => ARRAY[999]::bigint[])), '{}'::bigint[],
+  'a wrong claim about a job nobody holds releases nothing and raises nothing');
+ROLLBACK TO SAVEPOINT wrong_claim;
+SELECT pg_catalog.pg_advisory_lock(1129270870, 7) IS NULL AS l7 \gset
+SELECT is(ARRAY(SELECT conveyor.destroy_jobs(ARRAY[7]::bigint[], held => ARRAY[]::bigint[])), '{}'::bigint[],
+  'fixture: destroy_jobs of a job that does not exist, passing an empty held');
+SELECT set_eq($$SELECT unnest(conveyor.held_job_ids())$$, ARRAY[7, 10737418240]::bigint[],
+  'the resolution functions pass held on: with an empty held no lock is released');
 
 -- Jobs with ids beyond 32 bits, through the public functions.
 INSERT INTO conveyor.jobs (id, job_class, queue) OVERRIDING SYSTEM VALUE
@@ -78,7 +97,7 @@ UPDATE conveyor.jobs SET finished_at = now() WHERE id = (SELECT id FROM fx WHERE
 SELECT count(pg_catalog.pg_advisory_lock(1129270870, id::integer)) AS taken FROM fx \gset
 
 SELECT results_eq(
-  $$SELECT f.name FROM conveyor.recheck_locked_jobs(ARRAY(SELECT id FROM fx ORDER BY id)) WITH ORDINALITY AS j JOIN fx AS f ON f.id = j.id ORDER BY j.ordinality$$,
+  $$SELECT f.name FROM conveyor.recheck_locked_jobs(ARRAY(SELECT id FROM fx ORDER BY id)) WITH ORDINALITY AS j(id, ordinality) JOIN fx AS f ON f.id = j.id ORDER BY j.ordinality$$,
   ARRAY['ready_urgent', 'ready'],
   'recheck_locked_jobs returns the still-ready jobs, most urgent first');
 SELECT is(
@@ -97,7 +116,7 @@ INSERT INTO fx SELECT 'keep_' || p, id FROM unnest(ARRAY[3, 1, 2]) AS p,
 SELECT count(pg_catalog.pg_advisory_lock(1129270870, id::integer)) AS taken FROM fx WHERE name LIKE 'keep_%' \gset
 SELECT results_eq(
   $$SELECT f.name FROM conveyor.recheck_locked_jobs(ARRAY(SELECT id FROM fx WHERE name LIKE 'keep_%' ORDER BY id), 2)
-                        WITH ORDINALITY AS j JOIN fx AS f ON f.id = j.id ORDER BY j.ordinality$$,
+                        WITH ORDINALITY AS j(id, ordinality) JOIN fx AS f ON f.id = j.id ORDER BY j.ordinality$$,
   ARRAY['keep_1', 'keep_2'],
   'recheck_locked_jobs(ids, keep => 2) returns the two most urgent ready jobs');
 SELECT is(

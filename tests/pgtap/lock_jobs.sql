@@ -1,4 +1,4 @@
--- conveyor.lock_jobs(queues, max_jobs, max_priority)
+-- conveyor.lock_jobs(queues, max_jobs, max_priority, held)
 --
 -- Each scenario uses its own queues: a session-level lock taken here (and the
 -- transaction-level lock a release leaves behind) lasts until the test's
@@ -6,11 +6,11 @@
 -- Two-session behaviour (skipping jobs another session holds) is tested from
 -- pytest with two connections.
 BEGIN;
-SELECT plan(52);
+SELECT plan(61);
 
-SELECT has_function('conveyor', 'lock_jobs', ARRAY['text[]', 'integer', 'integer'],
-  'conveyor.lock_jobs(text[], integer, integer) exists');
-SELECT function_returns('conveyor', 'lock_jobs', ARRAY['text[]', 'integer', 'integer'], 'setof conveyor.jobs',
+SELECT has_function('conveyor', 'lock_jobs', ARRAY['text[]', 'integer', 'integer', 'bigint[]'],
+  'conveyor.lock_jobs(text[], integer, integer, bigint[]) exists');
+SELECT function_returns('conveyor', 'lock_jobs', ARRAY['text[]', 'integer', 'integer', 'bigint[]'], 'setof conveyor.jobs',
   'conveyor.lock_jobs returns SETOF conveyor.jobs');
 
 CREATE TEMP TABLE fx (name text PRIMARY KEY, id bigint NOT NULL);
@@ -302,6 +302,56 @@ SELECT cmp_ok(pg_temp.tuples_read() - :before_scheduled, '<', 2500::bigint,
   'behind 5,000 scheduled jobs at 100 priorities the walk reads fewer than half of them (it jumps per priority)');
 
 RESET plan_cache_mode;
+
+-- held: the caller's own count of the jobs it holds, instead of pg_locks --------------
+
+INSERT INTO fx SELECT 'hint_' || g, id FROM generate_series(1, 3) AS g,
+  LATERAL conveyor.enqueue('tap.lock.Hint', queue => 'tap_lock_hint', priority => g);
+SELECT is((SELECT count(*) FROM conveyor.lock_jobs(ARRAY['tap_lock_hint'], 1)), 1::bigint,
+  'fixture: hint_1 locked');
+SELECT results_eq(
+  $$SELECT f.name FROM conveyor.lock_jobs(ARRAY['tap_lock_hint'], 1, held => ARRAY(SELECT id FROM fx WHERE name IN ('hint_1', 'hint_2'))) AS j
+      JOIN fx AS f ON f.id = j.id$$,
+  ARRAY['hint_3'],
+  'lock_jobs skips the jobs named in held (hint_2 is not even locked: the caller says it holds it)');
+SELECT is((SELECT count(*) FROM pg_catalog.pg_locks
+            WHERE locktype = 'advisory' AND pid = pg_catalog.pg_backend_pid() AND objsubid = 2
+              AND objid::bigint = (SELECT id FROM fx WHERE name = 'hint_2')),
+  0::bigint, 'a job named in held is not locked');
+-- held replaces the pg_locks read, so it is trusted: a held job left out is
+-- locked a second time (hence "it must be complete" in the documentation).
+-- hint_3 is the exception: a call given held locked it earlier in this
+-- transaction, and conveyor remembers that itself.
+SELECT results_eq(
+  $$SELECT f.name FROM conveyor.lock_jobs(ARRAY['tap_lock_hint'], 3, held => ARRAY[]::bigint[]) AS j
+      JOIN fx AS f ON f.id = j.id$$,
+  ARRAY['hint_1', 'hint_2'],
+  'held is trusted instead of pg_locks: with an empty held the session''s own jobs are locked again, '
+  'except those a call given held locked in this transaction');
+SELECT is(conveyor.locked_in_transaction() @> ARRAY(SELECT id FROM fx WHERE name LIKE 'hint_%'), true,
+  'the jobs locked by calls given held are remembered for the rest of the transaction');
+
+-- What a pipeline sends: announced jobs locked by id, then polls at two
+-- ceilings, each with the held list the caller had before any of them ran.
+INSERT INTO fx SELECT 'pipe_' || g, id FROM generate_series(1, 4) AS g,
+  LATERAL conveyor.enqueue('tap.lock.Pipe', queue => 'tap_lock_pipe', priority => g * 10);
+SELECT results_eq(
+  $$SELECT f.name FROM conveyor.lock_jobs_by_id(ARRAY(SELECT id FROM fx WHERE name = 'pipe_3'), ARRAY['tap_lock_pipe'], ARRAY[]::bigint[]) AS j
+      JOIN fx AS f ON f.id = j.id$$,
+  ARRAY['pipe_3'], 'pipeline: the announced job is locked by id');
+SELECT results_eq(
+  $$SELECT f.name FROM conveyor.lock_jobs(ARRAY['tap_lock_pipe'], 10, 20, ARRAY[]::bigint[]) AS j
+      JOIN fx AS f ON f.id = j.id$$,
+  ARRAY['pipe_1', 'pipe_2'], 'pipeline: the reserved poll locks the urgent jobs');
+SELECT results_eq(
+  $$SELECT f.name FROM conveyor.lock_jobs(ARRAY['tap_lock_pipe'], 10, NULL, ARRAY[]::bigint[]) AS j
+      JOIN fx AS f ON f.id = j.id$$,
+  ARRAY['pipe_4'],
+  'pipeline: the widest poll skips every job the earlier calls of the transaction locked');
+SELECT results_eq(
+  $$SELECT f.name FROM conveyor.lock_jobs_by_id(ARRAY(SELECT id FROM fx WHERE name LIKE 'pipe_%' ORDER BY id), ARRAY['tap_lock_pipe'], ARRAY[]::bigint[]) AS j
+      JOIN fx AS f ON f.id = j.id$$,
+  ARRAY[]::text[], 'pipeline: lock_jobs_by_id skips them too');
 
 -- Bad input ----------------------------------------------------------------------------
 

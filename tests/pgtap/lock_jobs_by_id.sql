@@ -1,9 +1,9 @@
--- conveyor.lock_jobs_by_id(ids bigint[], queues text[], queues => (SELECT array_agg(DISTINCT queue) FROM conveyor.jobs)): lock announced jobs.
+-- conveyor.lock_jobs_by_id(ids bigint[], queues text[], held bigint[]): lock announced jobs.
 BEGIN;
-SELECT plan(15);
+SELECT plan(17);
 
-SELECT has_function('conveyor', 'lock_jobs_by_id', ARRAY['bigint[]', 'text[]'], 'conveyor.lock_jobs_by_id(bigint[], text[], queues => (SELECT array_agg(DISTINCT queue) FROM conveyor.jobs)) exists');
-SELECT function_returns('conveyor', 'lock_jobs_by_id', ARRAY['bigint[]', 'text[]'], 'setof conveyor.jobs',
+SELECT has_function('conveyor', 'lock_jobs_by_id', ARRAY['bigint[]', 'text[]', 'bigint[]'], 'conveyor.lock_jobs_by_id(bigint[], text[], bigint[]) exists');
+SELECT function_returns('conveyor', 'lock_jobs_by_id', ARRAY['bigint[]', 'text[]', 'bigint[]'], 'setof conveyor.jobs',
   'conveyor.lock_jobs_by_id returns SETOF conveyor.jobs');
 
 CREATE TEMP TABLE fx (name text PRIMARY KEY, id bigint NOT NULL);
@@ -87,6 +87,19 @@ SELECT results_eq(
   $$SELECT f.name FROM conveyor.lock_jobs_by_id(ARRAY(SELECT id FROM fx WHERE name IN ('default_queue', 'other_queue'))) AS j JOIN fx AS f ON f.id = j.id$$,
   ARRAY['default_queue'],
   'without queues only the default queue is served');
+
+INSERT INTO fx SELECT 'hint_' || g, id FROM generate_series(1, 2) AS g,
+  LATERAL conveyor.enqueue('tap.byid.Held', queue => 'tap_byid_held', priority => g);
+SELECT results_eq(
+  $$SELECT f.name FROM conveyor.lock_jobs_by_id(ARRAY(SELECT id FROM fx WHERE name LIKE 'hint\_%'), ARRAY['tap_byid_held'],
+                                                held => ARRAY(SELECT id FROM fx WHERE name = 'hint_1')) AS j
+      JOIN fx AS f ON f.id = j.id$$,
+  ARRAY['hint_2'],
+  'lock_jobs_by_id skips the jobs named in held');
+SELECT is((SELECT count(*) FROM pg_catalog.pg_locks
+            WHERE locktype = 'advisory' AND pid = pg_catalog.pg_backend_pid() AND objsubid = 2
+              AND objid::bigint = (SELECT id FROM fx WHERE name = 'hint_1')),
+  0::bigint, 'and does not lock them');
 
 SELECT * FROM finish();
 ROLLBACK;

@@ -8,7 +8,7 @@
 BEGIN;
 SELECT plan(13);
 
-SELECT has_function('conveyor', 'unlock_jobs', ARRAY['bigint[]'], 'conveyor.unlock_jobs(bigint[]) exists');
+SELECT has_function('conveyor', 'unlock_jobs', ARRAY['bigint[]', 'bigint[]'], 'conveyor.unlock_jobs(bigint[], bigint[]) exists');
 
 CREATE TEMP TABLE fx (name text PRIMARY KEY, id bigint NOT NULL);
 INSERT INTO fx SELECT 'job_' || g, id FROM generate_series(1, 3) AS g,

@@ -179,13 +179,20 @@ def workers_cleanup() -> Iterator[list[WorkerProcess]]:
     try:
         yield made
     finally:
-        for worker in made:
-            if worker.alive():
-                with contextlib.suppress(Exception):
-                    worker.kill()
-            else:
-                with contextlib.suppress(Exception):
-                    worker.wait(5)
+        reap(made)
+
+
+def reap(workers: list[WorkerProcess]) -> None:
+    """Kill the workers still alive (resuming any a test paused) and collect
+    the exit status of the others."""
+    for worker in workers:
+        if worker.alive():
+            with contextlib.suppress(Exception):
+                worker.signal(signal.SIGCONT)
+                worker.kill()
+        else:
+            with contextlib.suppress(Exception):
+                worker.wait(5)
 
 
 def critical_events(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -288,9 +295,15 @@ class Cluster:
     def start(self) -> None:
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60", "start")
 
-    def restart(self) -> None:
+    def restart(self, down: float = 0.0) -> None:
         """pg_ctl restart -m fast: every session is terminated, then the
-        server starts again on the same port."""
+        server starts again on the same port -- after ``down`` seconds, if
+        given (stop, wait, start: an outage of that length)."""
+        if down > 0:
+            self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "-t", "60", "stop")
+            time.sleep(down)
+            self.start()
+            return
         self._run(
             "pg_ctl",
             "-D",

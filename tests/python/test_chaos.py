@@ -1,33 +1,51 @@
 """Chaos: workers SIGKILLed, connections terminated, PostgreSQL restarted
-while three `conveyor worker` processes drain a backlog -- and nothing is lost.
+while three `conveyor worker` processes drain a backlog -- nothing is lost,
+and throughput is back within 5 s of each fault.
 
-The test starts a PostgreSQL cluster of its own (initdb into a temp folder,
+The tests start a PostgreSQL cluster of their own (initdb into a temp folder,
 its own port, run as the ``postgres`` system user when the test runs as
-root), installs sql/conveyor.sql, enqueues the jobs of
-jobs_for_tests/chaos_jobs.py across three queues and 200 priorities, and
-starts three workers. While they drain it, about once a second it either
-SIGKILLs a random worker (and starts a replacement) or terminates a random
-worker connection with pg_terminate_backend; once, at about 40 % of the
-drain, it restarts PostgreSQL (pg_ctl restart -m fast).
+root), one database per test, and install sql/conveyor.sql. Two tests:
 
-Accounting of duplicates: before each fault the victim process is paused
-(SIGSTOP) until its locker session is idle, and the job locks that session
-holds are counted from pg_locks; only those jobs can run a second time
+- test_chaos_loses_nothing (the storm): enqueues the jobs of
+  jobs_for_tests/chaos_jobs.py across three queues and 200 priorities, and
+  starts three workers. While they drain it, about once a second it either
+  SIGKILLs a random worker (and starts a replacement) or terminates a random
+  worker connection with pg_terminate_backend; once, at about 40 % of the
+  drain, it restarts PostgreSQL (pg_ctl restart -m fast). It checks that no
+  job is lost, atomic effects exist exactly once and duplicates are bounded;
+  it reports the recovery after each fault, but faults a second apart
+  overlap, so it does not assert it (CONVEYOR_CHAOS_STRICT_RECOVERY=1 does).
+- test_chaos_recovers_from_each_fault_within_5_s (isolated faults): the
+  whole backlog (jobs sleeping 200-400 ms, so the 12 worker threads, not the
+  CPU, bound the rate) is enqueued before three workers start; after a
+  baseline over quiet seconds, one fault of each kind -- SIGKILL and a
+  replacement, pg_terminate_backend of a locker and of a pool connection, a
+  PostgreSQL restart the workers run through -- each followed by a quiet
+  period; asserts that the rolling throughput is back at 90 % of the
+  baseline within 5 s of each.
+
+Accounting of duplicates (storm): before each fault the victim process is
+paused (SIGSTOP) until its locker session is idle, and the job locks that
+session holds are counted from pg_locks; only those jobs can run a second time
 because of that fault (the jobs a worker locked are the only ones it may have
 started). A terminated pool connection counts as one job at risk (a
 connection runs one job's transaction at a time). The sum bounds the
 duplicates.
 
-Size: CONVEYOR_CHAOS_JOBS (default 20,000) jobs; CONVEYOR_SOAK_SECONDS (default
-0) keeps topping the backlog up and injecting faults for that long. The
-figures are printed and, with CONVEYOR_CHAOS_REPORT=path, written there as
-JSON (docs/reliability.md quotes a run).
+Size: CONVEYOR_CHAOS_JOBS (default 20,000) jobs to start the storm with;
+CONVEYOR_SOAK_SECONDS (default 40) keeps topping the backlog up and injecting
+faults for at least that long;
+CONVEYOR_CHAOS_RECOVERY_ROUNDS (default 1) repeats the isolated faults;
+CONVEYOR_CHAOS_RESTART_DOWN (default 0) keeps the server down that many
+seconds in the isolated restart. The figures are printed and, with
+CONVEYOR_CHAOS_REPORT=path.json, written there (and to path-recovery.json) as
+JSON (docs/reliability.md quotes runs).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
+import math
 import os
 import random
 import signal
@@ -39,13 +57,16 @@ from typing import Any
 
 import psycopg
 import pytest
-from chaos_support import Cluster, WorkerProcess, critical_events, wait_for
+from chaos_support import Cluster, WorkerProcess, critical_events, reap, wait_for
 from psycopg.types.json import Jsonb
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow, pytest.mark.timeout(1800)]
 
 JOBS = int(os.environ.get("CONVEYOR_CHAOS_JOBS", "20000"))
-SOAK_SECONDS = float(os.environ.get("CONVEYOR_SOAK_SECONDS", "0"))
+# The storm injects faults for at least this long, topping the backlog up if
+# the workers would drain it sooner: 20,000 jobs alone gave 50-75 faults at
+# 200 jobs/s, and 9 once the SQL got five times faster.
+SOAK_SECONDS = float(os.environ.get("CONVEYOR_SOAK_SECONDS", "40"))
 SEED = int(os.environ.get("CONVEYOR_CHAOS_SEED", str(int(time.time()))))
 WORKERS = 3
 THREADS = 4
@@ -69,8 +90,9 @@ RECOVERY_SHARE = 0.9
 FAULT_EVERY = 1.0
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
+    """One cluster for the file's tests, each in a database of its own."""
     made = Cluster()
     try:
         yield made
@@ -130,16 +152,22 @@ class Chaos:
 
     # -- jobs -----------------------------------------------------------------------------
 
-    def enqueue(self, count: int) -> None:
+    def enqueue(
+        self, count: int, *, sleep_ms: tuple[float, float] = (2.0, 8.0), doomed: bool = True
+    ) -> None:
+        """Half atomic, half recorded jobs (with ``doomed``, 1 % doomed), each
+        sleeping a random time in ``sleep_ms``."""
         start = sum(len(v) for v in self.ids.values())
         kinds = []
         batch: list[dict[str, Any]] = []
         for n in range(start, start + count):
-            kind = "doomed" if n % 100 == 99 else ("atomic" if n % 2 == 0 else "recorded")
+            kind = "atomic" if n % 2 == 0 else "recorded"
+            if doomed and n % 100 == 99:
+                kind = "doomed"
             job_class = {"atomic": "AtomicJob", "recorded": "RecordedJob", "doomed": "DoomedJob"}
             spec: dict[str, Any] = {
                 "job_class": job_class[kind],
-                "args": [n, self.rng.uniform(2.0, 8.0)],
+                "args": [n, self.rng.uniform(*sleep_ms)],
                 "queue": self.rng.choice(QUEUES),
                 "priority": self.rng.randint(1, 200),
             }
@@ -229,13 +257,17 @@ class Chaos:
         up = [w for w in self.workers if self.locker_pid(w) is not None]
         return self.rng.choice(up) if up else None
 
-    def kill_one(self) -> None:
+    def kill_one(self, *, account: bool = True) -> None:
+        """SIGKILL a random worker and start a replacement. With ``account``
+        the victim is paused first so that its job locks can be counted."""
         victim = self.victim()
         if victim is None:
             return
-        self.pause([victim])
-        locker = self.locker_pid(victim)
-        held = self.locks_of([locker]) if locker else 0
+        held = 0
+        if account:
+            self.pause([victim])
+            locker = self.locker_pid(victim)
+            held = self.locks_of([locker]) if locker else 0
         at = time.time()
         victim.signal(signal.SIGKILL)
         victim.wait(10)
@@ -243,23 +275,38 @@ class Chaos:
         self.spawn()
         self.record("sigkill", at, held, worker=victim.name)
 
-    def terminate_one(self) -> None:
-        victim = self.victim()
-        if victim is None:
-            return
-        sessions = [
-            r[0]
-            for r in self.q(
-                "SELECT pid FROM pg_stat_activity WHERE application_name = %s", [victim.name]
-            )
-        ]
-        if not sessions:
+    def terminate_one(self, session: str | None = None, *, account: bool = True) -> None:
+        """pg_terminate_backend on a random session of a random worker, or on
+        the ``session="locker"`` or a ``session="pool"`` connection of a
+        random worker that has one."""
+        if session is None:
+            candidates = [self.victim()]
+        else:
+            candidates = self.rng.sample(self.workers, len(self.workers))
+        for victim in candidates:
+            if victim is None:
+                continue
+            sessions = [
+                r[0]
+                for r in self.q(
+                    "SELECT pid FROM pg_stat_activity WHERE application_name = %s", [victim.name]
+                )
+            ]
+            locker = self.locker_pid(victim)
+            if session == "locker":
+                sessions = [locker] if locker else []
+            elif session == "pool":
+                sessions = [pid for pid in sessions if pid != locker]
+            if sessions:
+                break
+        else:
             return
         backend = self.rng.choice(sessions)
-        locker = self.locker_pid(victim)
         if backend == locker:
-            self.pause([victim])
-            held = self.locks_of([backend])
+            held = 0
+            if account:
+                self.pause([victim])
+                held = self.locks_of([backend])
             at = time.time()
             self.q("SELECT pg_terminate_backend(%s)", [backend])
             victim.signal(signal.SIGCONT)
@@ -269,44 +316,60 @@ class Chaos:
             self.q("SELECT pg_terminate_backend(%s)", [backend])
             self.record("terminate pool connection", at, 1, worker=victim.name)
 
-    def restart_postgres(self) -> None:
-        self.pause(self.workers)
-        held = self.locks_of(None)
+    def restart_postgres(self, *, account: bool = True, down: float = 0.0) -> None:
+        """pg_ctl restart -m fast (the server stays down ``down`` seconds).
+        With ``account`` the workers are paused through it (their job locks
+        counted first), so they never see the server down; without, they run
+        through the restart."""
+        held = 0
+        if account:
+            self.pause(self.workers)
+            held = self.locks_of(None)
         self.close()
         at = time.time()
-        self.cluster.restart()
+        self.cluster.restart(down)
         took = time.time() - at
-        for worker in self.workers:
-            worker.signal(signal.SIGCONT)
+        if account:
+            for worker in self.workers:
+                worker.signal(signal.SIGCONT)
         self.record("restart postgres", at, held, restart_seconds=round(took, 2))
 
 
-def completions(chaos: Chaos) -> dict[int, int]:
-    """Completed runs per BUCKET, keyed by bucket number (epoch / BUCKET)."""
+def completions(chaos: Chaos, since: float = 0.0) -> dict[int, int]:
+    """Completed runs per BUCKET, keyed by bucket number (epoch / BUCKET),
+    from ``since`` (epoch seconds) on."""
     rows = chaos.q(
         f"""
         SELECT floor(extract(epoch FROM at) / {BUCKET})::bigint AS b, count(*)
           FROM (SELECT at FROM chaos_effects UNION ALL SELECT at FROM chaos_runs) AS done
+         WHERE at >= to_timestamp(%s)
          GROUP BY b
-        """
+        """,
+        [since],
     )
     return {int(b): int(c) for b, c in rows}
 
 
 def window_rate(buckets: dict[int, int], start: float) -> float:
-    """Completions per second in [start, start + 1 s)."""
+    """Completions per second in [start, start + 1 s) (start rounded down to
+    a bucket)."""
     first = int(start / BUCKET)
     return float(sum(buckets.get(first + i, 0) for i in range(WINDOW)))
 
 
-def recovery_time(buckets: dict[int, int], at: float, baseline: float) -> float | None:
-    """Seconds from the fault until the end of the first 1-s window, starting
-    at or after it, whose rate is at least RECOVERY_SHARE of the baseline."""
-    step = 0.0
-    while step <= 30.0:
-        if window_rate(buckets, at + step) >= RECOVERY_SHARE * baseline:
-            return round(step + WINDOW * BUCKET, 2)
-        step += BUCKET
+def recovery_time(
+    buckets: dict[int, int], at: float, baseline: float, until: float | None = None
+) -> float | None:
+    """Seconds from the fault at ``at`` until the end of the first 1-s window
+    that starts after it and whose rate is at least RECOVERY_SHARE of the
+    baseline -- the rolling rate, counting nothing from before the fault.
+    A fault that costs nothing measures 1 s (the window). Only windows that
+    end by ``until`` (default: 30 s after the fault) count; None if none does."""
+    until = at + 30.0 if until is None else until
+    first = math.ceil(at / BUCKET - 1e-9)
+    for start in range(first, int(until / BUCKET) - WINDOW + 1):
+        if sum(buckets.get(start + i, 0) for i in range(WINDOW)) >= RECOVERY_SHARE * baseline:
+            return round((start + WINDOW) * BUCKET - at, 2)
     return None
 
 
@@ -319,14 +382,7 @@ def test_chaos_loses_nothing(
     try:
         run(chaos, began, capsys)
     finally:
-        for worker in chaos.all_workers:
-            if worker.alive():
-                worker.signal(signal.SIGCONT)
-                with contextlib.suppress(Exception):
-                    worker.kill()
-            else:
-                with contextlib.suppress(Exception):
-                    worker.wait(5)
+        reap(chaos.all_workers)
         chaos.close()
 
 
@@ -446,7 +502,7 @@ def run(chaos: Chaos, began: float, capsys: pytest.CaptureFixture[str]) -> None:
         "jobs at risk at faults (bound)": chaos.at_risk,
         "baseline jobs/s": round(baseline),
         "recovery s (max)": max(recoveries) if recoveries else None,
-        "recovery s (median)": statistics.median(recoveries) if recoveries else None,
+        "recovery s (median)": round(statistics.median(recoveries), 2) if recoveries else None,
         "faults not recovered within 5 s": len(slow),
         "restart": [
             {k: f[k] for k in ("restart_seconds", "recovery_s", "at_risk")}
@@ -474,10 +530,170 @@ def run(chaos: Chaos, began: float, capsys: pytest.CaptureFixture[str]) -> None:
     assert chaos.faults and kinds.get("restart postgres") == 1
     # Recovery within 5 s is measured and reported above. With a fault every
     # second on 2 cores, the next fault often lands before the last one is
-    # recovered from, so in the bounded CI run the figure is reported, not
-    # asserted; CONVEYOR_CHAOS_STRICT_RECOVERY=1 (soak runs) asserts it.
+    # recovered from, so here the figure measures the storm: it is reported,
+    # and asserted only with CONVEYOR_CHAOS_STRICT_RECOVERY=1. The goal is
+    # asserted on one fault at a time by
+    # test_chaos_recovers_from_each_fault_within_5_s.
     if os.environ.get("CONVEYOR_CHAOS_STRICT_RECOVERY") == "1":
         assert slow == [], f"throughput did not recover within 5 s after: {slow}"
+
+
+# -- recovery from one fault at a time -------------------------------------------------------
+
+# Jobs that sleep 200-400 ms: the phase's throughput is bounded by the 12
+# worker threads (about 40 jobs/s, a sixth of one core for the workers and
+# PostgreSQL together), not by the two cores, so the baseline holds steady
+# while other programs share the machine (with CPU-bound jobs, their load
+# reads as a slow recovery); and a worker lost is a third of the throughput
+# lost until it is replaced -- the dip the measurement is about.
+ISOLATED_SLEEP_MS = (200.0, 400.0)
+ISOLATED_FAULTS = ("sigkill", "terminate locker", "terminate pool connection", "restart postgres")
+ISOLATED_ROUNDS = int(os.environ.get("CONVEYOR_CHAOS_RECOVERY_ROUNDS", "1"))
+RESTART_DOWN = float(os.environ.get("CONVEYOR_CHAOS_RESTART_DOWN", "0"))
+WARM_UP = 2.0  # seconds after the workers register, before the baseline
+BASELINE_SECONDS = 3.0
+OBSERVE = 8.0  # a fault not recovered from within this is reported as such
+SETTLE = 1.0  # quiet seconds after a recovery, before the next fault
+
+
+def test_chaos_recovers_from_each_fault_within_5_s(
+    cluster: Cluster, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One fault at a time, each followed by a quiet period: after each,
+    throughput is back at 90 % of the baseline within 5 s."""
+    began = time.monotonic()
+    url = cluster.create_database("recovery")
+    chaos = Chaos(cluster, url, tmp_path)
+    try:
+        run_isolated(chaos, began, capsys)
+    finally:
+        reap(chaos.all_workers)
+        chaos.close()
+
+
+def run_isolated(chaos: Chaos, began: float, capsys: pytest.CaptureFixture[str]) -> None:
+    for table in ("chaos_effects", "chaos_runs"):
+        chaos.q(
+            f"CREATE TABLE {table} (job_id bigint NOT NULL, n int NOT NULL, worker_pid int,"
+            " at timestamptz NOT NULL DEFAULT clock_timestamp())"
+        )
+    faults = ISOLATED_FAULTS * ISOLATED_ROUNDS
+    # The whole backlog goes in before the workers start: nothing is added
+    # while throughput is measured. The threads bound the rate, so this is
+    # enough for the longest the phase can take, with half again to spare.
+    ceiling = WORKERS * THREADS / (statistics.mean(ISOLATED_SLEEP_MS) / 1000)
+    longest = WARM_UP + BASELINE_SECONDS + len(faults) * (OBSERVE + SETTLE + 2.0)
+    backlog = int(ceiling * longest * 1.5)
+    chaos.enqueue(backlog, sleep_ms=ISOLATED_SLEEP_MS, doomed=False)
+
+    for _ in range(WORKERS):
+        chaos.spawn()
+    for worker in chaos.workers:
+        worker.wait_connected(chaos.observer())
+    started = time.time()
+
+    time.sleep(WARM_UP + BASELINE_SECONDS)
+    buckets = completions(chaos, started)
+    quiet = [
+        window_rate(buckets, started + WARM_UP + i * BUCKET)
+        for i in range(int((BASELINE_SECONDS - 1.0) / BUCKET) + 1)
+    ]
+    baseline = statistics.median(quiet)
+    assert baseline > 0, "no job completed in the quiet seconds"
+
+    for kind in faults:
+        left = chaos.unresolved()
+        assert left >= baseline * (OBSERVE + SETTLE + 2.0), (
+            f"the backlog ran short ({left} jobs left at {baseline:.0f} jobs/s): "
+            "the recovery from the next fault could not be measured"
+        )
+        before = len(chaos.faults)
+        if kind == "sigkill":
+            chaos.kill_one(account=False)
+        elif kind == "terminate locker":
+            chaos.terminate_one("locker", account=False)
+        elif kind == "terminate pool connection":
+            wait_for(
+                lambda: chaos.q(
+                    "SELECT 1 FROM pg_stat_activity WHERE application_name LIKE 'chaos-w%%'"
+                    " AND pid NOT IN (SELECT pid FROM conveyor.workers)"
+                ),
+                "a pool connection to exist",
+            )
+            chaos.terminate_one("pool", account=False)
+        else:
+            chaos.restart_postgres(account=False, down=RESTART_DOWN)
+        assert len(chaos.faults) == before + 1, f"could not inject {kind!r}"
+        fault = chaos.faults[-1]
+        # Watch: when are all lockers registered again, when is the rate back?
+        at = fault["at"]
+        lockers_up = None
+        while time.time() < at + OBSERVE:
+            now = time.time()
+            if lockers_up is None and all(chaos.locker_pid(w) for w in chaos.workers):
+                lockers_up = round(now - at, 2)
+            if recovery_time(completions(chaos, at - 1.0), at, baseline, until=now) is not None:
+                break
+            time.sleep(0.1)
+        fault["lockers_up_s"] = lockers_up
+        time.sleep(SETTLE)
+
+    ended = time.time()
+    buckets = completions(chaos, started)
+    nexts = [f["at"] for f in chaos.faults[1:]] + [ended]
+    for fault, until in zip(chaos.faults, nexts, strict=True):
+        fault["recovery_s"] = recovery_time(buckets, fault["at"], baseline, until)
+        fault["rate_before"] = window_rate(buckets, fault["at"] - 1.0)
+        fault["rates_after"] = [
+            window_rate(buckets, fault["at"] + i) for i in range(int(min(until - fault["at"], 8)))
+        ]
+        first = math.ceil(fault["at"] / BUCKET)
+        fault["completions per 100 ms, from the fault"] = [
+            buckets.get(first + i, 0) for i in range(int((until - fault["at"]) / BUCKET))
+        ]
+    twice = chaos.q("SELECT job_id FROM chaos_effects GROUP BY job_id HAVING count(*) > 1")
+    statuses = {w.name: w.stop(timeout=30) for w in chaos.workers}
+    broken = {w.name: critical_events(w.events()) for w in chaos.all_workers}
+    broken = {k: v for k, v in broken.items() if v}
+    retries = [
+        [e.get("retry_in") for e in w.events() if e.get("event") == "database_unreachable"]
+        for w in chaos.workers
+    ]
+    slow = [f for f in chaos.faults if f["recovery_s"] is None or f["recovery_s"] > RECOVERY_LIMIT]
+
+    report = {
+        "seed": SEED,
+        "jobs enqueued before the workers started": backlog,
+        "job sleep ms": list(ISOLATED_SLEEP_MS),
+        "workers": WORKERS,
+        "threads per worker": THREADS,
+        "baseline jobs/s": round(baseline),
+        "baseline windows (min, max)": [min(quiet), max(quiet)],
+        "faults": [
+            {
+                k: f[k]
+                for k in ("kind", "recovery_s", "lockers_up_s", "restart_seconds", "rates_after")
+                if k in f
+            }
+            for f in chaos.faults
+        ],
+        "locker reconnect delays (s), per worker": retries,
+        "faults not recovered within 5 s": len(slow),
+        "test seconds": round(time.monotonic() - began, 1),
+    }
+    with capsys.disabled():
+        print("\nchaos recovery report: " + json.dumps(report, indent=2))
+    if os.environ.get("CONVEYOR_CHAOS_REPORT"):
+        path = Path(os.environ["CONVEYOR_CHAOS_REPORT"])
+        path.with_name(path.stem + "-recovery.json").write_text(
+            json.dumps({**report, "fault log": chaos.faults}, indent=2) + "\n"
+        )
+
+    assert [f["kind"] for f in chaos.faults] == list(faults)
+    assert slow == [], f"throughput did not recover to 90 % within 5 s after: {slow}"
+    assert twice == [], f"atomic effects kept twice: {twice[:10]}"
+    assert broken == {}, f"workers logged critical errors: {broken}"
+    assert all(s == 0 for s in statuses.values()), statuses
 
 
 # -- the precondition of exactly-once effects ------------------------------------------------

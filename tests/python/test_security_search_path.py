@@ -284,12 +284,14 @@ def test_the_traps_hijack_an_unpinned_copy(conn: psycopg.Connection[Any]) -> Non
     while the real function destroys the one it is given."""
     plant(conn, "evil")
     body = conn.execute(
-        "SELECT prosrc FROM pg_proc WHERE oid = 'conveyor.destroy_jobs(bigint[])'::regprocedure"
+        "SELECT prosrc FROM pg_proc"
+        " WHERE oid = 'conveyor.destroy_jobs(bigint[], bigint[])'::regprocedure"
     ).fetchone()[0]  # type: ignore[index]
     conn.execute("CREATE SCHEMA unpinned")
     conn.execute(
         sql.SQL(
-            "CREATE FUNCTION unpinned.destroy_jobs(ids bigint[]) RETURNS SETOF bigint"
+            "CREATE FUNCTION unpinned.destroy_jobs(ids bigint[], held bigint[] DEFAULT NULL)"
+            " RETURNS SETOF bigint"
             " LANGUAGE plpgsql AS {}"
         ).format(sql.Literal(body))
     )

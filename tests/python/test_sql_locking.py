@@ -199,6 +199,33 @@ def test_unlock_jobs_from_another_session_does_not_release_the_lock(connect: Con
     assert lock_by_id(b, [job]) == [job]
 
 
+def test_a_wrong_held_claim_neither_waits_nor_releases_another_sessions_lock(
+    connect: Connect,
+) -> None:
+    """`held` is the caller's word that its session holds those jobs; a wrong
+    word about a job another session holds must not block on that lock nor
+    take it away."""
+    a, b = connect(), connect(autocommit=False)  # b rolls each call back
+    job = enqueue(a)
+    assert lock(a) == [job]
+    b.execute("SET lock_timeout = '2s'")  # a wait would fail the test, not hang it
+    b.commit()
+    for function in ("unlock_jobs", "destroy_jobs", "finish_jobs", "expire_jobs"):
+        released = b.execute(
+            f"SELECT conveyor.{function}(%s::bigint[], held => %s::bigint[])", [[job], [job]]
+        ).fetchall()
+        if function == "unlock_jobs":
+            assert released == []
+        b.rollback()
+        assert locks_of(b, a.info.backend_pid) == {job}, function
+    # And a's own claim releases it.
+    released = a.execute(
+        "SELECT conveyor.unlock_jobs(%s::bigint[], held => %s::bigint[])", [[job], [job]]
+    ).fetchall()
+    assert released == [(job,)]
+    assert locks_of(b, a.info.backend_pid) == set()
+
+
 def test_rolled_back_transaction_keeps_its_session_locks(connect: Connect) -> None:
     # A session-level lock outlives the transaction that took it: error paths
     # must unlock explicitly.
@@ -234,6 +261,36 @@ def test_repeated_locking_never_takes_a_held_job_twice(connect: Connect) -> None
     assert unlock(a, first + second) == sorted(first + second)
     assert locks_of(b, a.info.backend_pid) == set()
     assert sorted(lock(b, max_jobs=10)) == jobs
+
+
+def test_a_pipeline_given_held_never_takes_a_job_twice(connect: Connect) -> None:
+    """The locker's cycle: announced jobs locked by id, then polls at two
+    ceilings, sent in one pipeline (one transaction) with the held list it had
+    before any of them ran. No job may come back twice: a second, re-entrant
+    lock would survive the one unlock the job gets."""
+    a, b = connect(), connect()
+    urgent = [enqueue(a, priority=5) for _ in range(3)]
+    rest = enqueue_many(a, 5)
+    announced = [urgent[1], rest[2]]
+    with a.pipeline():
+        by_id = a.execute(
+            "SELECT id FROM conveyor.lock_jobs_by_id(%s::bigint[], '{default}', %s::bigint[])",
+            [announced, []],
+        )
+        reserved = a.execute(
+            "SELECT id FROM conveyor.lock_jobs('{default}', 10, 10, %s::bigint[])", [[]]
+        )
+        widest = a.execute(
+            "SELECT id FROM conveyor.lock_jobs('{default}', 10, NULL, %s::bigint[])", [[]]
+        )
+    got = [int(r[0]) for cursor in (by_id, reserved, widest) for r in cursor.fetchall()]
+    assert sorted(got) == sorted(urgent + rest), "every job once, none twice"
+    assert locks_of(b, a.info.backend_pid) == set(urgent + rest)
+    # The memory ends with the transaction: the next one trusts held alone.
+    row = a.execute("SELECT conveyor.locked_in_transaction()").fetchone()
+    assert row == ([],)
+    assert unlock(a, got) == sorted(got)
+    assert locks_of(b, a.info.backend_pid) == set(), "one unlock each freed them all"
 
 
 @pytest.mark.parametrize(

@@ -267,6 +267,40 @@ def test_a_job_writes_and_destroys_itself_atomically(
     wait_for(lambda: locks_held(conn, pid) == 0, what="locks released")
 
 
+def test_the_lockers_count_of_held_jobs_matches_pg_locks(
+    conn: psycopg.Connection[Any], start_worker: Callable[..., conveyor.Worker]
+) -> None:
+    """The locker tells lock_jobs and the resolutions which jobs it holds
+    (`held`) instead of reading pg_locks. A count that misses a job would
+    show here: lock_jobs would lock that job a second time, and its release
+    would leave one lock behind (or not release it at all). Every outcome
+    runs, the small buffer evicts, and the session is terminated midway."""
+    conn.execute("CREATE TABLE results (value int NOT NULL)")
+    WCount.enqueue_many([[i] for i in range(150)], conn=conn, priority=50)
+    for cls in (WFinish, WExpire, WRetryLater, WFinishByDefault, WQuiet):
+        cls.enqueue_many([[] for _ in range(10)], conn=conn, priority=60)
+    WAtomic.enqueue_many([[i] for i in range(20)], conn=conn, priority=70)
+    worker = start_worker(worker_count=3, maximum_buffer_size=2, minimum_buffer_size=1)
+    pid = locker_pid(conn)
+    wait_for(lambda: len(done) >= 50, what="some jobs done")
+    # Urgent jobs arriving at a full buffer make the locker evict (unlock).
+    WCount.enqueue_many([[f"urgent {i}"] for i in range(20)], conn=conn, priority=1)
+    wait_for(lambda: len(done) >= 120, what="more jobs done")
+    assert scalar(conn, "SELECT pg_terminate_backend(%s)", (pid,))
+    pid = wait_for(
+        lambda: (p := scalar(conn, "SELECT max(pid) FROM conveyor.workers")) != pid and p,
+        what="a new registration",
+    )
+    ready = (
+        "SELECT count(*) FROM conveyor.jobs"
+        " WHERE finished_at IS NULL AND expired_at IS NULL AND run_at <= now()"
+    )
+    wait_for(lambda: scalar(conn, ready) == 0, timeout=30, what="every ready job worked")
+    wait_for(lambda: locks_held(conn, pid) == 0, what="no lock left in the locker's session")
+    assert scalar(conn, "SELECT count(*) FROM results") == 20
+    assert worker.connected
+
+
 # --- errors -------------------------------------------------------------------------
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import psycopg
 
+from .. import sql
 from . import recorder
 from .db import Server
 from .procs import WorkerProcesses
@@ -302,9 +303,12 @@ def run_drain(
 
 
 #: conveyor's drain with Que's buffer defaults (8 jobs at most, refill below 2)
-#: and with a buffer sized like the bare loop's batches.
-DRAIN_TUNED = ("--maximum-buffer-size", "100", "--minimum-buffer-size", "50")
-DRAIN_TUNED_VARIANT = "buffer 100/50"
+#: and with the buffer docs/performance.md recommends for short jobs: the
+#: drain is bound by jobs per locker round trip, and 500 feeds the threads for
+#: several round trips' worth (100 gave 15,000-30,000 jobs/s, 500 25,000-27,000
+#: in the same hour; 1,000 and 2,000 no more than 500).
+DRAIN_TUNED = ("--maximum-buffer-size", "500", "--minimum-buffer-size", "250")
+DRAIN_TUNED_VARIANT = "buffer 500/250"
 
 
 def _drain(jobs: int, peers: Sequence[System]) -> list[Runner]:
@@ -466,8 +470,12 @@ def _latency_urgent(jobs: int, peers: Sequence[System]) -> list[Runner]:
 
 # --- 7: backlog scaling ------------------------------------------------------------------
 
-_LOCK = "SELECT id FROM conveyor.lock_jobs(queues => '{default}', max_jobs => %s)"
-_DESTROY = "SELECT conveyor.destroy_jobs(%s::bigint[])"
+# Both pass `held`, the jobs the session holds, as conveyor's locker does: a
+# caller that keeps count spares each call a pg_locks read.
+_LOCK = (
+    "SELECT id FROM conveyor.lock_jobs(queues => '{default}', max_jobs => %s, held => %s::bigint[])"
+)
+_DESTROY = "SELECT conveyor.destroy_jobs(%s::bigint[], held => %s::bigint[])"
 _SEED_READY = (
     "INSERT INTO conveyor.jobs (job_class, args)"
     " SELECT 'BenchNoOp', jsonb_build_array(g) FROM generate_series(1, %s) AS g"
@@ -514,9 +522,9 @@ def run_backlog(
         destroys: list[float] = []
         for i in range(cycles + 5):
             t = time.perf_counter()
-            ids = [r[0] for r in conn.execute(_LOCK, [batch]).fetchall()]
+            ids = [r[0] for r in conn.execute(_LOCK, [batch, []]).fetchall()]
             t_locked = time.perf_counter()
-            conn.execute(_DESTROY, [ids]).fetchall()
+            conn.execute(_DESTROY, [ids, ids]).fetchall()
             t_destroyed = time.perf_counter()
             if len(ids) != batch:
                 raise RuntimeError(f"lock_jobs locked {len(ids)} jobs, not {batch}")
@@ -689,27 +697,30 @@ def run_advisory_loop(ctx: Context, jobs: int, threads: int = 10, batch: int = 1
         with psycopg.connect(url, autocommit=True) as conn:
             try:
                 t0 = time.perf_counter()
-                in_flight = resolved = 0
+                holding: set[int] = set()
+                resolved = 0
                 while resolved < jobs:
-                    if in_flight < batch:
-                        ids = [r[0] for r in conn.execute(_LOCK, [batch]).fetchall()]
+                    if len(holding) < batch:
+                        held = sql.ids(holding)
+                        ids = [r[0] for r in conn.execute(_LOCK, [batch, held]).fetchall()]
                         calls["lock"] += 1
                         for job in ids:
                             todo.put(job)
-                        in_flight += len(ids)
-                        if not ids and not in_flight:
+                        holding.update(ids)
+                        if not ids and not holding:
                             break
-                    finished = [done.get(timeout=5.0)] if in_flight else []
+                    finished = [done.get(timeout=5.0)] if holding else []
                     while True:
                         try:
                             finished.append(done.get_nowait())
                         except queue.Empty:
                             break
                     if finished:
-                        conn.execute(_DESTROY, [finished]).fetchall()
+                        done_ids = sql.ids(finished)
+                        conn.execute(_DESTROY, [done_ids, done_ids]).fetchall()
                         calls["destroy"] += 1
                         resolved += len(finished)
-                        in_flight -= len(finished)
+                        holding.difference_update(finished)
                 seconds = time.perf_counter() - t0
             finally:
                 for _ in workers:
@@ -812,7 +823,7 @@ def run_sql_costs(ctx: Context, rounds: int = 300) -> RunResult:
             timed(
                 "conveyor",
                 "enqueue 1 job",
-                "SELECT id FROM conveyor.enqueue(%s::text, %s::jsonb)",
+                sql.enqueue(()),  # what conveyor.enqueue(conn, ...) sends
                 args,
             )
             timed("raw", "enqueue 1 job", insert, args)
@@ -824,14 +835,14 @@ def run_sql_costs(ctx: Context, rounds: int = 300) -> RunResult:
                     [payload],
                 )
                 timed("raw", "enqueue 1,000 jobs", multi_row, multi_params)
-            ids = timed("conveyor", "lock 100 jobs", _LOCK, [100])
+            ids = timed("conveyor", "lock 100 jobs", _LOCK, [100, []])
             if held and held[0]:
                 timed(
                     "conveyor",
                     "held_job_ids() (reads pg_locks)",
                     "SELECT conveyor.held_job_ids()",
                 )
-            timed("conveyor", "destroy 100 jobs", _DESTROY, [ids])
+            timed("conveyor", "destroy 100 jobs", _DESTROY, [ids, ids])
             ids = timed("raw", "lock 100 jobs", _BARE_LOCK, {"n": 100})
             if len(ids) != 100:
                 raise RuntimeError(f"the bare lock took {len(ids)} jobs, not 100")
@@ -840,10 +851,10 @@ def run_sql_costs(ctx: Context, rounds: int = 300) -> RunResult:
             timed(
                 "conveyor",
                 "lock 1 job by id",
-                "SELECT id FROM conveyor.lock_jobs_by_id(ARRAY[%s]::bigint[])",
+                "SELECT id FROM conveyor.lock_jobs_by_id(ARRAY[%s]::bigint[], held => '{}')",
                 [job],
             )
-            conn.execute(_DESTROY, [[job]]).fetchall()
+            conn.execute(_DESTROY, [[job], [job]]).fetchall()
             timed("raw", "round trip (SELECT 1)", "SELECT 1")
     measurements = [
         Measurement(
