@@ -129,6 +129,11 @@ BEGIN
   ELSE
     v_held := lock_jobs.held || conveyor.locked_in_transaction();
   END IF;
+  -- Sorted, so that the walk tests a row against it by binary search
+  -- (width_bucket) instead of a scan of the whole list: under a backlog the
+  -- walk steps over every held job, and held times walked rows made a
+  -- 500-job cycle cost a millisecond more.
+  v_held := ARRAY(SELECT h FROM unnest(v_held) AS h WHERE h IS NOT NULL ORDER BY 1);
 
   -- A job another session resolves between a walk's snapshot and its lock
   -- try is locked, then dropped by the recheck; a short answer would look
@@ -160,7 +165,7 @@ BEGIN
            WHERE j.queue = v_queue
              AND j.finished_at IS NULL AND j.expired_at IS NULL
              AND j.priority > v_after AND j.priority <= v_ceiling
-             AND j.id <> ALL (v_held)
+             AND coalesce(v_held[width_bucket(j.id, v_held)], 0) <> j.id  -- not held
            ORDER BY j.priority, j.run_at, j.id
         LOOP
           IF v_job.run_at > now() THEN
@@ -184,7 +189,7 @@ BEGIN
     v_kept := v_kept || v_new;
     EXIT WHEN cardinality(v_kept) >= lock_jobs.max_jobs
            OR cardinality(v_new) = cardinality(v_locked);   -- nothing was dropped: the walk ran dry
-    v_held := v_held || v_new;
+    v_held := ARRAY(SELECT h FROM unnest(v_held || v_new) AS h ORDER BY 1);
   END LOOP;
 
   IF lock_jobs.held IS NOT NULL AND cardinality(v_kept) > 0 THEN

@@ -6,7 +6,7 @@
 -- Two-session behaviour (skipping jobs another session holds) is tested from
 -- pytest with two connections.
 BEGIN;
-SELECT plan(61);
+SELECT plan(62);
 
 SELECT has_function('conveyor', 'lock_jobs', ARRAY['text[]', 'integer', 'integer', 'bigint[]'],
   'conveyor.lock_jobs(text[], integer, integer, bigint[]) exists');
@@ -330,6 +330,18 @@ SELECT results_eq(
   'except those a call given held locked in this transaction');
 SELECT is(conveyor.locked_in_transaction() @> ARRAY(SELECT id FROM fx WHERE name LIKE 'hint_%'), true,
   'the jobs locked by calls given held are remembered for the rest of the transaction');
+
+-- held may come in any order, with repeats and NULLs (lock_jobs sorts it for
+-- a binary search per walked row).
+INSERT INTO fx SELECT 'unsorted_' || g, id FROM generate_series(1, 4) AS g,
+  LATERAL conveyor.enqueue('tap.lock.Unsorted', queue => 'tap_lock_unsorted', priority => g);
+SELECT results_eq(
+  $$SELECT f.name FROM conveyor.lock_jobs(ARRAY['tap_lock_unsorted'], 10,
+        held => ARRAY[(SELECT id FROM fx WHERE name = 'unsorted_3'), NULL, (SELECT id FROM fx WHERE name = 'unsorted_1'),
+                      (SELECT id FROM fx WHERE name = 'unsorted_3'), -7]) AS j
+      JOIN fx AS f ON f.id = j.id$$,
+  ARRAY['unsorted_2', 'unsorted_4'],
+  'an unsorted held list with repeats, NULLs and unknown ids skips exactly the jobs it names');
 
 -- What a pipeline sends: announced jobs locked by id, then polls at two
 -- ceilings, each with the held list the caller had before any of them ran.

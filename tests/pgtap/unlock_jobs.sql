@@ -6,7 +6,7 @@
 -- lock, while the session-level unlock (not transactional) stays done.
 -- Results needed after the rollback are carried over in psql variables.
 BEGIN;
-SELECT plan(13);
+SELECT plan(16);
 
 SELECT has_function('conveyor', 'unlock_jobs', ARRAY['bigint[]', 'bigint[]'], 'conveyor.unlock_jobs(bigint[], bigint[]) exists');
 
@@ -68,6 +68,24 @@ SELECT is(ARRAY(SELECT conveyor.unlock_jobs(ARRAY[:job_3]::bigint[])), ARRAY[:jo
   'unlock_jobs releases a held job');
 SELECT is(ARRAY(SELECT conveyor.unlock_jobs(ARRAY[:job_3]::bigint[])), '{}'::bigint[],
   'a second unlock_jobs of the same job in the same transaction releases nothing and returns no id');
+
+-- held, the caller's own list, may come in any order, with repeats and NULLs
+-- (it is sorted for a binary search): only ids in both lists are released.
+INSERT INTO fx SELECT 'h_' || g, id FROM generate_series(1, 3) AS g,
+  LATERAL conveyor.enqueue('tap.unlock.Held', queue => 'tap_unlock_held', priority => g);
+SELECT is((SELECT count(*) FROM conveyor.lock_jobs(ARRAY['tap_unlock_held'], 10)), 3::bigint,
+  'fixture: three more jobs locked');
+SELECT id AS h_1 FROM fx WHERE name = 'h_1' \gset
+SELECT id AS h_2 FROM fx WHERE name = 'h_2' \gset
+SELECT id AS h_3 FROM fx WHERE name = 'h_3' \gset
+SELECT is(ARRAY(SELECT conveyor.unlock_jobs(ARRAY[:h_3, :h_1, :h_1, NULL, :h_2]::bigint[],
+                                            held => ARRAY[:h_3, NULL, :h_1, :h_1]::bigint[]) ORDER BY 1),
+  ARRAY[:h_1, :h_3]::bigint[],
+  'an unsorted held list with repeats and NULLs releases exactly the ids in both lists');
+SELECT is((SELECT count(*) FROM pg_catalog.pg_locks
+            WHERE locktype = 'advisory' AND objsubid = 2 AND pid = pg_catalog.pg_backend_pid()
+              AND objid::bigint = :h_2),
+  1::bigint, 'a job asked for but not named in held keeps its lock');
 
 SELECT * FROM finish();
 ROLLBACK;

@@ -96,7 +96,7 @@ def test_smoke_run_reports_figures_and_drain_ran_each_job_once(
     drain = _scenario(report, "drain")
     assert drain["failures"] == []
     assert drain["jobs"] == 300
-    for variant in ("", "buffer 500/250"):
+    for variant in ("", "buffer 2000/1000"):
         assert _figure(drain, "conveyor", variant, "throughput")["median"] > 0
     assert len(drain["runs"]) == 2
     for run in drain["runs"]:
