@@ -68,7 +68,13 @@ class WorkerProcesses:
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
-                    start_new_session=True,
+                    # Its own process group (for killpg), but the benchmark's
+                    # session. A new session per worker would also give each
+                    # worker its own scheduling group where the kernel groups
+                    # by session (Linux autogroup): the CPU would then be
+                    # split evenly between PostgreSQL and every worker
+                    # process, and four workers left the server a fifth of it.
+                    process_group=0,
                 )
             finally:
                 log.close()

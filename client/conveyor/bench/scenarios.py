@@ -960,7 +960,7 @@ SCENARIOS: dict[str, Scenario] = {
             "4. drain with 1, 2 and 4 worker processes",
             "The drain with 1, 2 and 4 conveyor worker processes of 10 threads each "
             "(default buffer sizes).",
-            40_000,
+            100_000,
             False,
             _drain_scaling,
         ),
