@@ -15,6 +15,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from polling_support import scalar, wait_for
 
 import conveyor
 from conveyor.buffer import JobBuffer
@@ -24,24 +25,6 @@ from conveyor.workers import parse_worker_priorities, worker_priorities
 
 Connect = Callable[..., psycopg.Connection[Any]]
 CONV = 0x434F4E56
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
-    """Poll ``predicate`` until it returns something truthy, or fail."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what or predicate}")
-        time.sleep(0.01)
-
-
-def scalar(conn: psycopg.Connection[Any], query: str, params: Any = ()) -> Any:
-    row = conn.execute(query, params).fetchone()
-    assert row is not None
-    return row[0]
 
 
 def job_row(conn: psycopg.Connection[Any], job_id: int | None) -> dict[str, Any] | None:

@@ -14,6 +14,7 @@ from typing import IO, Any
 
 import psycopg
 import pytest
+from polling_support import scalar, wait_for
 
 import conveyor
 
@@ -52,23 +53,6 @@ JOBS_MODULE = textwrap.dedent(
                 self.destroy(conn=conn)
     """
 )
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what or predicate}")
-        time.sleep(0.01)
-
-
-def scalar(conn: psycopg.Connection[Any], query: str, params: Any = ()) -> Any:
-    row = conn.execute(query, params).fetchone()
-    assert row is not None
-    return row[0]
 
 
 def locks_held(conn: psycopg.Connection[Any], pid: int) -> int:
