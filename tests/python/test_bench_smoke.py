@@ -12,6 +12,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import os
+import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,9 @@ import pytest
 from click.testing import CliRunner
 
 from conveyor.bench import bench
+from conveyor.bench.db import Server
+from conveyor.bench.procs import WorkerProcesses
+from conveyor.bench.scenarios import Context, run_backlog
 
 pytestmark = [pytest.mark.bench, pytest.mark.timeout(120)]
 
@@ -142,3 +148,53 @@ def test_smoke_run_of_the_peers_drains_each_job_once(admin_url: str, tmp_path: P
     assert {run["system"] for run in drain["runs"]} == {"conveyor", "procrastinate", "pgqueuer"}
     for run in drain["runs"]:
         assert run["details"]["verification"]["exactly_once"] is True, run
+
+
+def test_worker_processes_share_the_benchmark_session(tmp_path: Path) -> None:
+    """Each worker has a process group of its own (so it can be killed with its
+    children) but stays in the benchmark's session: under Linux autogroup a
+    session is a scheduling group, and a session per worker would give every
+    worker as much CPU as the whole PostgreSQL server."""
+    workers = WorkerProcesses(
+        [sys.executable, "-c", "import time; time.sleep(60)"],
+        dict(os.environ),
+        2,
+        tmp_path / "logs",
+        "sleeper",
+    )
+    workers.start()
+    try:
+        assert len(workers.pids) == 2
+        for pid in workers.pids:
+            assert os.getsid(pid) == os.getsid(0)
+            assert os.getpgid(pid) == pid != os.getpgid(0)
+    finally:
+        codes = workers.stop(timeout=10)
+    assert codes == [-signal.SIGTERM, -signal.SIGTERM]
+
+
+def test_backlog_case_of_destroyed_jobs_not_vacuumed(admin_url: str, tmp_path: Path) -> None:
+    """backlog_scaling's no-goal case: the destroyed jobs are gone from the
+    table but, with no vacuum since, still in the ready index's head."""
+    server = Server(admin_url)
+    try:
+        result = run_backlog(
+            Context(server=server, workdir=tmp_path),
+            ready=200,
+            finished=0,
+            destroyed=3_000,
+            cycles=20,
+            batch=10,
+        )
+    finally:
+        server.close()
+    variant = "200 ready after 3,000 destroyed, not vacuumed"
+    assert {m.variant for m in result.measurements} == {variant}
+    assert {m.metric for m in result.measurements} == {
+        "lock+destroy 100",
+        "lock_jobs 100",
+        "destroy_jobs 100",
+    }
+    assert all(m.value > 0 for m in result.measurements)
+    assert result.details["destroyed_not_vacuumed"] == 3_000
+    assert result.details["cycles"] == 20
