@@ -991,7 +991,8 @@ SCENARIOS: dict[str, Scenario] = {
             "drain_scaling",
             "4. drain with 1, 2 and 4 worker processes",
             "The drain with 1, 2 and 4 conveyor worker processes of 10 threads each "
-            "(default buffer sizes).",
+            "(default buffer sizes), started in the benchmark's session (one scheduling "
+            "group under Linux autogroup, as under one process manager).",
             100_000,
             False,
             _drain_scaling,
