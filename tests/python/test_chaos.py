@@ -100,6 +100,14 @@ def cluster() -> Iterator[Cluster]:
         made.stop()
 
 
+#: What the chaos jobs write: one row per effect (chaos_effects) or per run
+#: (chaos_runs) of a job.
+RECORD_TABLE = (
+    "CREATE TABLE {} (job_id bigint NOT NULL, n int NOT NULL, worker_pid int,"
+    " at timestamptz NOT NULL DEFAULT clock_timestamp())"
+)
+
+
 class Chaos:
     """The state of one chaos run: workers, faults, bookkeeping."""
 
@@ -195,7 +203,20 @@ class Chaos:
             )[0][0]
         )
 
+    def create_record_tables(self) -> None:
+        for table in ("chaos_effects", "chaos_runs"):
+            self.q(RECORD_TABLE.format(table))
+
     # -- workers --------------------------------------------------------------------------
+
+    def start_workers(self) -> float:
+        """Start WORKERS workers and wait until each is connected; returns
+        the wall-clock time they all were."""
+        for _ in range(WORKERS):
+            self.spawn()
+        for worker in self.workers:
+            worker.wait_connected(self.observer())
+        return time.time()
 
     def spawn(self) -> WorkerProcess:
         self.spawned += 1
@@ -387,22 +408,10 @@ def test_chaos_loses_nothing(
 
 
 def run(chaos: Chaos, began: float, capsys: pytest.CaptureFixture[str]) -> None:
-    chaos.q(
-        "CREATE TABLE chaos_effects (job_id bigint NOT NULL, n int NOT NULL, worker_pid int,"
-        " at timestamptz NOT NULL DEFAULT clock_timestamp())"
-    )
-    chaos.q(
-        "CREATE TABLE chaos_runs (job_id bigint NOT NULL, n int NOT NULL, worker_pid int,"
-        " at timestamptz NOT NULL DEFAULT clock_timestamp())"
-    )
+    chaos.create_record_tables()
     chaos.enqueue(JOBS)
     total_enqueued = JOBS
-
-    for _ in range(WORKERS):
-        chaos.spawn()
-    for worker in chaos.workers:
-        worker.wait_connected(chaos.observer())
-    started = time.time()
+    started = chaos.start_workers()
 
     # Baseline: the fault-free throughput of the first seconds.
     time.sleep(3.0)
@@ -572,11 +581,7 @@ def test_chaos_recovers_from_each_fault_within_5_s(
 
 
 def run_isolated(chaos: Chaos, began: float, capsys: pytest.CaptureFixture[str]) -> None:
-    for table in ("chaos_effects", "chaos_runs"):
-        chaos.q(
-            f"CREATE TABLE {table} (job_id bigint NOT NULL, n int NOT NULL, worker_pid int,"
-            " at timestamptz NOT NULL DEFAULT clock_timestamp())"
-        )
+    chaos.create_record_tables()
     faults = ISOLATED_FAULTS * ISOLATED_ROUNDS
     # The whole backlog goes in before the workers start: nothing is added
     # while throughput is measured. The threads bound the rate, so this is
@@ -585,12 +590,7 @@ def run_isolated(chaos: Chaos, began: float, capsys: pytest.CaptureFixture[str])
     longest = WARM_UP + BASELINE_SECONDS + len(faults) * (OBSERVE + SETTLE + 2.0)
     backlog = int(ceiling * longest * 1.5)
     chaos.enqueue(backlog, sleep_ms=ISOLATED_SLEEP_MS, doomed=False)
-
-    for _ in range(WORKERS):
-        chaos.spawn()
-    for worker in chaos.workers:
-        worker.wait_connected(chaos.observer())
-    started = time.time()
+    started = chaos.start_workers()
 
     time.sleep(WARM_UP + BASELINE_SECONDS)
     buckets = completions(chaos, started)
@@ -707,10 +707,7 @@ def test_destroy_on_the_jobs_connection_says_whether_it_destroyed(
     only keep its effect exactly once if destroy(conn=...) tells it when the
     job was already gone (another run committed first): True the first time,
     False the second. Not a chaos test: it runs in every suite."""
-    conn.execute(
-        "CREATE TABLE chaos_runs (job_id bigint NOT NULL, n int NOT NULL, worker_pid int,"
-        " at timestamptz NOT NULL DEFAULT clock_timestamp())"
-    )
+    conn.execute(RECORD_TABLE.format("chaos_runs"))
     job_id = conn.execute("SELECT id FROM conveyor.enqueue('DestroyTwice')").fetchone()[0]  # type: ignore[index]
     worker = WorkerProcess(
         db_url, [MODULE], name="destroy-twice", log_dir=tmp_path, args=["-w", "1", "-i", "0.1"]
