@@ -11,10 +11,10 @@ __version__ = "0.1.0"
 
 from .client import enqueue, enqueue_many, run_synchronously
 from .errors import ConveyorError, SchemaError, UnknownJobClassError
-from .hooks import hooks
+from ._hooks import hooks
 from .job import Job
-from .migrate import migrate
-from .process import Worker
+from .migrations import migrate
+from .worker import Worker
 
 __all__ = [
     "ConveyorError",

@@ -33,10 +33,10 @@ import psycopg
 from . import __version__
 from .client import enqueue as _enqueue
 from .errors import ConveyorError
-from .hooks import hooks
+from ._hooks import hooks
 from .logs import LEVELS, configure_logging, log
-from .migrate import migrate as _migrate
-from .workers import parse_worker_priorities
+from .migrations import migrate as _migrate
+from .worker_threads import parse_worker_priorities
 
 __all__ = ["LAZY_COMMANDS", "cli", "main"]
 
@@ -296,7 +296,7 @@ def worker(
     and lets running jobs finish for up to --shutdown-timeout seconds; a
     second signal exits at once. Exit status 0 after a clean shutdown.
     """
-    from .process import Worker
+    from .worker import Worker
 
     url = _require_url(database_url)
     if minimum_buffer_size > maximum_buffer_size:
@@ -363,7 +363,7 @@ def migrate(database_url: str | None) -> None:
     Installs it when the database has no conveyor schema; does nothing when
     the installed version is this package's; fails for another version.
     """
-    from .migrate import bundled_version
+    from .migrations import bundled_version
 
     outcome = _migrate(_require_url(database_url))
     click.echo(f"conveyor schema {bundled_version()}: {outcome}")

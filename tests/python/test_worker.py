@@ -21,7 +21,7 @@ import conveyor
 from conveyor.buffer import JobBuffer
 from conveyor.logs import JSONFormatter, JSONHandler
 from conveyor.poller import Poller
-from conveyor.workers import parse_worker_priorities, worker_priorities
+from conveyor.worker_threads import parse_worker_priorities, worker_priorities
 
 Connect = Callable[..., psycopg.Connection[Any]]
 CONV = 0x434F4E56

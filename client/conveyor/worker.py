@@ -17,11 +17,11 @@ from psycopg_pool import ConnectionPool
 from . import sql
 from .buffer import JobBuffer
 from .errors import ConveyorError
-from .hooks import ErrorNotifier, JobMiddleware, hooks
+from ._hooks import ErrorNotifier, JobMiddleware, hooks
 from .locker import Locker, Waker
 from .logs import log
-from .workers import WorkerThreads
-from .workers import worker_priorities as _resolve_priorities
+from .worker_threads import WorkerThreads
+from .worker_threads import worker_priorities as _resolve_priorities
 
 __all__ = ["Worker"]
 

@@ -23,7 +23,7 @@ from typing import Any
 from . import job as _job
 from .buffer import JobBuffer, Waiter
 from .errors import ConveyorError
-from .hooks import ErrorNotifier, JobMiddleware
+from ._hooks import ErrorNotifier, JobMiddleware
 from .job import (
     DESTROY,
     RETRY,
