@@ -9,9 +9,9 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from ._hooks import hooks
 from .client import enqueue, enqueue_many, run_synchronously
 from .errors import ConveyorError, SchemaError, UnknownJobClassError
-from ._hooks import hooks
 from .job import Job
 from .migrations import migrate
 from .worker import Worker

@@ -14,9 +14,9 @@ own through keyword arguments.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .logs import LineFormatter
 from .sql import SQLMiddleware
@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from .job import Job
 
 __all__ = ["ErrorNotifier", "Hooks", "JobMiddleware", "hooks"]
+
+T = TypeVar("T")
 
 #: ``notifier(error, job_row)``: told of job errors (``job_row`` is a dict of
 #: the job's row, empty if there is none). Its own exceptions are logged and
@@ -47,3 +49,22 @@ class Hooks:
 
 
 hooks = Hooks()
+
+
+def run_chain(
+    middleware: Sequence[Callable[..., Any]], args: tuple[Any, ...], proceed: Callable[[], T]
+) -> T:
+    """Run ``proceed`` through a middleware chain, outermost first: each layer
+    is called as ``layer(*args, next)`` and must call ``next()``. One chain
+    for both kinds: job middleware (``args`` is ``(job,)``) and SQL
+    middleware (``(query, params)``, whose layers return ``next()``'s rows)."""
+    if not middleware:
+        return proceed()
+
+    def call(index: int) -> T:
+        if index == len(middleware):
+            return proceed()
+        result: T = middleware[index](*args, lambda: call(index + 1))
+        return result
+
+    return call(0)

@@ -20,7 +20,7 @@ import threading
 from bisect import insort
 from collections.abc import Callable, Iterable, Sequence
 
-from .job import Resolution, Row
+from .protocol import AnnouncedJob, LockedJob, Resolution
 
 __all__: list[str] = []
 
@@ -40,7 +40,7 @@ class Waiter:
         self.ceiling = ceiling
         self.key = _key(ceiling)
         self.cond = threading.Condition(lock)
-        self.row: Row | None = None  # a job handed over by push()
+        self.row: LockedJob | None = None  # a job handed over by push()
 
     def __lt__(self, other: Waiter) -> bool:
         return self.key < other.key
@@ -65,7 +65,7 @@ class JobBuffer:
         self.minimum_size = minimum_size
         self.maximum_size = maximum_size
         self._lock = threading.Lock()
-        self._jobs: list[Row] = []
+        self._jobs: list[LockedJob] = []
         self._idle: list[Waiter] = []
         self._results: list[Resolution] = []
         self._running = 0
@@ -82,13 +82,13 @@ class JobBuffer:
 
     # --- the worker side ------------------------------------------------------
 
-    def take(self, waiter: Waiter) -> Row | None:
+    def take(self, waiter: Waiter) -> LockedJob | None:
         """The next job for this worker; blocks until there is one. None once
         the buffer is stopped."""
         with self._lock:
             return self._take(waiter)
 
-    def finish(self, waiter: Waiter, result: Resolution) -> Row | None:
+    def finish(self, waiter: Waiter, result: Resolution) -> LockedJob | None:
         """Report a worked job's resolution, then take the next job."""
         with self._lock:
             self._running -= 1
@@ -98,9 +98,9 @@ class JobBuffer:
                 self._wake()
             return self._take(waiter)
 
-    def _take(self, waiter: Waiter) -> Row | None:
+    def _take(self, waiter: Waiter) -> LockedJob | None:
         jobs = self._jobs
-        if jobs and jobs[0][0] <= waiter.key:
+        if jobs and jobs[0].priority <= waiter.key:
             row = jobs.pop(0)
             self._running += 1
             if len(jobs) < self.minimum_size and not self._wake_pending:
@@ -127,7 +127,7 @@ class JobBuffer:
 
     # --- the locker side --------------------------------------------------------
 
-    def push(self, rows: Iterable[Row]) -> list[Row]:
+    def push(self, rows: Iterable[LockedJob]) -> list[LockedJob]:
         """Add locked jobs (most urgent first); returns the jobs that do not
         fit, which the caller must unlock."""
         with self._lock:
@@ -138,7 +138,7 @@ class JobBuffer:
             added = False
             for row in rows:
                 if idle:
-                    priority = row[0]
+                    priority = row.priority
                     for index, waiter in enumerate(idle):
                         if waiter.key >= priority:
                             del idle[index]
@@ -155,28 +155,28 @@ class JobBuffer:
             if not added:
                 return []
             jobs.sort()
-            evicted: list[Row] = []
+            evicted: list[LockedJob] = []
             if len(jobs) > self.maximum_size:
                 evicted = jobs[self.maximum_size :]
                 del jobs[self.maximum_size :]
             self.high_water = max(self.high_water, len(jobs))
             return evicted
 
-    def accept(self, announced: Sequence[tuple[int, int]]) -> tuple[list[int], int]:
-        """Of jobs announced as (priority, id), the ids worth locking: as many
-        as there is room for, plus those more urgent than a buffered job they
-        would displace. Returns (ids, number declined)."""
+    def accept(self, announced: Sequence[AnnouncedJob]) -> tuple[list[int], int]:
+        """Of announced jobs, the ids worth locking: as many as there is room
+        for, plus those more urgent than a buffered job they would displace.
+        Returns (ids, number declined)."""
         with self._lock:
             if self._stopped:
                 return [], len(announced)
             top = _key(self._top)
-            candidates = sorted(a for a in announced if a[0] <= top)
+            candidates = sorted(a for a in announced if a.priority <= top)
             room = max(0, self.maximum_size - len(self._jobs)) + len(self._idle)
             chosen = candidates[:room]
             if self._jobs and len(candidates) > room:
-                worst = self._jobs[-1][0]
-                chosen += [c for c in candidates[room:] if c[0] < worst][: len(self._jobs)]
-            return [c[1] for c in chosen], len(announced) - len(chosen)
+                worst = self._jobs[-1].priority
+                chosen += [c for c in candidates[room:] if c.priority < worst][: len(self._jobs)]
+            return [c.id for c in chosen], len(announced) - len(chosen)
 
     def demand(self) -> dict[int | None, int]:
         """How many jobs to lock, by priority ceiling: idle workers at each
@@ -198,14 +198,14 @@ class JobBuffer:
             self._results = []
             return results
 
-    def clear(self) -> list[Row]:
+    def clear(self) -> list[LockedJob]:
         """Drop every waiting job (their locks are gone with the connection)."""
         with self._lock:
             rows = self._jobs
             self._jobs = []
             return rows
 
-    def stop(self) -> list[Row]:
+    def stop(self) -> list[LockedJob]:
         """Stop handing out jobs: returns the waiting ones (to unlock) and
         releases idle workers, which then exit."""
         with self._lock:

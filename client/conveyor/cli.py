@@ -31,9 +31,9 @@ import click
 import psycopg
 
 from . import __version__
+from ._hooks import hooks
 from .client import enqueue as _enqueue
 from .errors import ConveyorError
-from ._hooks import hooks
 from .logs import LEVELS, configure_logging, log
 from .migrations import migrate as _migrate
 from .worker_threads import parse_worker_priorities

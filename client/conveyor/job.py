@@ -1,4 +1,9 @@
-"""The :class:`Job` base class, its helper methods, and the job-class registry."""
+"""The :class:`Job` base class, its helper methods, and the job-class registry.
+
+The class owns enqueueing (as Que's ``Job.enqueue`` does):
+:func:`conveyor.enqueue` and :func:`conveyor.enqueue_many` are thin fronts
+over :func:`enqueue_job` and :func:`enqueue_jobs` here.
+"""
 
 from __future__ import annotations
 
@@ -8,38 +13,20 @@ import json
 import logging
 import math
 import threading
-import traceback
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from . import sql
-from .errors import ConveyorError, UnknownJobClassError
+from . import enqueueing, sql
+from ._hooks import run_chain
+from .errors import ConveyorError, UnknownJobClassError, describe, format_error
+from .protocol import Action, LockedJob, Resolution
 
 if TYPE_CHECKING:
     import psycopg
 
 __all__ = ["Job", "resolve_job_class"]
-
-# Resolution actions a worker hands to the locker: (action, job_id) or, for a
-# retry, (RETRY, job_id, message, backtrace, delay).
-DESTROY = 0
-FINISH = 1
-EXPIRE = 2
-UNLOCK = 3  # job code resolved the job on its own connection: only unlock it
-RETRY = 4
-
-Resolution = tuple[Any, ...]
-
-#: A locked job as the worker reads it (see ``sql.JOB_COLUMNS``):
-#: (priority, run_at, id, job_class, queue, args, data, error_count,
-#: maximum_retry_count), args and data as JSON text. The first three fields
-#: are the buffer's sort key.
-Row = tuple[int, datetime, int, str, str, str, str, int, int]
-
-MAX_BACKTRACE = 10_000
-MAX_MESSAGE = 1_000
 
 _registry: dict[str, type[Job]] = {}
 _registry_lock = threading.Lock()
@@ -90,35 +77,25 @@ def resolve_job_class(name: str) -> type[Job]:
     return found
 
 
-def describe(error: BaseException) -> str:
-    """``"ValueError: message"``, even for an exception whose ``str()`` fails."""
-    try:
-        text = str(error)
-    except BaseException:
-        text = "<str() failed>"
-    return f"{type(error).__name__}: {text}"
-
-
-def format_error(error: BaseException) -> tuple[str, str]:
-    """(message, backtrace) recorded for an error, as Que records them, cut
-    to the SQL's limits, with what PostgreSQL text cannot hold escaped."""
-    message = describe(error)[:MAX_MESSAGE]
-    try:
-        backtrace = "".join(traceback.format_exception(error))[-MAX_BACKTRACE:]
-    except BaseException:
-        backtrace = message
-    return _text(message), _text(backtrace)
-
-
-def _text(value: str) -> str:
-    """``value`` as PostgreSQL text can hold it: NULs and lone surrogates
-    (which UTF-8 cannot encode) are escaped."""
-    value = value.replace("\x00", "\\0")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        value = value.encode("utf-8", "backslashreplace").decode("utf-8")
-    return value
+def _register(cls: type[Job]) -> None:
+    """Register ``cls`` under its ``job_class``. Another class under the same
+    name is an error: a worker would run whichever module was imported last.
+    The same class defined again (same module and qualified name: a module
+    reloaded, or a class defined in a function called twice) replaces it."""
+    name = cls.job_class
+    with _registry_lock:
+        known = _registry.get(name)
+        if known is not None and (known.__module__, known.__qualname__) != (
+            cls.__module__,
+            cls.__qualname__,
+        ):
+            raise ConveyorError(
+                f"job_class {name!r} is already registered by "
+                f"{known.__module__}.{known.__qualname__}; "
+                f"{cls.__module__}.{cls.__qualname__} cannot take it too "
+                "(set a distinct job_class on one of them)"
+            )
+        _registry[name] = cls
 
 
 class Job:
@@ -152,7 +129,7 @@ class Job:
     #: :func:`conveyor.run_synchronously`).
     run_synchronously: ClassVar[bool] = False
 
-    _row: Row | None
+    _row: LockedJob | None
     _args: list[Any]
     _data: dict[str, Any]
     _context: JobContext | None
@@ -164,35 +141,39 @@ class Job:
         super().__init_subclass__(**kwargs)
         if "job_class" not in cls.__dict__:
             cls.job_class = cls.__name__
-        with _registry_lock:
-            _registry[cls.job_class] = cls
+        _register(cls)
 
     def __init__(self) -> None:
-        self._row = None
-        self._args = []
-        self._data = {}
-        self._context = None
-        self._resolution = None
-        self._error = None
-        self._error_count = 0
+        self._bind(None, None, [], {})
 
     @classmethod
     def _from_row(
         cls,
-        row: Row | None,
+        row: LockedJob | None,
         context: JobContext | None,
         args: list[Any] | None = None,
         data: dict[str, Any] | None = None,
     ) -> Job:
+        """The job as a worker (or the synchronous mode) runs it; __init__ is
+        not called, so a subclass's own __init__ needs no arguments for this."""
         job = cls.__new__(cls)
-        job._row = row
-        job._args = args if args is not None else []
-        job._data = data if data is not None else {}
-        job._context = context
-        job._resolution = None
-        job._error = None
-        job._error_count = row[7] if row is not None else 0
+        job._bind(row, context, [] if args is None else args, {} if data is None else data)
         return job
+
+    def _bind(
+        self,
+        row: LockedJob | None,
+        context: JobContext | None,
+        args: list[Any],
+        data: dict[str, Any],
+    ) -> None:
+        self._row = row
+        self._args = args
+        self._data = data
+        self._context = context
+        self._resolution = None
+        self._error = None
+        self._error_count = row.error_count if row is not None else 0
 
     def run(self, *args: Any, **kwargs: Any) -> None:
         """The job's work. Receives the job's ``args`` (and ``kwargs``)."""
@@ -203,7 +184,7 @@ class Job:
     @property
     def id(self) -> int | None:
         """The job's id (None for a job run synchronously: it has no row)."""
-        return self._row[2] if self._row is not None else None
+        return self._row.id if self._row is not None else None
 
     @property
     def error_count(self) -> int:
@@ -239,15 +220,15 @@ class Job:
         exactly once. :meth:`finish`, :meth:`expire` and :meth:`retry_in`
         return the same way.
         """
-        return self._resolve(DESTROY, sql.DESTROY_JOB, conn)
+        return self._resolve(Action.DESTROY, sql.DESTROY_JOB, conn)
 
     def finish(self, *, conn: psycopg.Connection[Any] | None = None) -> bool:
         """Mark the job finished (the row is kept, with ``finished_at`` set)."""
-        return self._resolve(FINISH, sql.FINISH_JOB, conn)
+        return self._resolve(Action.FINISH, sql.FINISH_JOB, conn)
 
     def expire(self, *, conn: psycopg.Connection[Any] | None = None) -> bool:
         """Mark the job expired: kept in the table and never retried."""
-        return self._resolve(EXPIRE, sql.EXPIRE_JOB, conn)
+        return self._resolve(Action.EXPIRE, sql.EXPIRE_JOB, conn)
 
     def retry_in(
         self, seconds: float | None, *, conn: psycopg.Connection[Any] | None = None
@@ -266,15 +247,11 @@ class Job:
         if self._error is not None:
             message, backtrace = format_error(self._error)
         job_id = self.id
-        if job_id is None:
-            self._resolution = (RETRY, None, message, backtrace, seconds)
+        if job_id is None or conn is None:
+            self._resolution = Resolution(Action.RETRY, job_id, message, backtrace, seconds)
             return True
-        if conn is None:
-            self._resolution = (RETRY, job_id, message, backtrace, seconds)
-            return True
-        params = (job_id, message, backtrace, seconds)
-        rows = self._execute(conn, sql.RETRY_JOB, params)
-        self._resolution = (UNLOCK, job_id)
+        rows = self._execute(conn, sql.RETRY_JOB, (job_id, message, backtrace, seconds))
+        self._resolution = Resolution(Action.UNLOCK, job_id)
         return bool(rows)
 
     def default_resolve_action(self) -> None:
@@ -329,12 +306,8 @@ class Job:
         """Enqueue this job class in ``conn``'s current transaction and return
         the new job's id (None when it ran synchronously). Options default to
         the class attributes, then to the SQL defaults."""
-        from .client import enqueue
-
-        return enqueue(
-            conn,
+        options = enqueueing.options(
             cls,
-            *args,
             queue=queue,
             priority=priority,
             run_at=run_at,
@@ -342,6 +315,7 @@ class Job:
             maximum_retry_count=maximum_retry_count,
             kwargs=kwargs,
         )
+        return enqueue_job(conn, cls, cls.job_class, args, options)
 
     @classmethod
     def enqueue_many(
@@ -357,8 +331,6 @@ class Job:
     ) -> list[int]:
         """Enqueue one job of this class per entry of ``args_list`` in a single
         statement; returns the new ids in order."""
-        from .client import enqueue_many
-
         options: dict[str, Any] = {
             "queue": queue,
             "priority": priority,
@@ -367,8 +339,17 @@ class Job:
             "maximum_retry_count": maximum_retry_count,
         }
         given = {key: value for key, value in options.items() if value is not None}
-        specs = [{"job_class": cls, "args": list(args), **given} for args in args_list]
-        return enqueue_many(conn, specs)
+        return enqueue_jobs(conn, [{"job_class": cls, "args": list(a), **given} for a in args_list])
+
+    def _invoke(self, args: Sequence[Any], data: Mapping[str, Any]) -> None:
+        """Run the job with its arguments (``data["kwargs"]`` as keyword
+        arguments), then resolve it by default if :meth:`run` did not."""
+        if data and "kwargs" in data:
+            self.run(*args, **data["kwargs"])
+        else:
+            self.run(*args)
+        if self._resolution is None:
+            self.default_resolve_action()
 
     # --- internals ---------------------------------------------------------------
 
@@ -378,13 +359,15 @@ class Job:
             return float(interval(self._error_count))
         return interval
 
-    def _resolve(self, action: int, statement: str, conn: psycopg.Connection[Any] | None) -> bool:
+    def _resolve(
+        self, action: Action, statement: str, conn: psycopg.Connection[Any] | None
+    ) -> bool:
         job_id = self.id
         if job_id is None or conn is None:
-            self._resolution = (action, job_id)
+            self._resolution = Resolution(action, job_id)
             return True
         rows = self._execute(conn, statement, (job_id,))
-        self._resolution = (UNLOCK, job_id)
+        self._resolution = Resolution(Action.UNLOCK, job_id)
         return bool(rows and rows[0][0])
 
     def _execute(
@@ -395,24 +378,104 @@ class Job:
         def proceed() -> list[Any]:
             return conn.execute(statement, params).fetchall()
 
-        return sql.run_chain(middleware, statement, params, proceed)
+        return run_chain(middleware, (statement, params), proceed)
 
 
-def job_row_dict(row: Row | None, error_count: int | None = None) -> dict[str, Any]:
+# --- enqueueing -------------------------------------------------------------------
+
+
+def job_class_and_name(job_class: str | type[Job]) -> tuple[type[Job] | None, str]:
+    """(the class, if one is given, and the name to store)."""
+    if isinstance(job_class, str):
+        return None, job_class
+    if isinstance(job_class, type) and issubclass(job_class, Job):
+        return job_class, job_class.job_class
+    raise TypeError(f"job_class must be a str or a Job subclass, not {job_class!r}")
+
+
+def enqueue_job(
+    conn: psycopg.Connection[Any],
+    cls: type[Job] | None,
+    name: str,
+    args: Sequence[Any],
+    options: dict[str, Any],
+) -> int | None:
+    """Insert one job (see :func:`conveyor.enqueue`), or run it now in
+    synchronous mode and return None."""
+    if enqueueing.synchronous(cls, options):
+        _run_now(conn, cls, name, args, options)
+        return None
+    return enqueueing.insert_job(conn, name, args, options)
+
+
+def enqueue_jobs(conn: psycopg.Connection[Any], jobs: Iterable[Mapping[str, Any]]) -> list[int]:
+    """Insert many jobs in one statement (see :func:`conveyor.enqueue_many`)."""
+    specs: list[dict[str, Any]] = []
+    for index, job in enumerate(jobs):
+        unknown = set(job) - enqueueing.JOB_KEYS
+        if unknown:
+            raise TypeError(f"enqueue_many: job {index} has unknown keys {sorted(unknown)}")
+        if "job_class" not in job:
+            raise TypeError(f"enqueue_many: job {index} has no job_class")
+        cls, name = job_class_and_name(job["job_class"])
+        options = enqueueing.options(
+            cls,
+            queue=job.get("queue"),
+            priority=job.get("priority"),
+            run_at=job.get("run_at"),
+            data=job.get("data"),
+            maximum_retry_count=job.get("maximum_retry_count"),
+            kwargs=job.get("kwargs"),
+        )
+        args = list(job.get("args") or ())
+        if enqueueing.synchronous(cls, options):
+            _run_now(conn, cls, name, args, options)
+        else:
+            specs.append(enqueueing.job_spec(name, args, options))
+    return enqueueing.insert_jobs(conn, specs)
+
+
+class _SyncContext:
+    """A synchronous job's context: the enqueuing connection, in a savepoint."""
+
+    sql_middleware: Sequence[sql.SQLMiddleware] = ()
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self._conn = conn
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection[Any]]:
+        with self._conn.transaction():
+            yield self._conn
+
+    def leftovers(self) -> int:
+        return 0
+
+
+def _run_now(
+    conn: psycopg.Connection[Any],
+    cls: type[Job] | None,
+    name: str,
+    args: Sequence[Any],
+    options: Mapping[str, Any],
+) -> None:
+    job_cls = cls if cls is not None else resolve_job_class(name)
+    loaded_args = json.loads(enqueueing.dumps(list(args), "args"))
+    data = json.loads(enqueueing.dumps(dict(options.get("data") or {}), "data"))
+    job_cls._from_row(None, _SyncContext(conn))._invoke(loaded_args, data)
+
+
+# --- for error notifiers and Job.attrs ---------------------------------------------
+
+
+def job_row_dict(row: LockedJob | None, error_count: int | None = None) -> dict[str, Any]:
     """A job row as the dict error notifiers and ``Job.attrs`` get."""
     if row is None:
         return {}
-    result = dict(zip(sql.JOB_COLUMNS, row, strict=True))
+    result = row._asdict()
     for key in ("args", "data"):
         with contextlib.suppress(Exception):  # keep the text if it does not load
             result[key] = json.loads(str(result[key]))
     if error_count is not None:
         result["error_count"] = error_count
     return result
-
-
-def iter_registered() -> Iterator[tuple[str, type[Job]]]:
-    """The registered job classes (name, class), for diagnostics."""
-    with _registry_lock:
-        items = list(_registry.items())
-    return iter(items)

@@ -21,6 +21,7 @@ is down.
 from __future__ import annotations
 
 import contextlib
+import enum
 import json
 import logging
 import os
@@ -30,24 +31,69 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple, cast
 
 import psycopg
 
 from . import sql
+from ._hooks import run_chain
 from .buffer import JobBuffer
-from .errors import SchemaError
-from .job import DESTROY, EXPIRE, FINISH, RETRY, UNLOCK, Resolution, Row, describe
+from .errors import SchemaError, describe
 from .logs import log
 from .poller import Poller
+from .protocol import Action, AnnouncedJob, LockedJob, Resolution, locked_job_row
 
 __all__: list[str] = []
 
 _HOSTNAME = socket.gethostname()
 _MAX_ID = 2**63 - 1
-_KIND_NONE, _KIND_BY_ID, _KIND_POLL = 0, 1, 2
 
-Statement = tuple[str, Sequence[Any], int]
+
+class StatementKind(enum.Enum):
+    """What a statement of a cycle does, and so what its result is."""
+
+    #: Resolves or releases jobs (destroy/finish/expire/unlock, retry): no rows.
+    RESOLVE = "resolve"
+    #: ``lock_jobs_by_id`` of announced jobs: the locked rows.
+    LOCK_BY_ID = "lock_by_id"
+    #: ``lock_jobs``, a poll: the locked rows, counted for the poller.
+    POLL = "poll"
+
+
+class Statement(NamedTuple):
+    query: str
+    params: Sequence[Any]
+    kind: StatementKind
+
+
+class _Resolutions(NamedTuple):
+    """The statements that resolve a cycle's results, and what they release."""
+
+    statements: list[Statement]
+    released: list[int]
+    #: Whether they include unlock_jobs.
+    unlocking: bool
+
+
+class _Locks(NamedTuple):
+    """A cycle's lock statements (by id first, then polls) and their plan."""
+
+    statements: list[Statement]
+    requests: list[tuple[int, int | None]]
+    full: bool
+    by_id: int
+    now: float
+
+
+_NO_LOCKS = _Locks([], [], False, 0, 0.0)
+
+#: The statement that resolves a batch of jobs, by action (retry and unlock
+#: have their own handling).
+_RELEASE_STATEMENTS = {
+    Action.DESTROY: sql.DESTROY_JOBS,
+    Action.FINISH: sql.FINISH_JOBS,
+    Action.EXPIRE: sql.EXPIRE_JOBS,
+}
 
 
 class Waker:
@@ -111,7 +157,7 @@ class Locker:
         self._internals = log_internals
         self._durable = durable_resolutions
         self._conn: psycopg.Connection[Any] | None = None
-        self._announced: list[tuple[int, int]] = []
+        self._announced: list[AnnouncedJob] = []
         self._unlock: list[int] = []
         # The jobs this session holds the advisory locks of: locked and not yet
         # released (buffered, running, or resolved but not yet reported). Passed
@@ -148,11 +194,7 @@ class Locker:
             self._shutdown()
         except BaseException as error:
             self.fatal = self.fatal or error
-            logging.getLogger("conveyor").critical(
-                "locker_crashed",
-                exc_info=error,
-                extra={"conveyor": {"error": f"{type(error).__name__}: {error}"}},
-            )
+            log(logging.CRITICAL, "locker_crashed", exc_info=error, error=describe(error))
         finally:
             self._close()
             self._buffer.stop()
@@ -201,11 +243,7 @@ class Locker:
                 self._lost(error)
                 delay = 0.1
             except Exception as error:  # a bug or an unsendable value: start afresh
-                logging.getLogger("conveyor").error(
-                    "locker_cycle_failed",
-                    exc_info=error,
-                    extra={"conveyor": {"error": describe(error)}},
-                )
+                log(logging.ERROR, "locker_cycle_failed", exc_info=error, error=describe(error))
                 self._lost(error)
                 delay = 0.1
 
@@ -224,9 +262,7 @@ class Locker:
             if not self._durable:
                 self._run_one(conn, sql.ASYNC_COMMIT, ())
             listen = sql.listen(channel)
-            sql.run_chain(
-                self._middleware, listen.as_string(conn), (), lambda: conn.execute(listen)
-            )
+            run_chain(self._middleware, (listen.as_string(conn), ()), lambda: conn.execute(listen))
         except BaseException:
             conn.close()
             raise
@@ -265,133 +301,159 @@ class Locker:
             with contextlib.suppress(Exception):
                 conn.close()
 
-    # --- one cycle --------------------------------------------------------------------
+    # --- one cycle: handle results, poll, send, take the locked jobs ------------------
 
     def _cycle(self, *, locking: bool = True) -> None:
-        buffer = self._buffer
-        results = buffer.collect()
-        if self._carry:
-            results = self._carry + results
-            self._carry = []
-        statements: list[Statement] = []
-        released: list[int] = []
-        if results:
-            destroy: list[int] = []
-            finish: list[int] = []
-            expire: list[int] = []
-            for result in results:
-                action = result[0]
-                if action == DESTROY:
-                    destroy.append(result[1])
-                elif action == UNLOCK:
-                    self._unlock.append(result[1])
-                elif action == RETRY:
-                    statements.append((sql.RETRY_JOB, result[1:], _KIND_NONE))
-                    released.append(result[1])
-                elif action == FINISH:
-                    finish.append(result[1])
-                elif action == EXPIRE:
-                    expire.append(result[1])
-            for query, ids in (
-                (sql.DESTROY_JOBS, destroy),
-                (sql.FINISH_JOBS, finish),
-                (sql.EXPIRE_JOBS, expire),
-            ):
-                if ids:
-                    statements.append((query, (sql.ids(ids), self._mine(ids)), _KIND_NONE))
-                    released.extend(ids)
-        unlocking = bool(self._unlock)
-        if unlocking:
-            unlock, self._unlock = self._unlock, []
-            statements.append((sql.UNLOCK_JOBS, (sql.ids(unlock), self._mine(unlock)), _KIND_NONE))
-            released.extend(unlock)
-
-        n_resolve = len(statements)
-        requests: list[tuple[int, int | None]] = []
-        full = False
-        locked_by_id = 0
-        now = time.monotonic()
-        if locking:
-            # Includes the jobs released above: a release leaves a
-            # transaction-level lock until commit, so the lock statements in
-            # the same transaction must skip them too.
-            held = sql.ids(self._held)
-            if self._announced:
-                ids, declined = buffer.accept(self._announced)
-                self._announced = []
-                if declined:
-                    self._poller.hint()
-                if ids:
-                    locked_by_id = len(ids)
-                    statements.append(
-                        (sql.LOCK_JOBS_BY_ID, (sql.ids(ids), self._queues, held), _KIND_BY_ID)
-                    )
-            requests, full = self._poller.plan(
-                buffer.demand(), buffer.low, now, topping_up=bool(statements)
-            )
-            if locked_by_id and requests and not full:
-                count, ceiling = requests[-1]
-                count -= locked_by_id
-                requests = [(count, ceiling)] if count > 0 else []
-            for count, ceiling in requests:
-                statements.append((sql.LOCK_JOBS, (self._queues, count, ceiling, held), _KIND_POLL))
-        if not statements:
+        """One round trip: release the jobs workers are done with, lock what
+        the buffer needs, and hand the locked jobs to the buffer."""
+        results = self._collect_results()
+        statements, released, unlocking = self._resolution_statements(results)
+        locks = self._lock_statements(topping_up=bool(statements)) if locking else _NO_LOCKS
+        if not statements and not locks.statements:
             return
-
         try:
-            outputs = self._execute(statements)
+            outputs = self._execute(statements + locks.statements)
         except psycopg.OperationalError:
             # The session broke: send these resolutions again on the next one.
             # (Other errors drop them: resending a statement that fails would
             # loop; those jobs will simply run again.)
-            self._carry = [r for r in results if r[0] != UNLOCK]
+            self._carry = [r for r in results if r.action is not Action.UNLOCK]
             raise
-
         self._held.difference_update(released)
-        rows: list[Row] = []
-        counts: list[int] = []
-        for index in range(n_resolve, len(statements)):
-            got = outputs[index] or []
-            self._held.update(r[2] for r in got)
-            if statements[index][2] == _KIND_POLL:
-                counts.append(len(got))
-            else:
-                # Announced jobs: a NOTIFY can come from anyone allowed to send
-                # one. Never work a job of another queue, nor one no worker
-                # here may take: give it back.
-                wrong = [r for r in got if r[4] not in self._queue_set or r[0] > self._ceiling]
-                if wrong:
-                    self._unlock.extend(r[2] for r in wrong)
-                    got = [r for r in got if r not in wrong]
-            rows.extend(got)
-        if requests:
-            self._poller.polled(requests, counts, full, now)
+        locked = self._take_locked(locks, outputs[len(statements) :])
         if unlocking:
             # A poll in the same transaction as unlock_jobs skips the jobs it
             # unlocked (their locks live until it commits): poll again later.
             self._poller.hint()
-        if rows:
-            if len(statements) - n_resolve > 1:
-                rows.sort()
-            evicted = buffer.push(rows)
-            if evicted:
-                self._unlock.extend(row[2] for row in evicted)
-                self._poller.hint()
         if self._internals:
-            log(
-                logging.INFO,
-                "locker_cycle",
-                resolved=len(results),
-                statements=len(statements),
-                locked_by_id=locked_by_id,
-                polls=requests,
-                locked=len(rows),
-                full_poll=full,
-                buffer_size=buffer.size,
-                running=buffer.running,
-                idle_workers=buffer.idle,
-                unlock_next=len(self._unlock),
-            )
+            self._log_cycle(results, statements, locks, locked)
+
+    def _collect_results(self) -> list[Resolution]:
+        results = self._buffer.collect()
+        if self._carry:
+            results = self._carry + results
+            self._carry = []
+        return results
+
+    def _resolution_statements(self, results: list[Resolution]) -> _Resolutions:
+        """The statements that resolve and release the jobs of ``results``
+        (one per action, retries one each), and the ids they release."""
+        statements: list[Statement] = []
+        released: list[int] = []
+        batches: dict[Action, list[int]] = {action: [] for action in _RELEASE_STATEMENTS}
+        for result in results:
+            action, job_id = result.action, result.job_id
+            assert job_id is not None  # a worker's jobs have rows
+            if action is Action.UNLOCK:
+                self._unlock.append(job_id)
+            elif action is Action.RETRY:
+                params = (job_id, result.message, result.backtrace, result.delay)
+                statements.append(Statement(sql.RETRY_JOB, params, StatementKind.RESOLVE))
+                released.append(job_id)
+            else:
+                batches[action].append(job_id)
+        for action, query in _RELEASE_STATEMENTS.items():
+            if ids := batches[action]:
+                statements.append(self._release(query, ids))
+                released.extend(ids)
+        unlocking = bool(self._unlock)
+        if unlocking:
+            unlock, self._unlock = self._unlock, []
+            statements.append(self._release(sql.UNLOCK_JOBS, unlock))
+            released.extend(unlock)
+        return _Resolutions(statements, released, unlocking)
+
+    def _release(self, query: str, ids: list[int]) -> Statement:
+        return Statement(query, (sql.ids(ids), self._mine(ids)), StatementKind.RESOLVE)
+
+    def _lock_statements(self, *, topping_up: bool) -> _Locks:
+        """Lock the announced jobs by id, then poll as the poller plans."""
+        buffer = self._buffer
+        now = time.monotonic()
+        # Includes the jobs released in this transaction: a release leaves a
+        # transaction-level lock until commit, so the lock statements in the
+        # same transaction must skip them too.
+        held = sql.ids(self._held)
+        statements: list[Statement] = []
+        by_id = 0
+        if self._announced:
+            ids, declined = buffer.accept(self._announced)
+            self._announced = []
+            if declined:
+                self._poller.hint()
+            if ids:
+                by_id = len(ids)
+                by_id_params = (sql.ids(ids), self._queues, held)
+                statements.append(
+                    Statement(sql.LOCK_JOBS_BY_ID, by_id_params, StatementKind.LOCK_BY_ID)
+                )
+        requests, full = self._poller.plan(
+            buffer.demand(), buffer.low, now, topping_up=topping_up or bool(statements)
+        )
+        if by_id and requests and not full:
+            count, ceiling = requests[-1]
+            count -= by_id
+            requests = [(count, ceiling)] if count > 0 else []
+        for count, ceiling in requests:
+            params = (self._queues, count, ceiling, held)
+            statements.append(Statement(sql.LOCK_JOBS, params, StatementKind.POLL))
+        return _Locks(statements, requests, full, by_id, now)
+
+    def _take_locked(
+        self, locks: _Locks, outputs: Sequence[list[LockedJob] | None]
+    ) -> list[LockedJob]:
+        """Record the jobs the lock statements locked, give back those not
+        for this worker, and push the others into the buffer."""
+        rows: list[LockedJob] = []
+        counts: list[int] = []
+        for statement, output in zip(locks.statements, outputs, strict=True):
+            got = output or []
+            self._held.update(r.id for r in got)
+            if statement.kind is StatementKind.POLL:
+                counts.append(len(got))
+                rows.extend(got)
+                continue
+            # Announced jobs: a NOTIFY can come from anyone allowed to send
+            # one. Never work a job of another queue, nor one no worker here
+            # may take: give it back.
+            for row in got:
+                if row.queue not in self._queue_set or row.priority > self._ceiling:
+                    self._unlock.append(row.id)
+                else:
+                    rows.append(row)
+        if locks.requests:
+            self._poller.polled(locks.requests, counts, locks.full, locks.now)
+        if rows:
+            if len(locks.statements) > 1:
+                rows.sort()
+            evicted = self._buffer.push(rows)
+            if evicted:
+                self._unlock.extend(row.id for row in evicted)
+                self._poller.hint()
+        return rows
+
+    def _log_cycle(
+        self,
+        results: list[Resolution],
+        statements: list[Statement],
+        locks: _Locks,
+        locked: list[LockedJob],
+    ) -> None:
+        buffer = self._buffer
+        log(
+            logging.INFO,
+            "locker_cycle",
+            resolved=len(results),
+            statements=len(statements) + len(locks.statements),
+            locked_by_id=locks.by_id,
+            polls=locks.requests,
+            locked=len(locked),
+            full_poll=locks.full,
+            buffer_size=buffer.size,
+            running=buffer.running,
+            idle_workers=buffer.idle,
+            unlock_next=len(self._unlock),
+        )
 
     def _mine(self, ids: list[int]) -> str:
         """The given jobs whose locks this session holds (after a reconnect,
@@ -399,23 +461,33 @@ class Locker:
         held = self._held
         return sql.ids(i for i in ids if i in held)
 
-    def _execute(self, statements: list[Statement]) -> list[list[Any] | None]:
+    def _execute(self, statements: list[Statement]) -> list[list[LockedJob] | None]:
+        """Send the statements in one transaction; the rows of the lock
+        statements (None for the others)."""
         conn = self._conn
         assert conn is not None
         if self._middleware or len(statements) == 1:
             # One transaction, as in a pipeline: a release's transaction-level
             # lock and conveyor's memory of the jobs locked (for `held`) last
             # until it commits.
-            outputs: list[list[Any] | None] = []
+            outputs: list[list[LockedJob] | None] = []
             with conn.transaction() if len(statements) > 1 else contextlib.nullcontext():
                 for query, params, kind in statements:
-                    rows = self._run_one(conn, query, params)
-                    outputs.append(rows if kind else None)
+                    if kind is StatementKind.RESOLVE:
+                        self._run_one(conn, query, params)
+                        outputs.append(None)
+                    else:
+                        outputs.append(self._run_locking(conn, query, params))
             return outputs
         with conn.pipeline():
-            cursors = [conn.execute(query, params) for query, params, _ in statements]
+            cursors = [
+                conn.execute(query, params)
+                if kind is StatementKind.RESOLVE
+                else conn.cursor(row_factory=locked_job_row).execute(query, params)
+                for query, params, kind in statements
+            ]
         return [
-            cursor.fetchall() if kind else None
+            None if kind is StatementKind.RESOLVE else cast("list[LockedJob]", cursor.fetchall())
             for cursor, (_, _, kind) in zip(cursors, statements, strict=True)
         ]
 
@@ -426,7 +498,15 @@ class Locker:
             cursor = conn.execute(query, params)
             return cursor.fetchall() if cursor.description is not None else []
 
-        return sql.run_chain(self._middleware, query, params, proceed)
+        return run_chain(self._middleware, (query, params), proceed)
+
+    def _run_locking(
+        self, conn: psycopg.Connection[Any], query: str, params: Sequence[Any]
+    ) -> list[LockedJob]:
+        def proceed() -> list[LockedJob]:
+            return conn.cursor(row_factory=locked_job_row).execute(query, params).fetchall()
+
+        return run_chain(self._middleware, (query, params), proceed)
 
     # --- waiting and notifications --------------------------------------------------
 
@@ -460,8 +540,8 @@ class Locker:
         try:
             message = json.loads(payload)
             jobs = message.get("jobs") or []
-            announced = [(int(job["priority"]), int(job["id"])) for job in jobs]
-            if not all(0 < job_id <= _MAX_ID for _, job_id in announced):
+            announced = [AnnouncedJob(int(job["priority"]), int(job["id"])) for job in jobs]
+            if not all(0 < job.id <= _MAX_ID for job in announced):
                 raise ValueError("job id out of range")
         except Exception:  # anyone allowed to NOTIFY can send anything
             log(logging.WARNING, "notification_malformed", payload=payload[:200])
@@ -476,7 +556,7 @@ class Locker:
             log(
                 logging.INFO,
                 "locker_notified",
-                jobs=[a[1] for a in announced],
+                jobs=[job.id for job in announced],
                 more=bool(message.get("more")),
             )
 
@@ -485,7 +565,7 @@ class Locker:
     def _shutdown(self) -> None:
         buffer = self._buffer
         released = buffer.stop()
-        self._unlock.extend(row[2] for row in released)
+        self._unlock.extend(row.id for row in released)
         log(logging.INFO, "worker_stopping", unlocked=len(self._unlock), running=buffer.running)
         if self._conn is not None:
             try:

@@ -44,10 +44,11 @@ LEVELS = {
 }
 
 
-def log(level: int, event: str, **fields: Any) -> None:
-    """Log ``event`` with ``fields`` on the conveyor logger, if enabled."""
+def log(level: int, event: str, *, exc_info: BaseException | None = None, **fields: Any) -> None:
+    """Log ``event`` with ``fields`` on the conveyor logger, if enabled; with
+    ``exc_info``, the error's traceback too (for a bug: a crash)."""
     if LOGGER.isEnabledFor(level):
-        LOGGER.log(level, event, extra={"conveyor": fields})
+        LOGGER.log(level, event, exc_info=exc_info, extra={"conveyor": fields})
 
 
 def event_dict(record: logging.LogRecord) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Every SQL statement conveyor sends, in one place, and the SQL middleware chain.
+"""Every SQL statement conveyor sends, in one place.
 
 The statements only call the functions of the documented SQL contract
 (``docs/reference/protocol.md``). Parameters are always cast explicitly so
@@ -9,37 +9,16 @@ Python value (a small int is sent as int2, a list of them as int2[]).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 from psycopg import sql as _sql
 
 __all__ = ["SQLMiddleware"]
 
-T = TypeVar("T")
-
 #: ``middleware(sql, params, proceed)`` wraps one statement: it must call
 #: ``proceed()`` (which runs the statement and returns its result) and return
 #: that result. Middleware sees every statement the worker sends.
 SQLMiddleware = Callable[[str, Sequence[Any], Callable[[], Any]], Any]
-
-
-def run_chain(
-    middleware: Sequence[SQLMiddleware],
-    query: str,
-    params: Sequence[Any],
-    proceed: Callable[[], T],
-) -> T:
-    """Run ``proceed`` through the middleware chain (outermost first)."""
-    if not middleware:
-        return proceed()
-
-    def call(index: int) -> T:
-        if index == len(middleware):
-            return proceed()
-        result: T = middleware[index](query, params, lambda: call(index + 1))
-        return result
-
-    return call(0)
 
 
 # --- enqueue ------------------------------------------------------------------

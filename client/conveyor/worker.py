@@ -15,9 +15,9 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from . import sql
+from ._hooks import ErrorNotifier, JobMiddleware, hooks
 from .buffer import JobBuffer
 from .errors import ConveyorError
-from ._hooks import ErrorNotifier, JobMiddleware, hooks
 from .locker import Locker, Waker
 from .logs import log
 from .worker_threads import WorkerThreads

@@ -1,4 +1,5 @@
-"""The worker threads: take a job from the buffer, run it, report back.
+"""The worker threads (``conveyor-worker-N``): take a job from the buffer,
+run it, report back.
 
 Each thread has a priority ceiling (``--worker-priorities``): it only takes
 jobs whose priority is at most that number, or any job for ``any`` (None).
@@ -18,24 +19,13 @@ import threading
 import time
 from collections.abc import Sequence
 from json import loads
-from typing import Any
 
-from . import job as _job
+from ._hooks import ErrorNotifier, JobMiddleware, run_chain
 from .buffer import JobBuffer, Waiter
-from .errors import ConveyorError
-from ._hooks import ErrorNotifier, JobMiddleware
-from .job import (
-    DESTROY,
-    RETRY,
-    Job,
-    JobContext,
-    Resolution,
-    Row,
-    describe,
-    format_error,
-    job_row_dict,
-)
+from .errors import ConveyorError, describe, format_error
+from .job import Job, JobContext, job_row_dict, resolve_job_class
 from .logs import LEVELS, LOGGER, log
+from .protocol import Action, LockedJob, Resolution
 
 __all__ = ["DEFAULT_WORKER_PRIORITIES", "parse_worker_priorities", "worker_priorities"]
 
@@ -104,7 +94,6 @@ class WorkerThreads:
         self._context = context
         self._error_notifier = error_notifier
         self._middleware = tuple(job_middleware)
-        self._registry = _job._registry
         self.threads = [
             threading.Thread(
                 target=self._loop,
@@ -138,39 +127,24 @@ class WorkerThreads:
                 result = work(row)
                 row = buffer.finish(waiter, result)
         except BaseException as error:  # a bug in conveyor: say so, don't die silently
-            LOGGER.critical(
-                "worker_crashed",
-                exc_info=error,
-                extra={"conveyor": {"error": describe(error)}},
-            )
+            log(logging.CRITICAL, "worker_crashed", exc_info=error, error=describe(error))
             raise
 
-    def _work(self, row: Row) -> Resolution:
+    def _work(self, row: LockedJob) -> Resolution:
         """Run one job; never raises."""
-        job_class = row[3]
-        cls = self._registry.get(job_class)
-        if cls is None:
-            try:
-                cls = _job.resolve_job_class(job_class)
-            except BaseException as error:
-                return self._errored(None, row, error, 0.0)
         try:
-            args = loads(row[5])
-            data = loads(row[6]) if row[6] != "{}" else {}
+            cls = resolve_job_class(row.job_class)
+            args = loads(row.args)
+            data = loads(row.data) if row.data != "{}" else {}
         except BaseException as error:
             return self._errored(None, row, error, 0.0)
         job = cls._from_row(row, self._context, args, data)
         start = time.perf_counter()
         try:
             if self._middleware:
-                self._run_through_middleware(job, args, data)
+                run_chain(self._middleware, (job,), lambda: job._invoke(args, data))
             else:
-                if data and "kwargs" in data:
-                    job.run(*args, **data["kwargs"])
-                else:
-                    job.run(*args)
-                if job._resolution is None:
-                    job.default_resolve_action()
+                job._invoke(args, data)
             leaked = self._context.leftovers()
             if leaked:
                 raise ConveyorError(
@@ -182,7 +156,7 @@ class WorkerThreads:
         elapsed = time.perf_counter() - start
         resolution = job._resolution
         if resolution is None:
-            resolution = (DESTROY, row[2])
+            resolution = Resolution(Action.DESTROY, row.id)
         try:
             level = job.log_level(elapsed)
             if level is not None:
@@ -192,47 +166,28 @@ class WorkerThreads:
                     log(
                         level,
                         "job_worked",
-                        job_id=row[2],
-                        job_class=job_class,
-                        queue=row[4],
-                        priority=row[0],
+                        job_id=row.id,
+                        job_class=row.job_class,
+                        queue=row.queue,
+                        priority=row.priority,
                         elapsed=round(elapsed, 6),
                     )
         except BaseException as error:
             log(
                 logging.ERROR,
                 "log_level_failed",
-                job_id=row[2],
-                job_class=job_class,
+                job_id=row.id,
+                job_class=row.job_class,
                 error=describe(error),
             )
         return resolution
 
-    def _run_through_middleware(self, job: Job, args: list[Any], data: dict[str, Any]) -> None:
-        middleware = self._middleware
-
-        def invoke() -> None:
-            if data and "kwargs" in data:
-                job.run(*args, **data["kwargs"])
-            else:
-                job.run(*args)
-            if job._resolution is None:
-                job.default_resolve_action()
-
-        def call(index: int) -> None:
-            if index == len(middleware):
-                invoke()
-            else:
-                middleware[index](job, lambda: call(index + 1))
-
-        call(0)
-
     def _errored(
-        self, job: Job | None, row: Row, error: BaseException, elapsed: float
+        self, job: Job | None, row: LockedJob, error: BaseException, elapsed: float
     ) -> Resolution:
         """Handle a job's error the way Que does; never raises."""
-        job_id = row[2]
-        error_count = row[7] + 1
+        job_id = row.id
+        error_count = row.error_count + 1
         resolution: Resolution | None = None
         notify = True
         try:
@@ -248,7 +203,7 @@ class WorkerThreads:
                         logging.ERROR,
                         "handle_error_failed",
                         job_id=job_id,
-                        job_class=row[3],
+                        job_class=row.job_class,
                         error=describe(handler_error),
                     )
                     self._notify(handler_error, row, error_count)
@@ -261,21 +216,21 @@ class WorkerThreads:
                 logging.ERROR,
                 "retry_failed",
                 job_id=job_id,
-                job_class=row[3],
+                job_class=row.job_class,
                 error=describe(fallback_error),
             )
             resolution = None
         message, backtrace = format_error(error)
         if resolution is None:
-            resolution = (RETRY, job_id, message, backtrace, None)
+            resolution = Resolution(Action.RETRY, job_id, message, backtrace)
         if LOGGER.isEnabledFor(logging.ERROR):
             log(
                 logging.ERROR,
                 "job_errored",
                 job_id=job_id,
-                job_class=row[3],
-                queue=row[4],
-                priority=row[0],
+                job_class=row.job_class,
+                queue=row.queue,
+                priority=row.priority,
                 error_count=error_count,
                 elapsed=round(elapsed, 6),
                 error_class=type(error).__name__,
@@ -286,7 +241,7 @@ class WorkerThreads:
             self._notify(error, row, error_count)
         return resolution
 
-    def _notify(self, error: BaseException, row: Row, error_count: int) -> None:
+    def _notify(self, error: BaseException, row: LockedJob, error_count: int) -> None:
         notifier = self._error_notifier
         if notifier is None:
             return
@@ -296,7 +251,7 @@ class WorkerThreads:
             log(
                 logging.ERROR,
                 "error_notifier_failed",
-                job_id=row[2],
-                job_class=row[3],
+                job_id=row.id,
+                job_class=row.job_class,
                 error=describe(notifier_error),
             )

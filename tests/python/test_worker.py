@@ -21,6 +21,7 @@ import conveyor
 from conveyor.buffer import JobBuffer
 from conveyor.logs import JSONFormatter, JSONHandler
 from conveyor.poller import Poller
+from conveyor.protocol import AnnouncedJob, LockedJob
 from conveyor.worker_threads import parse_worker_priorities, worker_priorities
 
 Connect = Callable[..., psycopg.Connection[Any]]
@@ -614,14 +615,14 @@ def test_worker_priorities_follow_ques_rule() -> None:
 
 
 def _row(priority: int, job_id: int) -> Any:
-    return (
+    return LockedJob(
         priority,
         datetime(2024, 1, 1, tzinfo=UTC),
         job_id,
         "X",
         "default",
-        [],
-        {},
+        "[]",
+        "{}",
         0,
         15,
     )
@@ -637,7 +638,7 @@ def test_buffer_orders_evicts_and_respects_ceilings() -> None:
     )
     evicted = buffer.push(sorted([_row(50, 1), _row(20, 2), _row(100, 3), _row(5, 4)]))
     assert [r[2] for r in evicted] == [3]  # the least urgent does not fit
-    assert buffer.accept([(200, 9), (1, 8)]) == ([8], 1)  # full: only a more urgent one
+    assert buffer.accept([AnnouncedJob(200, 9), AnnouncedJob(1, 8)]) == ([8], 1)  # full: only a more urgent one
     reserved = buffer.waiter(10)
     anyone = buffer.waiter(None)
     assert buffer.take(reserved)[2] == 4  # type: ignore[index]  # priority 5 <= 10

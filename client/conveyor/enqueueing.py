@@ -1,0 +1,138 @@
+"""The pieces of enqueueing that need no job class: options, JSON, the two
+INSERT statements, and the synchronous-mode switch.
+
+:meth:`conveyor.Job.enqueue` owns the logic and builds on these, as Que's
+``Job.enqueue`` does; :func:`conveyor.enqueue` (in :mod:`conveyor.client`)
+is a thin front for a job class given by name.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any, Protocol
+
+import psycopg
+
+from . import sql
+
+__all__ = ["run_synchronously"]
+
+#: Keys a job of ``enqueue_many`` may have.
+JOB_KEYS = frozenset(
+    ("job_class", "args", "kwargs", "queue", "priority", "run_at", "data", "maximum_retry_count")
+)
+
+_run_synchronously = False
+
+
+@contextmanager
+def run_synchronously(enabled: bool = True) -> Iterator[None]:
+    """Within the block, enqueueing a job runs it at once in the calling
+    thread instead of inserting it (Que's ``run_synchronously``), for tests::
+
+        with conveyor.run_synchronously():
+            SendWelcomeEmail.enqueue(42, conn=conn)   # runs now
+
+    Jobs with a ``run_at`` are still inserted. Arguments go through a JSON
+    round trip as they would through the database, the job gets the
+    enqueuing connection from :meth:`Job.connection`, its resolution helpers
+    do nothing (it has no row), and an error it raises propagates to the
+    caller. The setting is process-wide; a ``Job`` subclass can also set
+    ``run_synchronously = True``.
+    """
+    global _run_synchronously
+    previous = _run_synchronously
+    _run_synchronously = enabled
+    try:
+        yield
+    finally:
+        _run_synchronously = previous
+
+
+class Defaults(Protocol):
+    """The class attributes of a job class that give enqueue defaults."""
+
+    queue: str | None
+    priority: int | None
+    maximum_retry_count: int | None
+    run_synchronously: bool
+
+
+def options(
+    defaults: Defaults | None,
+    *,
+    queue: str | None,
+    priority: int | None,
+    run_at: datetime | None,
+    data: Mapping[str, Any] | None,
+    maximum_retry_count: int | None,
+    kwargs: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """The options to send, by SQL parameter name: those given, else the
+    class's defaults; the others are left out so the SQL defaults apply."""
+    if defaults is not None:
+        queue = defaults.queue if queue is None else queue
+        priority = defaults.priority if priority is None else priority
+        if maximum_retry_count is None:
+            maximum_retry_count = defaults.maximum_retry_count
+    if kwargs:
+        data = {**(data or {}), "kwargs": dict(kwargs)}
+    given = {
+        "queue": queue,
+        "priority": priority,
+        "run_at": run_at,
+        "data": data,
+        "maximum_retry_count": maximum_retry_count,
+    }
+    return {name: value for name, value in given.items() if value is not None}
+
+
+def synchronous(defaults: Defaults | None, options: Mapping[str, Any]) -> bool:
+    """Whether a job with these options runs now instead of being inserted."""
+    if "run_at" in options:
+        return False
+    return _run_synchronously or (defaults is not None and defaults.run_synchronously)
+
+
+#: json.dumps(value, separators=...) builds a new encoder on every call; one
+#: shared encoder (stateless between calls, so thread-safe) does the same work.
+_encode_json = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def dumps(value: Any, what: str) -> str:
+    """``value`` as compact JSON; TypeError naming ``what`` if it is not JSON."""
+    try:
+        return _encode_json(value)
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"{what} must be JSON-serializable: {error}") from None
+    except RecursionError:
+        raise TypeError(f"{what} must be JSON-serializable: nested too deeply") from None
+
+
+def insert_job(conn: psycopg.Connection[Any], name: str, args: Any, options: dict[str, Any]) -> int:
+    """``conveyor.enqueue`` one job; its id."""
+    if "data" in options:
+        options["data"] = dumps(dict(options["data"]), "data")
+    statement = sql.enqueue(tuple(options))
+    row = conn.execute(statement, [name, dumps(args, "args"), *options.values()]).fetchone()
+    assert row is not None
+    job_id: int = row[0]
+    return job_id
+
+
+def job_spec(name: str, args: list[Any], options: dict[str, Any]) -> dict[str, Any]:
+    """One job of an ``enqueue_many`` payload."""
+    if "run_at" in options:
+        options["run_at"] = options["run_at"].isoformat()
+    return {"job_class": name, "args": args, **options}
+
+
+def insert_jobs(conn: psycopg.Connection[Any], specs: list[dict[str, Any]]) -> list[int]:
+    """``conveyor.enqueue_many`` the jobs; their ids in order."""
+    if not specs:
+        return []
+    rows = conn.execute(sql.ENQUEUE_MANY, (dumps(specs, "jobs"),)).fetchall()
+    return [row[0] for row in rows]
