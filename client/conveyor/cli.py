@@ -3,7 +3,8 @@
 Commands: ``worker``, ``migrate``, ``stats``, ``enqueue``. Every option can
 also be set by an environment variable (shown in ``--help``); the database
 comes from ``--database-url``, ``CONVEYOR_DATABASE_URL`` or ``DATABASE_URL``.
-Errors are one line on stderr and a non-zero exit status, never a traceback.
+Expected errors are one line on stderr and a non-zero exit status (``--debug``
+adds their traceback); a bug's traceback is not hidden.
 
 Other commands can join the group: ``cli.add_command(...)``, or an entry in
 :data:`LAZY_COMMANDS` (``name -> "module:attribute"``), imported only when
@@ -21,6 +22,7 @@ import os
 import signal
 import sys
 import threading
+import traceback
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -30,12 +32,14 @@ from typing import Any, TypeVar
 import click
 import psycopg
 
-from . import __version__
+from . import __version__, sql
 from ._hooks import hooks
 from .client import enqueue as _enqueue
 from .errors import ConveyorError
 from .logs import LEVELS, configure_logging, log
+from .migrations import bundled_version
 from .migrations import migrate as _migrate
+from .worker import Worker
 from .worker_threads import parse_worker_priorities
 
 __all__ = ["LAZY_COMMANDS", "cli", "main"]
@@ -82,19 +86,29 @@ def _first_line(error: BaseException) -> str:
 
 
 def _errors_as_one_line(func: F) -> F:
-    """Turn expected failures into one line on stderr and exit status 1."""
+    """Expected failures -- the database unreachable or refusing a statement,
+    a module that cannot be imported, a ConveyorError -- become one line on
+    stderr and exit status 1 (with ``--debug``, after their traceback).
+    Anything else is a bug: its traceback goes out as Python prints it."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
         except psycopg.OperationalError as error:
-            _fail(f"cannot connect to the database: {_first_line(error)}")
-        except (ConveyorError, psycopg.Error, ValueError, TypeError) as error:
-            _fail(_first_line(error))
+            _expected(error, f"cannot connect to the database: {_first_line(error)}")
+        except (ConveyorError, psycopg.Error) as error:
+            _expected(error, _first_line(error))
         return None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _expected(error: BaseException, message: str) -> None:
+    context = click.get_current_context(silent=True)
+    if context is not None and context.find_root().params.get("debug"):
+        traceback.print_exception(error, file=sys.stderr)
+    _fail(message)
 
 
 def _database_url_option(func: F) -> F:
@@ -114,9 +128,21 @@ def _require_url(database_url: str | None) -> str:
     return database_url
 
 
+#: ``-v``/``--version``, on the group and on ``worker`` (``conveyor worker -v``
+#: as ``que -v``: the worker is the command most scripts call).
+_version_option = click.version_option(__version__, "-v", "--version", prog_name="conveyor")
+
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, "-v", "--version", prog_name="conveyor")
-def cli() -> None:
+@_version_option
+@click.option(
+    "--debug",
+    is_flag=True,
+    envvar="CONVEYOR_DEBUG",
+    show_envvar=True,
+    help="Print the traceback of an error too, not only its one-line message.",
+)
+def cli(debug: bool) -> None:
     """conveyor: a PostgreSQL job queue (Que 1.0's design)."""
 
 
@@ -271,7 +297,7 @@ def _priorities(ctx: click.Context, param: click.Parameter, value: str | None) -
     help="Make the locker's batched resolutions wait for the WAL flush (synchronous_commit "
     "on). Off by default: after a server crash the last resolved jobs may run again.",
 )
-@click.version_option(__version__, "-v", "--version", prog_name="conveyor")
+@_version_option
 @_errors_as_one_line
 def worker(
     modules: tuple[str, ...],
@@ -296,8 +322,6 @@ def worker(
     and lets running jobs finish for up to --shutdown-timeout seconds; a
     second signal exits at once. Exit status 0 after a clean shutdown.
     """
-    from .worker import Worker
-
     url = _require_url(database_url)
     if minimum_buffer_size > maximum_buffer_size:
         raise click.BadParameter(
@@ -363,8 +387,6 @@ def migrate(database_url: str | None) -> None:
     Installs it when the database has no conveyor schema; does nothing when
     the installed version is this package's; fails for another version.
     """
-    from .migrations import bundled_version
-
     outcome = _migrate(_require_url(database_url))
     click.echo(f"conveyor schema {bundled_version()}: {outcome}")
 
@@ -394,8 +416,6 @@ def _table(headers: list[str], rows: list[tuple[Any, ...]]) -> str:
 def stats(database_url: str | None, as_json: bool, queues: bool) -> None:
     """Show job_stats(): per job class, the jobs, working, errored, the
     highest error count and the oldest run_at (or queue_stats with --queues)."""
-    from . import sql
-
     query = sql.QUEUE_STATS if queues else sql.JOB_STATS
     with psycopg.connect(_require_url(database_url), autocommit=True) as conn:
         cursor = conn.execute(query)
@@ -412,6 +432,15 @@ def stats(database_url: str | None, as_json: bool, queues: bool) -> None:
 
 
 # --- enqueue --------------------------------------------------------------------------
+
+
+def _check_text(value: str, what: str) -> None:
+    """Bytes that are not UTF-8 reach Python as lone surrogates, which no
+    database text can hold: an input error, said as one."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ConveyorError(f"{what} is not valid UTF-8: {value!r}") from None
 
 
 def _json_arg(value: str, what: str) -> Any:
@@ -449,6 +478,9 @@ def enqueue(
 ) -> None:
     """Enqueue one job of JOB_CLASS with ARGS_JSON (a JSON array, default [])
     and print its id."""
+    _check_text(job_class, "JOB_CLASS")
+    if queue is not None:
+        _check_text(queue, "--queue")
     args = _json_arg(args_json, "ARGS_JSON")
     if not isinstance(args, list):
         raise ConveyorError("ARGS_JSON must be a JSON array, such as '[1, \"two\"]'")

@@ -1,4 +1,5 @@
-"""The :class:`Worker`: a locker, a buffer and a pool of worker threads."""
+"""The :class:`Worker` (``conveyor.Worker``, the process behind ``conveyor
+worker``): a locker thread, a buffer and a pool of worker threads."""
 
 from __future__ import annotations
 
@@ -24,6 +25,12 @@ from .worker_threads import WorkerThreads
 from .worker_threads import worker_priorities as _resolve_priorities
 
 __all__ = ["Worker"]
+
+#: How long after the shutdown deadline ``stop()`` waits for the locker
+#: thread: past the deadline it still sends its last statements (the final
+#: resolutions and unregister_worker), which a slow or hung server can delay.
+#: The locker is a daemon thread: a process that exits does not wait for it.
+_LOCKER_FINAL_STATEMENTS_TIMEOUT = 30.0
 
 
 def _reset_connection(conn: psycopg.Connection[Any]) -> None:
@@ -289,7 +296,7 @@ class Worker:
             timeout = self.shutdown_timeout
         deadline = time.monotonic() + timeout
         self._locker.stop(deadline)
-        self._locker.thread.join(timeout + 30.0)
+        self._locker.thread.join(timeout + _LOCKER_FINAL_STATEMENTS_TIMEOUT)
         # Idle worker threads exit as soon as the locker has stopped the buffer:
         # give them a moment even when the deadline has passed.
         done = self._threads.join(max(deadline, time.monotonic() + 0.5))

@@ -18,6 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 import conveyor
+import conveyor.migrations
 from conveyor.cli import cli
 
 UNREACHABLE = "postgresql://nobody@127.0.0.1:1/nowhere?connect_timeout=1"
@@ -81,6 +82,12 @@ def test_help_lists_the_commands_and_every_worker_option() -> None:
         "DATABASE_URL",
     ):
         assert option in result.output, option
+
+
+def test_the_package_version_is_the_schema_version(conn: psycopg.Connection[Any]) -> None:
+    installed = conn.execute("SELECT conveyor.schema_version()").fetchone()
+    assert installed == (conveyor.__version__,)
+    assert conveyor.migrations.bundled_version() == conveyor.__version__
 
 
 def test_version() -> None:
@@ -186,6 +193,36 @@ def test_an_unreachable_database_is_one_line() -> None:
         result = conveyor_process(*args, "--database-url", UNREACHABLE)
         assert result.returncode == 1
         assert "cannot connect to the database" in one_line_error(result)
+
+
+def test_debug_prints_the_traceback_of_an_expected_error() -> None:
+    result = conveyor_process("--debug", "stats", "--database-url", UNREACHABLE)
+    assert result.returncode == 1
+    assert "Traceback" in result.stderr and "psycopg.OperationalError" in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("conveyor: error: cannot connect to the database")
+    result = conveyor_process("stats", "--database-url", UNREACHABLE, env={"CONVEYOR_DEBUG": "1"})
+    assert "Traceback" in result.stderr
+
+
+def test_a_bug_is_not_hidden_behind_one_line() -> None:
+    # A command with a bug in it, behind the same error wrapper as every command;
+    # a ValueError, which the wrapper once turned into one line too.
+    code = (
+        "import conveyor.cli as c\n"
+        "@c.cli.command()\n"
+        "@c._errors_as_one_line\n"
+        "def buggy():\n"
+        "    return int('a bug')\n"
+        "c.main()\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, "buggy"], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 1
+    assert "Traceback" in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("ValueError: invalid literal")
+    assert "conveyor: error" not in result.stderr
 
 
 def test_no_database_is_one_line() -> None:

@@ -3,9 +3,11 @@ transaction, the job-class registry, and the synchronous mode."""
 
 from __future__ import annotations
 
+import importlib
 import sys
 import types
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -166,6 +168,28 @@ def test_a_dotted_path_is_imported_on_demand(monkeypatch: pytest.MonkeyPatch) ->
     )
     monkeypatch.setitem(sys.modules, "conveyor_test_dotted", module)
     assert resolve_job_class("conveyor_test_dotted.Deep") is module.Deep
+
+
+def test_two_classes_cannot_share_a_job_class_but_a_reload_may_redefine_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.syspath_prepend(str(tmp_path))
+    source = "import conveyor\nclass Shared(conveyor.Job):\n    job_class = 'SharedName'\n"
+    (tmp_path / "conveyor_test_first.py").write_text(source)
+    (tmp_path / "conveyor_test_second.py").write_text(source)
+    for name in ("conveyor_test_first", "conveyor_test_second"):
+        monkeypatch.delitem(sys.modules, name, raising=False)  # gone again after the test
+    first = importlib.import_module("conveyor_test_first")
+    assert resolve_job_class("SharedName") is first.Shared
+    # Reloading the module defines the same class again: it replaces the old one.
+    reloaded = importlib.reload(first)
+    assert resolve_job_class("SharedName") is reloaded.Shared
+    # Another module taking the name is an error at class creation, naming both.
+    with pytest.raises(conveyor.ConveyorError) as raised:
+        importlib.import_module("conveyor_test_second")
+    assert "conveyor_test_first.Shared" in str(raised.value)
+    assert "conveyor_test_second.Shared" in str(raised.value)
+    assert resolve_job_class("SharedName") is reloaded.Shared
 
 
 def test_unknown_job_classes_raise_a_clear_error() -> None:

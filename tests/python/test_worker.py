@@ -638,7 +638,8 @@ def test_buffer_orders_evicts_and_respects_ceilings() -> None:
     )
     evicted = buffer.push(sorted([_row(50, 1), _row(20, 2), _row(100, 3), _row(5, 4)]))
     assert [r[2] for r in evicted] == [3]  # the least urgent does not fit
-    assert buffer.accept([AnnouncedJob(200, 9), AnnouncedJob(1, 8)]) == ([8], 1)  # full: only a more urgent one
+    # full: only a more urgent one
+    assert buffer.accept([AnnouncedJob(200, 9), AnnouncedJob(1, 8)]) == ([8], 1)
     reserved = buffer.waiter(10)
     anyone = buffer.waiter(None)
     assert buffer.take(reserved)[2] == 4  # type: ignore[index]  # priority 5 <= 10
