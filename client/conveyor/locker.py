@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import json
 import logging
 import os
 import select
@@ -41,12 +40,11 @@ from .buffer import JobBuffer
 from .errors import SchemaError, describe
 from .logs import log
 from .poller import Poller
-from .protocol import Action, AnnouncedJob, LockedJob, Resolution, locked_job_row
+from .protocol import Action, AnnouncedJob, LockedJob, Notification, Resolution, locked_job_row
 
 __all__: list[str] = []
 
 _HOSTNAME = socket.gethostname()
-_MAX_ID = 2**63 - 1
 
 
 class StatementKind(enum.Enum):
@@ -538,26 +536,22 @@ class Locker:
 
     def _on_notify(self, payload: str) -> None:
         try:
-            message = json.loads(payload)
-            jobs = message.get("jobs") or []
-            announced = [AnnouncedJob(int(job["priority"]), int(job["id"])) for job in jobs]
-            if not all(0 < job.id <= _MAX_ID for job in announced):
-                raise ValueError("job id out of range")
+            notification = Notification.parse(payload)
         except Exception:  # anyone allowed to NOTIFY can send anything
             log(logging.WARNING, "notification_malformed", payload=payload[:200])
             self._poller.hint()
             return
         if self._stopping.is_set():
             return
-        self._announced.extend(announced)
-        if message.get("more"):
+        self._announced.extend(notification.jobs)
+        if notification.more:
             self._poller.hint()
         if self._internals:
             log(
                 logging.INFO,
                 "locker_notified",
-                jobs=[job.id for job in announced],
-                more=bool(message.get("more")),
+                jobs=[job.id for job in notification.jobs],
+                more=notification.more,
             )
 
     # --- shutdown -----------------------------------------------------------------------

@@ -12,6 +12,7 @@ first three fields.
 from __future__ import annotations
 
 import enum
+import json
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -74,3 +75,28 @@ class AnnouncedJob(NamedTuple):
 
     priority: int
     id: int
+
+
+_MAX_ID = 2**63 - 1
+
+
+class Notification(NamedTuple):
+    """A NOTIFY payload the insert trigger sends a locker (see
+    ``docs/reference/protocol.md``): ``{"jobs": [{"id", "priority", ...}],
+    "more": bool}``, where ``more`` means that more jobs were ready than the
+    payload lists (the locker should poll)."""
+
+    jobs: list[AnnouncedJob]
+    more: bool
+
+    @classmethod
+    def parse(cls, payload: str) -> Notification:
+        """Raises (ValueError, TypeError, KeyError...) for anything else: a
+        NOTIFY can come from anyone allowed to send one."""
+        message = json.loads(payload)
+        jobs = [
+            AnnouncedJob(int(job["priority"]), int(job["id"])) for job in message.get("jobs") or []
+        ]
+        if not all(0 < job.id <= _MAX_ID for job in jobs):
+            raise ValueError("job id out of range")
+        return cls(jobs, bool(message.get("more")))
