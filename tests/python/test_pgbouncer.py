@@ -189,6 +189,7 @@ def test_the_worker_works_through_the_session_pool_notifications_included(
 JOBS_MODULE = textwrap.dedent(
     """
     import os
+    import time
 
     import conveyor
 
@@ -198,6 +199,23 @@ JOBS_MODULE = textwrap.dedent(
             with self.connection() as conn:
                 conn.execute("INSERT INTO results (value, pid) VALUES (%s, %s)",
                              (value, os.getpid()))
+                self.destroy(conn=conn)
+
+
+    class PgbSlowOnce(conveyor.Job):
+        # Sleeps on its first run, then records its result.
+
+        def run(self, seconds):
+            with self.connection() as conn:
+                conn.execute("INSERT INTO starts (job_id, pid) VALUES (%s, %s)",
+                             (self.id, os.getpid()))
+                attempts = conn.execute("SELECT count(*) FROM starts WHERE job_id = %s",
+                                        (self.id,)).fetchone()[0]
+            if attempts == 1:
+                time.sleep(seconds)
+            with self.connection() as conn:
+                conn.execute("INSERT INTO results (value, pid) VALUES (%s, %s)",
+                             (self.id, os.getpid()))
                 self.destroy(conn=conn)
     """
 )
@@ -293,6 +311,40 @@ def test_connection_url_direct_with_the_job_pool_through_transaction_pooling_wor
     logs = "".join(worker.output() for worker in workers)
     assert "Traceback" not in logs
     assert '"job_errored"' not in logs and "prepared statement" not in logs, logs[-3000:]
+
+
+def test_sigkill_through_the_session_pool_frees_the_job_at_once(
+    pgbouncer: PgBouncer, results: psycopg.Connection[Any], spawn: Callable[..., Process]
+) -> None:
+    """A killed worker's locks go with its session even behind PgBouncer:
+    the client's disconnection makes PgBouncer reset the server session
+    (server_reset_query, DISCARD ALL by default), which releases the session's
+    advisory locks and LISTENs."""
+    results.execute("CREATE TABLE starts (job_id bigint NOT NULL, pid int NOT NULL)")
+    session = ["--database-url", pgbouncer.session_url, "--poll-interval", "0.5"]
+    victim = spawn(*session)
+    job_id = conveyor.enqueue(results, "PgbSlowOnce", 60)
+    wait_for(
+        lambda: scalar(results, "SELECT count(*) FROM starts") == 1, timeout=20, what="job start"
+    )
+    assert scalar(results, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") == 1
+    victim.popen.kill()
+    victim.popen.wait(10)
+    killed = time.monotonic()
+    wait_for(
+        lambda: scalar(results, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") == 0,
+        timeout=5,
+        what="the killed worker's lock released",
+    )
+    freed = time.monotonic() - killed
+    spawn(*session)
+    wait_for(
+        lambda: scalar(results, "SELECT count(*) FROM results") == 1,
+        timeout=20,
+        what="the job run again",
+    )
+    assert scalar(results, "SELECT value FROM results") == job_id
+    assert freed < 2.0, f"the lock was released {freed:.2f}s after the kill"
 
 
 # --- refusing a transaction-mode pool for the locker -------------------------------------------
