@@ -40,6 +40,7 @@ from .buffer import JobBuffer
 from .errors import ConveyorError, SchemaError, describe
 from .logs import log
 from .poller import Poller
+from .poolers import require_own_session
 from .protocol import Action, AnnouncedJob, LockedJob, Notification, Resolution, locked_job_row
 
 __all__: list[str] = []
@@ -92,40 +93,6 @@ _RELEASE_STATEMENTS = {
     Action.FINISH: sql.FINISH_JOBS,
     Action.EXPIRE: sql.EXPIRE_JOBS,
 }
-
-
-def _require_own_session(conn: psycopg.Connection[Any], url: str) -> None:
-    """Refuse a locker connection that does not keep one server session.
-
-    LISTEN and session-level advisory locks live in the server session that
-    ran them; a transaction-mode pooler (PgBouncer ``pool_mode =
-    transaction`` ...) runs each transaction of a client on whichever server
-    connection is free, so notifications and locks would be lost or shared.
-
-    A direct connection is recognised at no cost beyond one statement: the
-    backend pid the server announced at start-up (BackendKeyData, used for
-    cancel requests) is the pid running our statements; a pooler announces a
-    key of its own. Behind a pooler, a probe connection holds a transaction
-    open while ``conn`` runs a second statement: in a session of its own, the
-    probe never gets ``conn``'s server session and ``conn`` stays on it; in
-    transaction pooling, the probe gets the server connection ``conn`` just
-    released (PgBouncer reuses the most recent first), or ``conn`` moves to
-    another one. Either sign raises :class:`ConveyorError`.
-    """
-    pid_query = "SELECT pg_backend_pid()"
-    first = conn.execute(pid_query, prepare=False).fetchone()
-    if first is None or first[0] == conn.info.backend_pid:
-        return
-    with psycopg.connect(url, autocommit=False) as probe:
-        probed = probe.execute(pid_query, prepare=False).fetchone()
-        again = conn.execute(pid_query, prepare=False).fetchone()
-        probe.rollback()
-    if probed == first or again != first:
-        raise ConveyorError(
-            "the locker's connection goes through a transaction-mode pooler: LISTEN and "
-            "advisory locks need a session of their own; point --connection-url at the "
-            "database directly or at a session-mode pool"
-        )
 
 
 class Waker:
@@ -258,7 +225,7 @@ class Locker:
                     )
                     self.ready.set()
                     continue
-                except ConveyorError as error:  # _require_own_session refused it
+                except ConveyorError as error:  # require_own_session refused it
                     self.fatal = error
                     log(logging.CRITICAL, "locker_failed", error=str(error))
                     return
@@ -290,7 +257,7 @@ class Locker:
     def _connect(self) -> None:
         conn = psycopg.connect(self._url, autocommit=True)
         try:
-            _require_own_session(conn, self._url)
+            require_own_session(conn, self._url)
             channel = self._run_one(
                 conn,
                 sql.REGISTER_WORKER,

@@ -21,6 +21,7 @@ from .buffer import JobBuffer
 from .errors import ConveyorError
 from .locker import Locker, Waker
 from .logs import log
+from .poolers import configure_pooled_connection
 from .worker_threads import WorkerThreads
 from .worker_threads import worker_priorities as _resolve_priorities
 
@@ -43,20 +44,6 @@ def _reset_connection(conn: psycopg.Connection[Any]) -> None:
     conn.isolation_level = None
     conn.read_only = None
     conn.deferrable = None
-
-
-def _configure_connection(conn: psycopg.Connection[Any]) -> None:
-    """Behind a pooler, no automatic server-side prepared statements: psycopg
-    prepares a statement on its 6th execution, and a transaction-mode pooler
-    that does not track them (PgBouncer before 1.21, or without
-    ``max_prepared_statements``) runs the next execution on a server
-    connection that lacks it or where another client prepared the same name.
-    A direct connection is told by the backend pid the server announced at
-    start-up (a pooler announces a key of its own); it keeps preparing."""
-    row = conn.execute("SELECT pg_backend_pid()", prepare=False).fetchone()
-    conn.commit()
-    if row is None or row[0] != conn.info.backend_pid:
-        conn.prepare_threshold = None
 
 
 class _PoolContext:
@@ -94,7 +81,7 @@ class _PoolContext:
                     max_size=self._size,
                     open=True,
                     name="conveyor-jobs",
-                    configure=_configure_connection,
+                    configure=configure_pooled_connection,
                     reset=_reset_connection,
                 )
             return self._own_pool
