@@ -2,7 +2,7 @@
 -- the trigger, the whole function surface (public and internal), comments,
 -- pinned search_path, SECURITY DEFINER, and who may execute or read what.
 BEGIN;
-SELECT plan(46);
+SELECT plan(47);
 
 -- Tables and columns --------------------------------------------------------
 
@@ -127,7 +127,8 @@ SELECT functions_are('conveyor', ARRAY[
   'prune_workers', 'schema_version',
   -- internal helpers and the trigger function
   'held_job_ids', 'working_job_ids', 'release_job_locks', 'job_problem', 'job_json_problem',
-  'recheck_locked_jobs', 'locked_in_transaction', 'tg_jobs__notify'],
+  'recheck_locked_jobs', 'locked_in_transaction', 'tg_jobs__notify', 'resolve_jobs',
+  'require_read_committed', 'job_lock_key1', 'job_lock_key2', 'job_lock_id', 'sorted_array_contains'],
   'conveyor has exactly the public and internal functions of deploy/');
 
 SELECT results_eq(
@@ -147,6 +148,9 @@ SELECT results_eq(
     ('finish_jobs', 'ids bigint[], held bigint[]', 'SETOF bigint', 'v'),
     ('held_job_ids', '', 'bigint[]', 's'),
     ('job_json_problem', 'job jsonb, OUT error_code text, OUT error_message text', 'record', 's'),
+    ('job_lock_id', 'classid oid, objid oid', 'bigint', 'i'),
+    ('job_lock_key1', 'id bigint', 'integer', 'i'),
+    ('job_lock_key2', 'id bigint', 'integer', 'i'),
     ('job_problem', 'job_class text, args jsonb, queue text, priority integer, run_at timestamp with time zone, data jsonb, maximum_retry_count integer, OUT error_code text, OUT error_message text', 'record', 'i'),
     ('job_stats', '', 'TABLE(job_class text, count bigint, count_working bigint, count_errored bigint, highest_error_count integer, oldest_run_at timestamp with time zone)', 's'),
     ('lock_jobs', 'queues text[], max_jobs integer, max_priority integer, held bigint[]', 'SETOF conveyor.jobs', 'v'),
@@ -157,8 +161,11 @@ SELECT results_eq(
     ('recheck_locked_jobs', 'ids bigint[], keep integer', 'SETOF bigint', 'v'),
     ('register_worker', 'queues text[], worker_priorities integer[], hostname text, process_id integer, listening boolean', 'text', 'v'),
     ('release_job_locks', 'ids bigint[], held bigint[]', 'SETOF bigint', 'v'),
+    ('require_read_committed', 'caller text', 'void', 's'),
+    ('resolve_jobs', 'action text, ids bigint[], held bigint[]', 'SETOF bigint', 'v'),
     ('retry_job', 'id bigint, error_message text, error_backtrace text, delay double precision', 'SETOF conveyor.jobs', 'v'),
     ('schema_version', '', 'text', 'i'),
+    ('sorted_array_contains', 'sorted bigint[], x bigint', 'boolean', 'i'),
     ('tg_jobs__notify', '', 'trigger', 'v'),
     ('unlock_jobs', 'ids bigint[], held bigint[]', 'SETOF bigint', 'v'),
     ('unregister_worker', '', 'boolean', 'v'),
@@ -195,13 +202,25 @@ SELECT isnt(
   '',
   'the _900_notify trigger has a non-empty COMMENT');
 
+-- The exception: a SET clause would stop the planner from inlining the tiny
+-- helpers of the hot path. Their bodies are SQL-standard (RETURN ...), so
+-- every name in them was resolved when they were created, and the caller's
+-- search_path cannot change what they call.
 SELECT is(
   ARRAY(SELECT p.oid::regprocedure::text FROM pg_catalog.pg_proc AS p
          WHERE p.pronamespace = 'conveyor'::regnamespace
            AND NOT coalesce(p.proconfig, '{}') @> ARRAY['search_path=pg_catalog, pg_temp']
+           AND NOT (p.prosqlbody IS NOT NULL AND p.provolatile = 'i' AND NOT p.prosecdef)
          ORDER BY 1),
   '{}'::text[],
-  'every conveyor function pins search_path = pg_catalog, pg_temp (offenders listed)');
+  'every conveyor function pins search_path = pg_catalog, pg_temp, or is IMMUTABLE with a SQL-standard body bound at creation (offenders listed)');
+
+SELECT is(
+  ARRAY(SELECT p.proname::text COLLATE "default" FROM pg_catalog.pg_proc AS p
+         WHERE p.pronamespace = 'conveyor'::regnamespace AND p.proconfig IS NULL
+         ORDER BY 1),
+  ARRAY['job_lock_id', 'job_lock_key1', 'job_lock_key2', 'sorted_array_contains'],
+  'only the inlinable helpers job_lock_id, job_lock_key1, job_lock_key2 and sorted_array_contains go without SET clauses');
 
 SELECT is(
   ARRAY(SELECT p.proname::text COLLATE "default" FROM pg_catalog.pg_proc AS p
@@ -294,10 +313,11 @@ SELECT is(
            AND pg_catalog.has_function_privilege('conveyor_worker', p.oid, 'EXECUTE')
          ORDER BY 1),
   ARRAY['destroy_job', 'destroy_jobs', 'enqueue', 'enqueue_many', 'expire_job', 'expire_jobs',
-        'finish_job', 'finish_jobs', 'held_job_ids', 'job_stats', 'lock_jobs', 'lock_jobs_by_id',
+        'finish_job', 'finish_jobs', 'held_job_ids', 'job_lock_id', 'job_lock_key1', 'job_lock_key2',
+        'job_stats', 'lock_jobs', 'lock_jobs_by_id',
         'locked_in_transaction', 'prune_workers', 'queue_stats', 'recheck_locked_jobs', 'register_worker',
-        'release_job_locks', 'retry_job', 'schema_version', 'unlock_jobs', 'unregister_worker',
-        'working_job_ids'],
+        'release_job_locks', 'require_read_committed', 'resolve_jobs', 'retry_job', 'schema_version',
+        'sorted_array_contains', 'unlock_jobs', 'unregister_worker', 'working_job_ids'],
   'conveyor_worker may execute the worker functions (and enqueue, as an enqueuer), not job_problem, job_json_problem or tg_jobs__notify');
 
 SELECT table_privs_are('conveyor', 'jobs', 'conveyor_worker', ARRAY['SELECT', 'UPDATE', 'DELETE'],
