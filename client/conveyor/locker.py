@@ -1,6 +1,6 @@
 """The locker: one thread, one dedicated database session.
 
-It registers the process in ``conveyor.workers``, LISTENs on its channel,
+It registers the process in ``conveyor.lockers``, LISTENs on its channel,
 locks announced jobs with ``lock_jobs_by_id`` and polls with ``lock_jobs``
 (see :mod:`conveyor.poller`), keeps the buffer between its bounds, and sends
 the resolutions the workers report back -- ``destroy_jobs``, ``finish_jobs``,

@@ -58,7 +58,7 @@ def snapshot(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
         " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
         " ORDER BY 1, 2, 3"
     ).fetchall()
-    workers = conn.execute("SELECT pid FROM conveyor.workers ORDER BY pid").fetchall()
+    workers = conn.execute("SELECT pid FROM conveyor.lockers ORDER BY pid").fetchall()
     return [*jobs, ("locks", *locks), ("workers", *workers)]
 
 
@@ -138,7 +138,7 @@ def test_enqueuer_holds_exactly_the_documented_privileges(
 REFUSED_TO_ENQUEUER = [
     "SELECT * FROM conveyor.jobs",
     "SELECT args FROM conveyor.jobs WHERE id = {id}",
-    "SELECT * FROM conveyor.workers",
+    "SELECT * FROM conveyor.lockers",
     "INSERT INTO conveyor.jobs (job_class) VALUES ('Direct')",
     "UPDATE conveyor.jobs SET priority = 0",
     "DELETE FROM conveyor.jobs",
@@ -156,9 +156,9 @@ REFUSED_TO_ENQUEUER = [
     "SELECT * FROM conveyor.retry_job({id}, 'x', 'y', 0)",
     "SELECT * FROM conveyor.job_stats()",
     "SELECT * FROM conveyor.queue_stats()",
-    "SELECT conveyor.register_worker('{{default}}', '{{NULL}}')",
-    "SELECT conveyor.unregister_worker()",
-    "SELECT conveyor.prune_workers()",
+    "SELECT conveyor.register_locker('{{default}}', '{{NULL}}')",
+    "SELECT conveyor.unregister_locker()",
+    "SELECT conveyor.prune_lockers()",
     "SELECT conveyor.held_job_ids()",
     "SELECT * FROM conveyor.working_job_ids()",
     "SELECT * FROM conveyor.release_job_locks(ARRAY[{id}]::bigint[])",
@@ -262,7 +262,7 @@ def test_worker_role_runs_the_whole_protocol(
     worker = connect()
     jobs = [enqueue_as_admin(conn, job_class=f"J{i}") for i in range(5)]
     channel = worker.execute(
-        "SELECT conveyor.register_worker('{default}', '{10,NULL}', 'host', 1)"
+        "SELECT conveyor.register_locker('{default}', '{10,NULL}', 'host', 1)"
     ).fetchone()
     assert channel is not None and channel[0].startswith("conveyor_worker_")
     worker.execute(f'LISTEN "{channel[0]}"')
@@ -287,10 +287,10 @@ def test_worker_role_runs_the_whole_protocol(
     assert worker.execute("SELECT conveyor.unlock_jobs(%s)", [jobs[4:]]).fetchall() == [(jobs[4],)]
     assert worker.execute("SELECT count(*) FROM conveyor.job_stats()").fetchone() == (2,)
     assert worker.execute("SELECT count(*) FROM conveyor.queue_stats()").fetchone() == (1,)
-    assert worker.execute("SELECT conveyor.prune_workers()").fetchone() == (0,)
+    assert worker.execute("SELECT conveyor.prune_lockers()").fetchone() == (0,)
     # A worker's jobs enqueue jobs: conveyor_worker is an enqueuer too.
     assert worker.execute("SELECT count(*) FROM conveyor.enqueue('FollowUp')").fetchone() == (1,)
-    assert worker.execute("SELECT conveyor.unregister_worker()").fetchone() == (True,)
+    assert worker.execute("SELECT conveyor.unregister_locker()").fetchone() == (True,)
     assert worker.execute("SELECT conveyor.held_job_ids()").fetchone() == ([],)
     # Nothing stays locked by the worker's session.
     assert conn.execute(
@@ -349,7 +349,7 @@ def test_the_owner_of_definer_functions_is_the_table_owner(conn: psycopg.Connect
          WHERE p.pronamespace = 'conveyor'::regnamespace
         UNION
         SELECT pg_get_userbyid(c.relowner) FROM pg_class AS c
-         WHERE c.oid IN ('conveyor.jobs'::regclass, 'conveyor.workers'::regclass)
+         WHERE c.oid IN ('conveyor.jobs'::regclass, 'conveyor.lockers'::regclass)
         """
     ).fetchall()
     assert len(owners) == 1

@@ -126,13 +126,13 @@ def run_scenario(caller: psycopg.Connection[Any], observer: psycopg.Connection[A
         return [names.get(i, f"?{i}") for i in ids]
 
     # Register and listen first, so the trigger has someone to tell.
-    channel = q("SELECT conveyor.register_worker('{default}', '{NULL}', 'h', 7)")[0][0]
+    channel = q("SELECT conveyor.register_locker('{default}', '{NULL}', 'h', 7)")[0][0]
     assert channel == f"conveyor_worker_{pid}"
     out.append(
         (
             "registry",
             observer.execute(
-                "SELECT pid = %s, queues, worker_priorities, max_priority FROM conveyor.workers",
+                "SELECT pid = %s, queues, worker_priorities, max_priority FROM conveyor.lockers",
                 [pid],
             ).fetchall(),
         )
@@ -247,8 +247,8 @@ def run_scenario(caller: psycopg.Connection[Any], observer: psycopg.Connection[A
         )
     )
     out.append(("unlock nothing", q("SELECT conveyor.unlock_jobs(%s)", [[s]])))
-    out.append(("prune", q("SELECT conveyor.prune_workers()")))
-    out.append(("unregister", q("SELECT conveyor.unregister_worker()")))
+    out.append(("prune", q("SELECT conveyor.prune_lockers()")))
+    out.append(("unregister", q("SELECT conveyor.unregister_locker()")))
     out.append(("version", q("SELECT conveyor.schema_version()")))
     return out
 
