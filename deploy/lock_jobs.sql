@@ -153,7 +153,7 @@ BEGIN
   ELSIF lock_jobs.max_jobs = 0 OR lock_jobs.max_priority < 0 THEN
     RETURN;
   END IF;
-  v_ceiling := least(coalesce(lock_jobs.max_priority, 32767), 32767);
+  v_ceiling := least(coalesce(lock_jobs.max_priority, conveyor.job_limit('priority')), conveyor.job_limit('priority'));
   IF lock_jobs.held IS NULL THEN
     v_held := conveyor.held_job_ids();
   ELSE

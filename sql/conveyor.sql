@@ -80,6 +80,39 @@ COMMIT;
 
 BEGIN;
 
+-- The home of the job limits. enqueue, enqueue_many, retry_job and lock_jobs
+-- read them from here; the planner inlines the call and folds it to the
+-- number when it plans the calling statement (once per session in PL/pgSQL),
+-- so it costs nothing per call. An unknown name fails when the caller is
+-- planned: the ELSE branch casts a message to integer.
+CREATE FUNCTION conveyor.job_limit(name text)
+RETURNS integer
+LANGUAGE sql
+IMMUTABLE
+PARALLEL SAFE
+RETURN CASE job_limit.name
+         WHEN 'job_class' THEN 500               -- characters
+         WHEN 'queue' THEN 100                   -- characters
+         WHEN 'priority' THEN 32767              -- highest priority number (smallint)
+         WHEN 'last_error_message' THEN 1000     -- characters kept
+         WHEN 'last_error_backtrace' THEN 10000  -- characters kept
+         ELSE ('conveyor.job_limit: no limit named ' || job_limit.name)::integer
+       END;
+
+COMMENT ON FUNCTION conveyor.job_limit(text) IS
+  'Internal. The job limits, by name: job_class 500 and queue 100 characters, priority 32767 '
+  'at most, last_error_message 1,000 and last_error_backtrace 10,000 characters kept. The one '
+  'home of these numbers for the functions (inlined and folded by the planner); the table''s '
+  'check constraints repeat them as literals, as a function call there would cost every insert '
+  'tens of microseconds, and tests/pgtap/jobs_table.sql proves the two agree. Errors: 22P02 an '
+  'unknown name.';
+
+REVOKE ALL ON FUNCTION conveyor.job_limit(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION conveyor.job_limit(text) TO conveyor_worker;
+
+-- Column defaults: the home of the job defaults (queue 'default', priority
+-- 100, maximum_retry_count 15). enqueue's signature and enqueue_many repeat
+-- them; tests/pgtap/jobs_table.sql proves all three agree.
 CREATE TABLE conveyor.jobs (
   id                   bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
   priority             smallint    NOT NULL DEFAULT 100,
@@ -406,8 +439,8 @@ BEGIN
     error_code := '22004'; error_message := 'job_class must not be NULL';
   ELSIF job_problem.job_class = '' THEN
     error_code := '22023'; error_message := 'job_class must not be empty';
-  ELSIF char_length(job_problem.job_class) > 500 THEN
-    error_code := '22001'; error_message := format('job_class must be at most 500 characters, not %s', char_length(job_problem.job_class));
+  ELSIF char_length(job_problem.job_class) > conveyor.job_limit('job_class') THEN
+    error_code := '22001'; error_message := format('job_class must be at most %s characters, not %s', conveyor.job_limit('job_class'), char_length(job_problem.job_class));
   ELSIF job_problem.args IS NULL THEN
     error_code := '22004'; error_message := 'args must not be NULL';
   ELSIF jsonb_typeof(job_problem.args) <> 'array' THEN
@@ -416,12 +449,12 @@ BEGIN
     error_code := '22004'; error_message := 'queue must not be NULL';
   ELSIF job_problem.queue = '' THEN
     error_code := '22023'; error_message := 'queue must not be empty';
-  ELSIF char_length(job_problem.queue) > 100 THEN
-    error_code := '22001'; error_message := format('queue must be at most 100 characters, not %s', char_length(job_problem.queue));
+  ELSIF char_length(job_problem.queue) > conveyor.job_limit('queue') THEN
+    error_code := '22001'; error_message := format('queue must be at most %s characters, not %s', conveyor.job_limit('queue'), char_length(job_problem.queue));
   ELSIF job_problem.priority IS NULL THEN
     error_code := '22004'; error_message := 'priority must not be NULL';
-  ELSIF job_problem.priority NOT BETWEEN 0 AND 32767 THEN
-    error_code := '22003'; error_message := format('priority must be between 0 and 32767, not %s', job_problem.priority);
+  ELSIF job_problem.priority NOT BETWEEN 0 AND conveyor.job_limit('priority') THEN
+    error_code := '22003'; error_message := format('priority must be between 0 and %s, not %s', conveyor.job_limit('priority'), job_problem.priority);
   ELSIF job_problem.run_at IS NULL THEN
     error_code := '22004'; error_message := 'run_at must not be NULL';
   ELSIF job_problem.data IS NULL THEN
@@ -442,6 +475,8 @@ COMMENT ON FUNCTION conveyor.job_problem(text, jsonb, text, integer, timestamptz
   'enqueue_many so both report the same error for the same mistake; both call it only '
   'to explain a job their own checks rejected, so a valid job never pays for it.';
 
+-- The defaults repeat conveyor.jobs' column defaults, so that the signature
+-- documents them (tests/pgtap/jobs_table.sql proves they agree).
 CREATE FUNCTION conveyor.enqueue(
   job_class text,
   args jsonb DEFAULT '[]',
@@ -464,10 +499,10 @@ BEGIN
   -- Fast path: all of job_problem's rules in one expression, false or NULL (a
   -- NULL field) when any is broken. A valid job costs no second PL/pgSQL
   -- call; job_problem runs only to name the first broken rule.
-  IF (enqueue.job_class <> '' AND char_length(enqueue.job_class) <= 500
+  IF (enqueue.job_class <> '' AND char_length(enqueue.job_class) <= conveyor.job_limit('job_class')
       AND jsonb_typeof(enqueue.args) = 'array'
-      AND enqueue.queue <> '' AND char_length(enqueue.queue) <= 100
-      AND enqueue.priority BETWEEN 0 AND 32767
+      AND enqueue.queue <> '' AND char_length(enqueue.queue) <= conveyor.job_limit('queue')
+      AND enqueue.priority BETWEEN 0 AND conveyor.job_limit('priority')
       AND enqueue.run_at IS NOT NULL
       AND jsonb_typeof(enqueue.data) = 'object'
       AND enqueue.maximum_retry_count >= 0) IS NOT TRUE THEN
@@ -522,9 +557,11 @@ AS $$
 DECLARE
   v_key text;
   v_type text;
-  v_priority integer := 100;
+  -- Placeholders for absent keys, valid for job_problem: an absent key is
+  -- never at fault (it takes its default), so any valid value will do.
+  v_priority integer := 0;
   v_run_at timestamptz := '-infinity';
-  v_maximum_retry_count integer := 15;
+  v_maximum_retry_count integer := 0;
 BEGIN
   IF jsonb_typeof(job) IS DISTINCT FROM 'object' THEN
     error_code := '22023'; error_message := format('must be a JSON object, not %s', coalesce(jsonb_typeof(job), 'NULL'));
@@ -550,8 +587,8 @@ BEGIN
   BEGIN
     IF job ? 'priority' THEN
       v_key := 'priority';
-      IF (job ->> 'priority')::numeric NOT BETWEEN 0 AND 32767 THEN
-        error_code := '22003'; error_message := format('priority must be between 0 and 32767, not %s', job ->> 'priority');
+      IF (job ->> 'priority')::numeric NOT BETWEEN 0 AND conveyor.job_limit('priority') THEN
+        error_code := '22003'; error_message := format('priority must be between 0 and %s, not %s', conveyor.job_limit('priority'), job ->> 'priority');
         RETURN;
       END IF;
       v_priority := (job ->> 'priority')::integer;
@@ -602,7 +639,8 @@ BEGIN
   END IF;
 
   BEGIN
-    -- One pass: a key that is absent takes enqueue's default; a key of the
+    -- One pass: a key that is absent takes enqueue's default (the column
+    -- defaults, repeated here; tests/pgtap/jobs_table.sql proves they agree); a key of the
     -- wrong JSON type or with an unknown name yields NULL or an error here,
     -- so the insert fails and the handler below names the element.
     RETURN QUERY
@@ -820,7 +858,7 @@ BEGIN
   ELSIF lock_jobs.max_jobs = 0 OR lock_jobs.max_priority < 0 THEN
     RETURN;
   END IF;
-  v_ceiling := least(coalesce(lock_jobs.max_priority, 32767), 32767);
+  v_ceiling := least(coalesce(lock_jobs.max_priority, conveyor.job_limit('priority')), conveyor.job_limit('priority'));
   IF lock_jobs.held IS NULL THEN
     v_held := conveyor.held_job_ids();
   ELSE
@@ -1290,8 +1328,8 @@ BEGIN
   RETURN QUERY
   UPDATE conveyor.jobs AS j
      SET error_count = j.error_count + 1,
-         last_error_message = left(retry_job.error_message, 1000),
-         last_error_backtrace = left(retry_job.error_backtrace, 10000),
+         last_error_message = left(retry_job.error_message, conveyor.job_limit('last_error_message')),
+         last_error_backtrace = left(retry_job.error_backtrace, conveyor.job_limit('last_error_backtrace')),
          run_at = CASE WHEN j.error_count + 1 > j.maximum_retry_count THEN j.run_at
                        ELSE now() + make_interval(secs => coalesce(retry_job.delay, (j.error_count + 1)::double precision ^ 4 + 3))
                   END,

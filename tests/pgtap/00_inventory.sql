@@ -128,7 +128,8 @@ SELECT functions_are('conveyor', ARRAY[
   -- internal helpers and the trigger function
   'held_job_ids', 'working_job_ids', 'release_job_locks', 'job_problem', 'job_json_problem',
   'recheck_locked_jobs', 'locked_in_transaction', 'tg_jobs__notify', 'resolve_jobs',
-  'require_read_committed', 'job_lock_key1', 'job_lock_key2', 'job_lock_id', 'sorted_array_contains'],
+  'require_read_committed', 'job_lock_key1', 'job_lock_key2', 'job_lock_id', 'sorted_array_contains',
+  'job_limit'],
   'conveyor has exactly the public and internal functions of deploy/');
 
 SELECT results_eq(
@@ -148,6 +149,7 @@ SELECT results_eq(
     ('finish_jobs', 'ids bigint[], held bigint[]', 'SETOF bigint', 'v'),
     ('held_job_ids', '', 'bigint[]', 's'),
     ('job_json_problem', 'job jsonb, OUT error_code text, OUT error_message text', 'record', 's'),
+    ('job_limit', 'name text', 'integer', 'i'),
     ('job_lock_id', 'classid oid, objid oid', 'bigint', 'i'),
     ('job_lock_key1', 'id bigint', 'integer', 'i'),
     ('job_lock_key2', 'id bigint', 'integer', 'i'),
@@ -219,8 +221,8 @@ SELECT is(
   ARRAY(SELECT p.proname::text COLLATE "default" FROM pg_catalog.pg_proc AS p
          WHERE p.pronamespace = 'conveyor'::regnamespace AND p.proconfig IS NULL
          ORDER BY 1),
-  ARRAY['job_lock_id', 'job_lock_key1', 'job_lock_key2', 'sorted_array_contains'],
-  'only the inlinable helpers job_lock_id, job_lock_key1, job_lock_key2 and sorted_array_contains go without SET clauses');
+  ARRAY['job_limit', 'job_lock_id', 'job_lock_key1', 'job_lock_key2', 'sorted_array_contains'],
+  'only the inlinable helpers job_limit, job_lock_id, job_lock_key1, job_lock_key2 and sorted_array_contains go without SET clauses');
 
 SELECT is(
   ARRAY(SELECT p.proname::text COLLATE "default" FROM pg_catalog.pg_proc AS p
@@ -313,7 +315,7 @@ SELECT is(
            AND pg_catalog.has_function_privilege('conveyor_worker', p.oid, 'EXECUTE')
          ORDER BY 1),
   ARRAY['destroy_job', 'destroy_jobs', 'enqueue', 'enqueue_many', 'expire_job', 'expire_jobs',
-        'finish_job', 'finish_jobs', 'held_job_ids', 'job_lock_id', 'job_lock_key1', 'job_lock_key2',
+        'finish_job', 'finish_jobs', 'held_job_ids', 'job_limit', 'job_lock_id', 'job_lock_key1', 'job_lock_key2',
         'job_stats', 'lock_jobs', 'lock_jobs_by_id',
         'locked_in_transaction', 'prune_lockers', 'queue_stats', 'recheck_locked_jobs', 'register_locker',
         'release_job_locks', 'require_read_committed', 'resolve_jobs', 'retry_job', 'schema_version',

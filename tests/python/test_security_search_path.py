@@ -315,6 +315,7 @@ def test_the_traps_hijack_an_unpinned_copy(conn: psycopg.Connection[Any]) -> Non
 # they have none. Their bodies are SQL-standard (RETURN ...), bound when they
 # were created, so the caller's search_path cannot reach them.
 INLINED = {
+    "conveyor.job_limit(text)",
     "conveyor.job_lock_id(oid,oid)",
     "conveyor.job_lock_key1(bigint)",
     "conveyor.job_lock_key2(bigint)",
