@@ -18,8 +18,8 @@ BEGIN
     error_code := '22004'; error_message := 'job_class must not be NULL';
   ELSIF job_problem.job_class = '' THEN
     error_code := '22023'; error_message := 'job_class must not be empty';
-  ELSIF char_length(job_problem.job_class) > 500 THEN
-    error_code := '22001'; error_message := format('job_class must be at most 500 characters, not %s', char_length(job_problem.job_class));
+  ELSIF char_length(job_problem.job_class) > conveyor.job_limit('job_class') THEN
+    error_code := '22001'; error_message := format('job_class must be at most %s characters, not %s', conveyor.job_limit('job_class'), char_length(job_problem.job_class));
   ELSIF job_problem.args IS NULL THEN
     error_code := '22004'; error_message := 'args must not be NULL';
   ELSIF jsonb_typeof(job_problem.args) <> 'array' THEN
@@ -28,12 +28,12 @@ BEGIN
     error_code := '22004'; error_message := 'queue must not be NULL';
   ELSIF job_problem.queue = '' THEN
     error_code := '22023'; error_message := 'queue must not be empty';
-  ELSIF char_length(job_problem.queue) > 100 THEN
-    error_code := '22001'; error_message := format('queue must be at most 100 characters, not %s', char_length(job_problem.queue));
+  ELSIF char_length(job_problem.queue) > conveyor.job_limit('queue') THEN
+    error_code := '22001'; error_message := format('queue must be at most %s characters, not %s', conveyor.job_limit('queue'), char_length(job_problem.queue));
   ELSIF job_problem.priority IS NULL THEN
     error_code := '22004'; error_message := 'priority must not be NULL';
-  ELSIF job_problem.priority NOT BETWEEN 0 AND 32767 THEN
-    error_code := '22003'; error_message := format('priority must be between 0 and 32767, not %s', job_problem.priority);
+  ELSIF job_problem.priority NOT BETWEEN 0 AND conveyor.job_limit('priority') THEN
+    error_code := '22003'; error_message := format('priority must be between 0 and %s, not %s', conveyor.job_limit('priority'), job_problem.priority);
   ELSIF job_problem.run_at IS NULL THEN
     error_code := '22004'; error_message := 'run_at must not be NULL';
   ELSIF job_problem.data IS NULL THEN
@@ -54,6 +54,8 @@ COMMENT ON FUNCTION conveyor.job_problem(text, jsonb, text, integer, timestamptz
   'enqueue_many so both report the same error for the same mistake; both call it only '
   'to explain a job their own checks rejected, so a valid job never pays for it.';
 
+-- The defaults repeat conveyor.jobs' column defaults, so that the signature
+-- documents them (tests/pgtap/jobs_table.sql proves they agree).
 CREATE FUNCTION conveyor.enqueue(
   job_class text,
   args jsonb DEFAULT '[]',
@@ -76,10 +78,10 @@ BEGIN
   -- Fast path: all of job_problem's rules in one expression, false or NULL (a
   -- NULL field) when any is broken. A valid job costs no second PL/pgSQL
   -- call; job_problem runs only to name the first broken rule.
-  IF (enqueue.job_class <> '' AND char_length(enqueue.job_class) <= 500
+  IF (enqueue.job_class <> '' AND char_length(enqueue.job_class) <= conveyor.job_limit('job_class')
       AND jsonb_typeof(enqueue.args) = 'array'
-      AND enqueue.queue <> '' AND char_length(enqueue.queue) <= 100
-      AND enqueue.priority BETWEEN 0 AND 32767
+      AND enqueue.queue <> '' AND char_length(enqueue.queue) <= conveyor.job_limit('queue')
+      AND enqueue.priority BETWEEN 0 AND conveyor.job_limit('priority')
       AND enqueue.run_at IS NOT NULL
       AND jsonb_typeof(enqueue.data) = 'object'
       AND enqueue.maximum_retry_count >= 0) IS NOT TRUE THEN

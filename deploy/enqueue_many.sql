@@ -11,9 +11,11 @@ AS $$
 DECLARE
   v_key text;
   v_type text;
-  v_priority integer := 100;
+  -- Placeholders for absent keys, valid for job_problem: an absent key is
+  -- never at fault (it takes its default), so any valid value will do.
+  v_priority integer := 0;
   v_run_at timestamptz := '-infinity';
-  v_maximum_retry_count integer := 15;
+  v_maximum_retry_count integer := 0;
 BEGIN
   IF jsonb_typeof(job) IS DISTINCT FROM 'object' THEN
     error_code := '22023'; error_message := format('must be a JSON object, not %s', coalesce(jsonb_typeof(job), 'NULL'));
@@ -39,8 +41,8 @@ BEGIN
   BEGIN
     IF job ? 'priority' THEN
       v_key := 'priority';
-      IF (job ->> 'priority')::numeric NOT BETWEEN 0 AND 32767 THEN
-        error_code := '22003'; error_message := format('priority must be between 0 and 32767, not %s', job ->> 'priority');
+      IF (job ->> 'priority')::numeric NOT BETWEEN 0 AND conveyor.job_limit('priority') THEN
+        error_code := '22003'; error_message := format('priority must be between 0 and %s, not %s', conveyor.job_limit('priority'), job ->> 'priority');
         RETURN;
       END IF;
       v_priority := (job ->> 'priority')::integer;
@@ -91,7 +93,8 @@ BEGIN
   END IF;
 
   BEGIN
-    -- One pass: a key that is absent takes enqueue's default; a key of the
+    -- One pass: a key that is absent takes enqueue's default (the column
+    -- defaults, repeated here; tests/pgtap/jobs_table.sql proves they agree); a key of the
     -- wrong JSON type or with an unknown name yields NULL or an error here,
     -- so the insert fails and the handler below names the element.
     RETURN QUERY

@@ -1,36 +1,16 @@
 -- Deploy conveyor:expire_job to pg
--- requires: job_locks
+-- requires: resolve_jobs
 
 BEGIN;
 
 CREATE FUNCTION conveyor.expire_jobs(ids bigint[], held bigint[] DEFAULT NULL)
 RETURNS SETOF bigint
-LANGUAGE plpgsql
+LANGUAGE plpgsql  -- not SQL: see held_job_ids
 VOLATILE
 SET search_path = pg_catalog, pg_temp
--- Plans once per session that never scan the jobs table: see deploy/lock_jobs.sql.
-SET enable_seqscan = off
-SET plan_cache_mode = force_generic_plan
 AS $$
-DECLARE
-  v_done bigint[];
 BEGIN
-  -- A job already finished or expired is left alone, so a late or repeated
-  -- resolution never changes a job twice.
-  WITH done AS (
-    UPDATE conveyor.jobs AS j SET expired_at = now()
-     -- coalesce(): written so, the test does not imply jobs_ready_idx's predicate,
-     -- and no plan can walk that index (the whole backlog) instead of probing ids.
-     WHERE j.id = ANY (expire_jobs.ids) AND coalesce(j.finished_at, j.expired_at) IS NULL
-    RETURNING j.id
-  )
-  SELECT coalesce(array_agg(done.id), '{}') INTO v_done FROM done;
-
-  -- Release the caller's locks last: release_job_locks keeps each job locked
-  -- until this transaction commits, so the change above is visible before any
-  -- other session can lock the job.
-  PERFORM conveyor.release_job_locks(expire_jobs.ids, expire_jobs.held);
-  RETURN QUERY SELECT unnest(v_done);
+  RETURN QUERY SELECT r.id FROM conveyor.resolve_jobs('expire', expire_jobs.ids, expire_jobs.held) AS r(id);
 END
 $$;
 
@@ -50,7 +30,7 @@ VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-  RETURN EXISTS (SELECT FROM conveyor.expire_jobs(ARRAY[expire_job.id]));
+  RETURN EXISTS (SELECT FROM conveyor.resolve_jobs('expire', ARRAY[expire_job.id]));
 END
 $$;
 

@@ -7,6 +7,66 @@ BEGIN;
 -- the single-bigint locks most applications (and Que) take:
 --   key1 = 1129270870 (0x434F4E56, 'CONV') # (id >> 32),  key2 = low 32 bits of id.
 -- In pg_locks that is classid = key1, objid = key2 (as unsigned), objsubid = 2.
+-- job_lock_key1/job_lock_key2 encode it and job_lock_id decodes it: the only
+-- place the constant is written. They are SQL functions with a body bound at
+-- creation (RETURN ...), IMMUTABLE and without SET clauses, so the planner
+-- inlines them into the calling query: they cost what the arithmetic written
+-- out costs. A SET search_path would forbid that inlining; it is not needed,
+-- as the body's operators were resolved when the function was created.
+
+CREATE FUNCTION conveyor.job_lock_key1(id bigint)
+RETURNS integer
+LANGUAGE sql
+IMMUTABLE
+PARALLEL SAFE
+RETURN (job_lock_key1.id >> 32)::integer # 1129270870;
+
+COMMENT ON FUNCTION conveyor.job_lock_key1(bigint) IS
+  'Internal. The first key of a job''s advisory lock: 1129270870 (''CONV'') XOR the id''s high '
+  '32 bits. Inlined by the planner. Locks nothing.';
+
+CREATE FUNCTION conveyor.job_lock_key2(id bigint)
+RETURNS integer
+LANGUAGE sql
+IMMUTABLE
+PARALLEL SAFE
+RETURN job_lock_key2.id::bit(32)::integer;
+
+COMMENT ON FUNCTION conveyor.job_lock_key2(bigint) IS
+  'Internal. The second key of a job''s advisory lock: the id''s low 32 bits (as a signed '
+  'integer). Inlined by the planner. Locks nothing.';
+
+CREATE FUNCTION conveyor.job_lock_id(classid oid, objid oid)
+RETURNS bigint
+LANGUAGE sql
+IMMUTABLE
+PARALLEL SAFE
+-- A first key whose decoded high bits reach 2^24 is not a job's (ids stay
+-- below 2^56): some other two-key advisory lock.
+RETURN CASE WHEN (job_lock_id.classid::bigint # 1129270870) < 16777216
+            THEN ((job_lock_id.classid::bigint # 1129270870) << 32) | job_lock_id.objid::bigint
+       END;
+
+COMMENT ON FUNCTION conveyor.job_lock_id(oid, oid) IS
+  'Internal. The job id of a two-key advisory lock as pg_locks shows it (classid, objid), or '
+  'NULL when the lock is not a job''s. The inverse of job_lock_key1/job_lock_key2. Inlined by '
+  'the planner. Locks nothing.';
+
+CREATE FUNCTION conveyor.sorted_array_contains(sorted bigint[], x bigint)
+RETURNS boolean
+LANGUAGE sql
+IMMUTABLE
+PARALLEL SAFE
+-- A binary search: width_bucket(x, sorted) is the position of the last
+-- element <= x (0 when there is none), so x is in the array exactly when that
+-- element equals x. Needs sorted ascending, without NULLs.
+RETURN coalesce(sorted_array_contains.sorted[width_bucket(sorted_array_contains.x, sorted_array_contains.sorted)]
+                = sorted_array_contains.x, false);
+
+COMMENT ON FUNCTION conveyor.sorted_array_contains(bigint[], bigint) IS
+  'Internal. Whether x is an element of sorted, an array sorted ascending without NULLs, by '
+  'binary search (width_bucket) rather than a scan: false for NULL x. Inlined by the planner. '
+  'Used by lock_jobs and release_job_locks to test ids against the jobs a session holds.';
 
 -- PL/pgSQL, not SQL: a SQL function that cannot be inlined (it has SET
 -- clauses) is planned again on every call, which costs several hundred
@@ -19,7 +79,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
   RETURN (
-    SELECT coalesce(array_agg(((l.classid::bigint # 1129270870) << 32) | l.objid::bigint), '{}')
+    SELECT coalesce(array_agg(conveyor.job_lock_id(l.classid, l.objid)), '{}')
       FROM pg_catalog.pg_locks AS l
      WHERE l.locktype = 'advisory'
        AND l.objsubid = 2
@@ -27,7 +87,7 @@ BEGIN
        AND l.granted
        AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d
                           WHERE d.datname = pg_catalog.current_database())
-       AND (l.classid::bigint # 1129270870) < 16777216);  -- ids below 2^56
+       AND conveyor.job_lock_id(l.classid, l.objid) IS NOT NULL);
 END
 $$;
 
@@ -43,14 +103,14 @@ LANGUAGE sql
 STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-  SELECT ((l.classid::bigint # 1129270870) << 32) | l.objid::bigint
+  SELECT conveyor.job_lock_id(l.classid, l.objid)
     FROM pg_catalog.pg_locks AS l
    WHERE l.locktype = 'advisory'
      AND l.objsubid = 2
      AND l.granted
      AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d
                         WHERE d.datname = pg_catalog.current_database())
-     AND (l.classid::bigint # 1129270870) < 16777216;  -- ids below 2^56
+     AND conveyor.job_lock_id(l.classid, l.objid) IS NOT NULL;
 $$;
 
 COMMENT ON FUNCTION conveyor.working_job_ids() IS
@@ -65,9 +125,9 @@ SET search_path = pg_catalog, pg_temp
 SET client_min_messages = error
 AS $$
 DECLARE
-  -- Sorted, for a binary search (width_bucket) per id instead of a scan of
-  -- the whole list: ids times held comparisons cost half a millisecond for a
-  -- 341-job batch.
+  -- Sorted, for a binary search (sorted_array_contains) per id instead of a
+  -- scan of the whole list: ids times held comparisons cost half a
+  -- millisecond for a 341-job batch.
   v_held bigint[] := ARRAY(SELECT h FROM unnest(coalesce(release_job_locks.held, conveyor.held_job_ids())) AS h
                             WHERE h IS NOT NULL ORDER BY 1);
 BEGIN
@@ -80,12 +140,12 @@ BEGIN
   SELECT mine.id
     FROM (SELECT i.id
             FROM (SELECT DISTINCT unnest(release_job_locks.ids) AS id) AS i
-           WHERE CASE WHEN v_held[width_bucket(i.id, v_held)] = i.id
-                      THEN pg_catalog.pg_try_advisory_xact_lock(((i.id >> 32)::integer # 1129270870), i.id::bit(32)::integer)
+           WHERE CASE WHEN conveyor.sorted_array_contains(v_held, i.id)
+                      THEN pg_catalog.pg_try_advisory_xact_lock(conveyor.job_lock_key1(i.id), conveyor.job_lock_key2(i.id))
                       ELSE false
                  END
           OFFSET 0) AS mine
-   WHERE pg_catalog.pg_advisory_unlock(((mine.id >> 32)::integer # 1129270870), mine.id::bit(32)::integer);
+   WHERE pg_catalog.pg_advisory_unlock(conveyor.job_lock_key1(mine.id), conveyor.job_lock_key2(mine.id));
 END
 $$;
 
@@ -97,9 +157,17 @@ COMMENT ON FUNCTION conveyor.release_job_locks(bigint[], bigint[]) IS
   'lists the jobs the caller knows its session holds and saves the pg_locks read (see '
   'held_job_ids); only ids in both lists are released.';
 
+REVOKE ALL ON FUNCTION conveyor.job_lock_key1(bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION conveyor.job_lock_key2(bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION conveyor.job_lock_id(oid, oid) FROM PUBLIC;
+REVOKE ALL ON FUNCTION conveyor.sorted_array_contains(bigint[], bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION conveyor.held_job_ids() FROM PUBLIC;
 REVOKE ALL ON FUNCTION conveyor.working_job_ids() FROM PUBLIC;
 REVOKE ALL ON FUNCTION conveyor.release_job_locks(bigint[], bigint[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION conveyor.job_lock_key1(bigint) TO conveyor_worker;
+GRANT EXECUTE ON FUNCTION conveyor.job_lock_key2(bigint) TO conveyor_worker;
+GRANT EXECUTE ON FUNCTION conveyor.job_lock_id(oid, oid) TO conveyor_worker;
+GRANT EXECUTE ON FUNCTION conveyor.sorted_array_contains(bigint[], bigint) TO conveyor_worker;
 GRANT EXECUTE ON FUNCTION conveyor.held_job_ids() TO conveyor_worker;
 GRANT EXECUTE ON FUNCTION conveyor.working_job_ids() TO conveyor_worker;
 GRANT EXECUTE ON FUNCTION conveyor.release_job_locks(bigint[], bigint[]) TO conveyor_worker;

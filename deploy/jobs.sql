@@ -4,6 +4,39 @@
 
 BEGIN;
 
+-- The home of the job limits. enqueue, enqueue_many, retry_job and lock_jobs
+-- read them from here; the planner inlines the call and folds it to the
+-- number when it plans the calling statement (once per session in PL/pgSQL),
+-- so it costs nothing per call. An unknown name fails when the caller is
+-- planned: the ELSE branch casts a message to integer.
+CREATE FUNCTION conveyor.job_limit(name text)
+RETURNS integer
+LANGUAGE sql
+IMMUTABLE
+PARALLEL SAFE
+RETURN CASE job_limit.name
+         WHEN 'job_class' THEN 500               -- characters
+         WHEN 'queue' THEN 100                   -- characters
+         WHEN 'priority' THEN 32767              -- highest priority number (smallint)
+         WHEN 'last_error_message' THEN 1000     -- characters kept
+         WHEN 'last_error_backtrace' THEN 10000  -- characters kept
+         ELSE ('conveyor.job_limit: no limit named ' || job_limit.name)::integer
+       END;
+
+COMMENT ON FUNCTION conveyor.job_limit(text) IS
+  'Internal. The job limits, by name: job_class 500 and queue 100 characters, priority 32767 '
+  'at most, last_error_message 1,000 and last_error_backtrace 10,000 characters kept. The one '
+  'home of these numbers for the functions (inlined and folded by the planner); the table''s '
+  'check constraints repeat them as literals, as a function call there would cost every insert '
+  'tens of microseconds, and tests/pgtap/jobs_table.sql proves the two agree. Errors: 22P02 an '
+  'unknown name.';
+
+REVOKE ALL ON FUNCTION conveyor.job_limit(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION conveyor.job_limit(text) TO conveyor_worker;
+
+-- Column defaults: the home of the job defaults (queue 'default', priority
+-- 100, maximum_retry_count 15). enqueue's signature and enqueue_many repeat
+-- them; tests/pgtap/jobs_table.sql proves all three agree.
 CREATE TABLE conveyor.jobs (
   id                   bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
   priority             smallint    NOT NULL DEFAULT 100,

@@ -37,7 +37,7 @@ BEGIN
      LIMIT recheck_locked_jobs.keep);
 
   IF cardinality(v_ready) < cardinality(recheck_locked_jobs.ids) THEN
-    PERFORM pg_catalog.pg_advisory_unlock(((i >> 32)::integer # 1129270870), i::bit(32)::integer)
+    PERFORM pg_catalog.pg_advisory_unlock(conveyor.job_lock_key1(i), conveyor.job_lock_key2(i))
        FROM unnest(recheck_locked_jobs.ids) AS i
       WHERE i <> ALL (v_ready);
   END IF;
@@ -50,6 +50,29 @@ COMMENT ON FUNCTION conveyor.recheck_locked_jobs(bigint[], integer) IS
   'Internal. Given jobs the caller has just locked, returns the ids of those still ready, '
   're-read with a fresh snapshot, most urgent first and at most keep of them (all when NULL), '
   'and releases the locks of the others. Used by lock_jobs and lock_jobs_by_id.';
+
+CREATE FUNCTION conveyor.require_read_committed(caller text)
+RETURNS void
+LANGUAGE plpgsql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  IF current_setting('transaction_isolation') <> 'read committed' THEN
+    -- The recheck after locking needs a snapshot newer than the one the
+    -- candidates were read with; above READ COMMITTED a transaction keeps its
+    -- first snapshot, and a job resolved meanwhile would be handed out again.
+    RAISE EXCEPTION 'conveyor.%: needs READ COMMITTED isolation, not %', require_read_committed.caller, current_setting('transaction_isolation')
+      USING ERRCODE = '25000',
+            HINT = 'Run the locker''s connection at the default isolation level (check default_transaction_isolation).';
+  END IF;
+END
+$$;
+
+COMMENT ON FUNCTION conveyor.require_read_committed(text) IS
+  'Internal. Raises 25000, naming the caller, unless the transaction runs at READ COMMITTED '
+  'isolation: lock_jobs and lock_jobs_by_id recheck the rows they locked with a fresh snapshot, '
+  'which a stricter level never takes. Locks nothing.';
 
 -- A caller that passes held sends it before it reads what its earlier calls
 -- in the same transaction locked (the locker pipelines a poll behind a lock of
@@ -93,6 +116,12 @@ SET enable_seqscan = off
 SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
+  -- At most this many walks per call. A walk after the first happens only
+  -- when the recheck dropped jobs that other sessions resolved between the
+  -- walk's snapshot and its lock tries; ten such races in a row mean the queue
+  -- is being drained as fast as it is read, and handing out what is kept (the
+  -- caller polls again) beats spinning on it.
+  c_max_rounds CONSTANT integer := 10;
   v_held bigint[];
   v_ceiling smallint;
   v_queue text;
@@ -106,14 +135,15 @@ DECLARE
   v_new bigint[];
   v_kept bigint[] := '{}';
 BEGIN
-  IF current_setting('transaction_isolation') <> 'read committed' THEN
-    -- The recheck after locking needs a snapshot newer than the one the
-    -- candidates were read with; above READ COMMITTED a transaction keeps its
-    -- first snapshot, and a job resolved meanwhile would be handed out again.
-    RAISE EXCEPTION 'conveyor.%: needs READ COMMITTED isolation, not %', 'lock_jobs', current_setting('transaction_isolation')
-      USING ERRCODE = '25000',
-            HINT = 'Run the locker''s connection at the default isolation level (check default_transaction_isolation).';
-  END IF;
+  -- Outline:
+  --   1. rounds: up to c_max_rounds walks, each with a new snapshot;
+  --   2. queues: each round walks every queue asked for;
+  --   3. walk: along jobs_ready_idx in (priority, run_at, id) order, trying
+  --      each row's lock, jumping to the next priority at a future job;
+  --   4. recheck: re-read what was locked, keep the most urgent still-ready
+  --      ones, release the rest; walk again only if a race dropped some;
+  --   5. return the kept rows, read once.
+  PERFORM conveyor.require_read_committed('lock_jobs');
   IF lock_jobs.queues IS NULL OR lock_jobs.max_jobs IS NULL THEN
     RAISE EXCEPTION 'conveyor.lock_jobs: queues and max_jobs must not be NULL' USING ERRCODE = '22004';
   ELSIF cardinality(lock_jobs.queues) = 0 THEN
@@ -123,14 +153,14 @@ BEGIN
   ELSIF lock_jobs.max_jobs = 0 OR lock_jobs.max_priority < 0 THEN
     RETURN;
   END IF;
-  v_ceiling := least(coalesce(lock_jobs.max_priority, 32767), 32767);
+  v_ceiling := least(coalesce(lock_jobs.max_priority, conveyor.job_limit('priority')), conveyor.job_limit('priority'));
   IF lock_jobs.held IS NULL THEN
     v_held := conveyor.held_job_ids();
   ELSE
     v_held := lock_jobs.held || conveyor.locked_in_transaction();
   END IF;
   -- Sorted, so that the walk tests a row against it by binary search
-  -- (width_bucket) instead of a scan of the whole list: under a backlog the
+  -- (sorted_array_contains) instead of a scan of the whole list: under a backlog the
   -- walk steps over every held job, and held times walked rows made a
   -- 500-job cycle cost a millisecond more.
   v_held := ARRAY(SELECT h FROM unnest(v_held) AS h WHERE h IS NOT NULL ORDER BY 1);
@@ -139,7 +169,7 @@ BEGIN
   -- try is locked, then dropped by the recheck; a short answer would look
   -- like an empty queue to the caller. So walk again, with a new snapshot,
   -- until max_jobs are locked or a walk finds nothing it has to drop.
-  FOR v_round IN 1..10 LOOP
+  FOR v_round IN 1..c_max_rounds LOOP
     v_locked := '{}';
     v_wanted := lock_jobs.max_jobs - cardinality(v_kept);
 
@@ -165,7 +195,7 @@ BEGIN
            WHERE j.queue = v_queue
              AND j.finished_at IS NULL AND j.expired_at IS NULL
              AND j.priority > v_after AND j.priority <= v_ceiling
-             AND coalesce(v_held[width_bucket(j.id, v_held)], 0) <> j.id  -- not held
+             AND NOT conveyor.sorted_array_contains(v_held, j.id)
            ORDER BY j.priority, j.run_at, j.id
         LOOP
           IF v_job.run_at > now() THEN
@@ -173,7 +203,7 @@ BEGIN
             v_jumped := true;
             EXIT;
           END IF;
-          IF pg_catalog.pg_try_advisory_lock(((v_job.id >> 32)::integer # 1129270870), v_job.id::bit(32)::integer) THEN
+          IF pg_catalog.pg_try_advisory_lock(conveyor.job_lock_key1(v_job.id), conveyor.job_lock_key2(v_job.id)) THEN
             v_locked := v_locked || v_job.id;
             v_count := v_count + 1;
             EXIT walk WHEN v_count >= v_wanted;
@@ -240,12 +270,7 @@ DECLARE
   v_locked bigint[];
   v_kept bigint[];
 BEGIN
-  IF current_setting('transaction_isolation') <> 'read committed' THEN
-    -- See lock_jobs.
-    RAISE EXCEPTION 'conveyor.%: needs READ COMMITTED isolation, not %', 'lock_jobs_by_id', current_setting('transaction_isolation')
-      USING ERRCODE = '25000',
-            HINT = 'Run the locker''s connection at the default isolation level (check default_transaction_isolation).';
-  END IF;
+  PERFORM conveyor.require_read_committed('lock_jobs_by_id');
 
   IF lock_jobs_by_id.held IS NULL THEN
     v_held := conveyor.held_job_ids();
@@ -265,7 +290,7 @@ BEGIN
        AND j.queue = ANY (lock_jobs_by_id.queues)
        AND CASE WHEN j.finished_at IS NULL AND j.expired_at IS NULL AND j.run_at <= now()
                      AND NOT j.id = ANY (v_held)
-                THEN pg_catalog.pg_try_advisory_lock(((j.id >> 32)::integer # 1129270870), j.id::bit(32)::integer)
+                THEN pg_catalog.pg_try_advisory_lock(conveyor.job_lock_key1(j.id), conveyor.job_lock_key2(j.id))
                 ELSE false
            END);
 
@@ -288,10 +313,12 @@ COMMENT ON FUNCTION conveyor.lock_jobs_by_id(bigint[], text[], bigint[]) IS
   'job may already be gone, taken or resolved, and is then simply not returned. Needs READ '
   'COMMITTED isolation, as lock_jobs does (25000 otherwise). held: as for lock_jobs.';
 
+REVOKE ALL ON FUNCTION conveyor.require_read_committed(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION conveyor.recheck_locked_jobs(bigint[], integer) FROM PUBLIC;
 REVOKE ALL ON FUNCTION conveyor.locked_in_transaction(bigint[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION conveyor.lock_jobs(text[], integer, integer, bigint[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION conveyor.lock_jobs_by_id(bigint[], text[], bigint[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION conveyor.require_read_committed(text) TO conveyor_worker;
 GRANT EXECUTE ON FUNCTION conveyor.recheck_locked_jobs(bigint[], integer) TO conveyor_worker;
 GRANT EXECUTE ON FUNCTION conveyor.locked_in_transaction(bigint[]) TO conveyor_worker;
 GRANT EXECUTE ON FUNCTION conveyor.lock_jobs(text[], integer, integer, bigint[]) TO conveyor_worker;

@@ -29,8 +29,8 @@ BEGIN
   RETURN QUERY
   UPDATE conveyor.jobs AS j
      SET error_count = j.error_count + 1,
-         last_error_message = left(retry_job.error_message, 1000),
-         last_error_backtrace = left(retry_job.error_backtrace, 10000),
+         last_error_message = left(retry_job.error_message, conveyor.job_limit('last_error_message')),
+         last_error_backtrace = left(retry_job.error_backtrace, conveyor.job_limit('last_error_backtrace')),
          run_at = CASE WHEN j.error_count + 1 > j.maximum_retry_count THEN j.run_at
                        ELSE now() + make_interval(secs => coalesce(retry_job.delay, (j.error_count + 1)::double precision ^ 4 + 3))
                   END,

@@ -3,5 +3,6 @@
 BEGIN;
 
 DROP TABLE conveyor.jobs;
+DROP FUNCTION conveyor.job_limit(text);
 
 COMMIT;

@@ -17,6 +17,9 @@ BEGIN
     'conveyor_worker cannot delete from conveyor.jobs';
   ASSERT NOT pg_catalog.has_table_privilege('conveyor_enqueuer', 'conveyor.jobs', 'select'),
     'conveyor_enqueuer can read conveyor.jobs';
+  ASSERT conveyor.job_limit('job_class') = 500 AND conveyor.job_limit('queue') = 100
+     AND conveyor.job_limit('priority') = 32767 AND conveyor.job_limit('last_error_message') = 1000
+     AND conveyor.job_limit('last_error_backtrace') = 10000, 'conveyor.job_limit gives the documented limits';
 END
 $$;
 

@@ -1,6 +1,6 @@
 """The locker: one thread, one dedicated database session.
 
-It registers the process in ``conveyor.workers``, LISTENs on its channel,
+It registers the process in ``conveyor.lockers``, LISTENs on its channel,
 locks announced jobs with ``lock_jobs_by_id`` and polls with ``lock_jobs``
 (see :mod:`conveyor.poller`), keeps the buffer between its bounds, and sends
 the resolutions the workers report back -- ``destroy_jobs``, ``finish_jobs``,
@@ -260,7 +260,7 @@ class Locker:
             require_own_session(conn, self._url)
             channel = self._run_one(
                 conn,
-                sql.REGISTER_WORKER,
+                sql.REGISTER_LOCKER,
                 (self._queues, self._priorities, _HOSTNAME, os.getpid(), True),
             )[0][0]
             if not self._durable:
@@ -583,7 +583,7 @@ class Locker:
         self._flush()
         if self._conn is not None:
             try:
-                self._run_one(self._conn, sql.UNREGISTER_WORKER, ())
+                self._run_one(self._conn, sql.UNREGISTER_LOCKER, ())
             except psycopg.Error as error:
                 self._lost(error)
 

@@ -105,10 +105,10 @@ DESTROY_JOB = "SELECT conveyor.destroy_job(%s::bigint)"
 FINISH_JOB = "SELECT conveyor.finish_job(%s::bigint)"
 EXPIRE_JOB = "SELECT conveyor.expire_job(%s::bigint)"
 
-REGISTER_WORKER = (
-    "SELECT conveyor.register_worker(%s::text[], %s::integer[], %s::text, %s::integer, %s::boolean)"
+REGISTER_LOCKER = (
+    "SELECT conveyor.register_locker(%s::text[], %s::integer[], %s::text, %s::integer, %s::boolean)"
 )
-UNREGISTER_WORKER = "SELECT conveyor.unregister_worker()"
+UNREGISTER_LOCKER = "SELECT conveyor.unregister_locker()"
 UNLISTEN_ALL = "UNLISTEN *"
 #: Resets a pooled connection between jobs: DISCARD ALL but for prepared
 #: statements, which psycopg keeps track of (and which stay valid).

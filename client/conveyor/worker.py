@@ -29,7 +29,7 @@ __all__ = ["Worker"]
 
 #: How long after the shutdown deadline ``stop()`` waits for the locker
 #: thread: past the deadline it still sends its last statements (the final
-#: resolutions and unregister_worker), which a slow or hung server can delay.
+#: resolutions and unregister_locker), which a slow or hung server can delay.
 #: The locker is a daemon thread: a process that exits does not wait for it.
 _LOCKER_FINAL_STATEMENTS_TIMEOUT = 30.0
 

@@ -2,12 +2,12 @@
 -- the trigger, the whole function surface (public and internal), comments,
 -- pinned search_path, SECURITY DEFINER, and who may execute or read what.
 BEGIN;
-SELECT plan(46);
+SELECT plan(47);
 
 -- Tables and columns --------------------------------------------------------
 
-SELECT tables_are('conveyor', ARRAY['jobs', 'workers'],
-  'conveyor has exactly the tables jobs and workers');
+SELECT tables_are('conveyor', ARRAY['jobs', 'lockers'],
+  'conveyor has exactly the tables jobs and lockers');
 
 SELECT columns_are('conveyor', 'jobs', ARRAY[
   'id', 'priority', 'run_at', 'job_class', 'queue', 'args', 'data', 'error_count',
@@ -15,10 +15,10 @@ SELECT columns_are('conveyor', 'jobs', ARRAY[
   'expired_at', 'created_at'],
   'conveyor.jobs has exactly the documented columns');
 
-SELECT columns_are('conveyor', 'workers', ARRAY[
+SELECT columns_are('conveyor', 'lockers', ARRAY[
   'pid', 'backend_start', 'postmaster_start', 'hostname', 'process_id', 'queues',
   'worker_priorities', 'max_priority', 'listening', 'started_at'],
-  'conveyor.workers has exactly the documented columns');
+  'conveyor.lockers has exactly the documented columns');
 
 SELECT results_eq(
   $$SELECT a.attname::text COLLATE "default", pg_catalog.format_type(a.atttypid, a.atttypmod), a.attnotnull,
@@ -49,19 +49,19 @@ SELECT is((SELECT attidentity FROM pg_catalog.pg_attribute
             WHERE attrelid = 'conveyor.jobs'::regclass AND attname = 'id'),
           'a'::"char", 'conveyor.jobs.id is GENERATED ALWAYS AS IDENTITY');
 
-SELECT col_is_pk('conveyor', 'workers', 'pid', 'conveyor.workers.pid is the primary key');
+SELECT col_is_pk('conveyor', 'lockers', 'pid', 'conveyor.lockers.pid is the primary key');
 
 SELECT results_eq(
   $$SELECT a.attname::text COLLATE "default", pg_catalog.format_type(a.atttypid, a.atttypmod), a.attnotnull
       FROM pg_catalog.pg_attribute AS a
-     WHERE a.attrelid = 'conveyor.workers'::regclass AND a.attnum > 0 AND NOT a.attisdropped
+     WHERE a.attrelid = 'conveyor.lockers'::regclass AND a.attnum > 0 AND NOT a.attisdropped
      ORDER BY a.attnum$$,
   $$VALUES ('pid', 'integer', true), ('backend_start', 'timestamp with time zone', false),
            ('postmaster_start', 'timestamp with time zone', true), ('hostname', 'text', false),
            ('process_id', 'integer', false), ('queues', 'text[]', true),
            ('worker_priorities', 'integer[]', true), ('max_priority', 'integer', false),
            ('listening', 'boolean', true), ('started_at', 'timestamp with time zone', true)$$,
-  'conveyor.workers columns have the documented types and NOT NULLs');
+  'conveyor.lockers columns have the documented types and NOT NULLs');
 
 -- Constraints, indexes, storage, trigger --------------------------------------
 
@@ -76,9 +76,9 @@ SELECT set_eq(
 
 SELECT set_eq(
   $$SELECT conname::text COLLATE "default" FROM pg_catalog.pg_constraint
-     WHERE conrelid = 'conveyor.workers'::regclass AND contype = 'c'$$,
-  ARRAY['workers_queues_not_empty', 'workers_has_workers'],
-  'conveyor.workers has exactly the named check constraints');
+     WHERE conrelid = 'conveyor.lockers'::regclass AND contype = 'c'$$,
+  ARRAY['lockers_queues_not_empty', 'lockers_has_workers'],
+  'conveyor.lockers has exactly the named check constraints');
 
 SELECT indexes_are('conveyor', 'jobs', ARRAY['jobs_pkey', 'jobs_ready_idx', 'jobs_resolved_idx'],
   'conveyor.jobs has exactly the primary key, jobs_ready_idx and jobs_resolved_idx');
@@ -114,8 +114,8 @@ SELECT results_eq(
   $$VALUES (4, 'new_jobs', 'O')$$,
   '_900_notify is an enabled AFTER INSERT FOR EACH STATEMENT trigger with transition table new_jobs');
 
-SELECT triggers_are('conveyor', 'workers', ARRAY[]::name[],
-  'conveyor.workers has no triggers');
+SELECT triggers_are('conveyor', 'lockers', ARRAY[]::name[],
+  'conveyor.lockers has no triggers');
 
 -- The function surface --------------------------------------------------------
 
@@ -123,11 +123,13 @@ SELECT functions_are('conveyor', ARRAY[
   -- public API
   'enqueue', 'enqueue_many', 'lock_jobs', 'lock_jobs_by_id', 'unlock_jobs',
   'finish_job', 'finish_jobs', 'destroy_job', 'destroy_jobs', 'expire_job', 'expire_jobs',
-  'retry_job', 'job_stats', 'queue_stats', 'register_worker', 'unregister_worker',
-  'prune_workers', 'schema_version',
+  'retry_job', 'job_stats', 'queue_stats', 'register_locker', 'unregister_locker',
+  'prune_lockers', 'schema_version',
   -- internal helpers and the trigger function
   'held_job_ids', 'working_job_ids', 'release_job_locks', 'job_problem', 'job_json_problem',
-  'recheck_locked_jobs', 'locked_in_transaction', 'tg_jobs__notify'],
+  'recheck_locked_jobs', 'locked_in_transaction', 'tg_jobs__notify', 'resolve_jobs',
+  'require_read_committed', 'job_lock_key1', 'job_lock_key2', 'job_lock_id', 'sorted_array_contains',
+  'job_limit'],
   'conveyor has exactly the public and internal functions of deploy/');
 
 SELECT results_eq(
@@ -147,21 +149,28 @@ SELECT results_eq(
     ('finish_jobs', 'ids bigint[], held bigint[]', 'SETOF bigint', 'v'),
     ('held_job_ids', '', 'bigint[]', 's'),
     ('job_json_problem', 'job jsonb, OUT error_code text, OUT error_message text', 'record', 's'),
+    ('job_limit', 'name text', 'integer', 'i'),
+    ('job_lock_id', 'classid oid, objid oid', 'bigint', 'i'),
+    ('job_lock_key1', 'id bigint', 'integer', 'i'),
+    ('job_lock_key2', 'id bigint', 'integer', 'i'),
     ('job_problem', 'job_class text, args jsonb, queue text, priority integer, run_at timestamp with time zone, data jsonb, maximum_retry_count integer, OUT error_code text, OUT error_message text', 'record', 'i'),
     ('job_stats', '', 'TABLE(job_class text, count bigint, count_working bigint, count_errored bigint, highest_error_count integer, oldest_run_at timestamp with time zone)', 's'),
     ('lock_jobs', 'queues text[], max_jobs integer, max_priority integer, held bigint[]', 'SETOF conveyor.jobs', 'v'),
     ('lock_jobs_by_id', 'ids bigint[], queues text[], held bigint[]', 'SETOF conveyor.jobs', 'v'),
     ('locked_in_transaction', 'add bigint[]', 'bigint[]', 'v'),
-    ('prune_workers', '', 'integer', 'v'),
+    ('prune_lockers', '', 'integer', 'v'),
     ('queue_stats', '', 'TABLE(queue text, ready bigint, scheduled bigint, working bigint, errored bigint, expired bigint, finished bigint, oldest_ready_age interval)', 's'),
     ('recheck_locked_jobs', 'ids bigint[], keep integer', 'SETOF bigint', 'v'),
-    ('register_worker', 'queues text[], worker_priorities integer[], hostname text, process_id integer, listening boolean', 'text', 'v'),
+    ('register_locker', 'queues text[], worker_priorities integer[], hostname text, process_id integer, listening boolean', 'text', 'v'),
     ('release_job_locks', 'ids bigint[], held bigint[]', 'SETOF bigint', 'v'),
+    ('require_read_committed', 'caller text', 'void', 's'),
+    ('resolve_jobs', 'action text, ids bigint[], held bigint[]', 'SETOF bigint', 'v'),
     ('retry_job', 'id bigint, error_message text, error_backtrace text, delay double precision', 'SETOF conveyor.jobs', 'v'),
     ('schema_version', '', 'text', 'i'),
+    ('sorted_array_contains', 'sorted bigint[], x bigint', 'boolean', 'i'),
     ('tg_jobs__notify', '', 'trigger', 'v'),
     ('unlock_jobs', 'ids bigint[], held bigint[]', 'SETOF bigint', 'v'),
-    ('unregister_worker', '', 'boolean', 'v'),
+    ('unregister_locker', '', 'boolean', 'v'),
     ('working_job_ids', '', 'SETOF bigint', 's')$$,
   'every conveyor function has the documented signature, result and volatility (one overload each)');
 
@@ -195,13 +204,25 @@ SELECT isnt(
   '',
   'the _900_notify trigger has a non-empty COMMENT');
 
+-- The exception: a SET clause would stop the planner from inlining the tiny
+-- helpers of the hot path. Their bodies are SQL-standard (RETURN ...), so
+-- every name in them was resolved when they were created, and the caller's
+-- search_path cannot change what they call.
 SELECT is(
   ARRAY(SELECT p.oid::regprocedure::text FROM pg_catalog.pg_proc AS p
          WHERE p.pronamespace = 'conveyor'::regnamespace
            AND NOT coalesce(p.proconfig, '{}') @> ARRAY['search_path=pg_catalog, pg_temp']
+           AND NOT (p.prosqlbody IS NOT NULL AND p.provolatile = 'i' AND NOT p.prosecdef)
          ORDER BY 1),
   '{}'::text[],
-  'every conveyor function pins search_path = pg_catalog, pg_temp (offenders listed)');
+  'every conveyor function pins search_path = pg_catalog, pg_temp, or is IMMUTABLE with a SQL-standard body bound at creation (offenders listed)');
+
+SELECT is(
+  ARRAY(SELECT p.proname::text COLLATE "default" FROM pg_catalog.pg_proc AS p
+         WHERE p.pronamespace = 'conveyor'::regnamespace AND p.proconfig IS NULL
+         ORDER BY 1),
+  ARRAY['job_limit', 'job_lock_id', 'job_lock_key1', 'job_lock_key2', 'sorted_array_contains'],
+  'only the inlinable helpers job_limit, job_lock_id, job_lock_key1, job_lock_key2 and sorted_array_contains go without SET clauses');
 
 SELECT is(
   ARRAY(SELECT p.proname::text COLLATE "default" FROM pg_catalog.pg_proc AS p
@@ -274,8 +295,8 @@ SELECT function_privs_are('conveyor', 'enqueue_many', ARRAY['jsonb'],
 SELECT table_privs_are('conveyor', 'jobs', 'conveyor_enqueuer', ARRAY[]::text[],
   'conveyor_enqueuer has no privilege on conveyor.jobs');
 
-SELECT table_privs_are('conveyor', 'workers', 'conveyor_enqueuer', ARRAY[]::text[],
-  'conveyor_enqueuer has no privilege on conveyor.workers');
+SELECT table_privs_are('conveyor', 'lockers', 'conveyor_enqueuer', ARRAY[]::text[],
+  'conveyor_enqueuer has no privilege on conveyor.lockers');
 
 SELECT schema_privs_are('conveyor', 'conveyor_enqueuer', ARRAY['USAGE'],
   'conveyor_enqueuer has USAGE (not CREATE) on schema conveyor');
@@ -294,17 +315,18 @@ SELECT is(
            AND pg_catalog.has_function_privilege('conveyor_worker', p.oid, 'EXECUTE')
          ORDER BY 1),
   ARRAY['destroy_job', 'destroy_jobs', 'enqueue', 'enqueue_many', 'expire_job', 'expire_jobs',
-        'finish_job', 'finish_jobs', 'held_job_ids', 'job_stats', 'lock_jobs', 'lock_jobs_by_id',
-        'locked_in_transaction', 'prune_workers', 'queue_stats', 'recheck_locked_jobs', 'register_worker',
-        'release_job_locks', 'retry_job', 'schema_version', 'unlock_jobs', 'unregister_worker',
-        'working_job_ids'],
+        'finish_job', 'finish_jobs', 'held_job_ids', 'job_limit', 'job_lock_id', 'job_lock_key1', 'job_lock_key2',
+        'job_stats', 'lock_jobs', 'lock_jobs_by_id',
+        'locked_in_transaction', 'prune_lockers', 'queue_stats', 'recheck_locked_jobs', 'register_locker',
+        'release_job_locks', 'require_read_committed', 'resolve_jobs', 'retry_job', 'schema_version',
+        'sorted_array_contains', 'unlock_jobs', 'unregister_locker', 'working_job_ids'],
   'conveyor_worker may execute the worker functions (and enqueue, as an enqueuer), not job_problem, job_json_problem or tg_jobs__notify');
 
 SELECT table_privs_are('conveyor', 'jobs', 'conveyor_worker', ARRAY['SELECT', 'UPDATE', 'DELETE'],
   'conveyor_worker may SELECT, UPDATE, DELETE conveyor.jobs (no INSERT: enqueue inserts)');
 
-SELECT table_privs_are('conveyor', 'workers', 'conveyor_worker', ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE'],
-  'conveyor_worker may SELECT, INSERT, UPDATE, DELETE conveyor.workers');
+SELECT table_privs_are('conveyor', 'lockers', 'conveyor_worker', ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE'],
+  'conveyor_worker may SELECT, INSERT, UPDATE, DELETE conveyor.lockers');
 
 SELECT schema_privs_are('conveyor', 'conveyor_worker', ARRAY['USAGE'],
   'conveyor_worker has USAGE (not CREATE) on schema conveyor');

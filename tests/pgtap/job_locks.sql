@@ -3,7 +3,7 @@
 -- advisory-lock encoding of job ids (key1 = 1129270870 # (id >> 32),
 -- key2 = low 32 bits) used by every locking function.
 BEGIN;
-SELECT plan(27);
+SELECT plan(33);
 
 SELECT has_function('conveyor', 'held_job_ids', ARRAY[]::text[], 'conveyor.held_job_ids() exists');
 SELECT has_function('conveyor', 'working_job_ids', ARRAY[]::text[], 'conveyor.working_job_ids() exists');
@@ -11,6 +11,34 @@ SELECT has_function('conveyor', 'release_job_locks', ARRAY['bigint[]', 'bigint[]
 SELECT has_function('conveyor', 'recheck_locked_jobs', ARRAY['bigint[]', 'integer'], 'conveyor.recheck_locked_jobs(bigint[], integer) exists');
 
 SELECT is(conveyor.held_job_ids(), '{}'::bigint[], 'a new session holds no job');
+
+-- The key helpers: the one place the encoding is written, inlined by the
+-- planner so the hot path pays nothing for calling them.
+CREATE FUNCTION pg_temp.plan_of(query text) RETURNS text LANGUAGE plpgsql AS $f$
+DECLARE v_line text; v_plan text := '';
+BEGIN
+  FOR v_line IN EXECUTE 'EXPLAIN (VERBOSE, COSTS OFF) ' || query LOOP v_plan := v_plan || v_line || E'\n'; END LOOP;
+  RETURN v_plan;
+END
+$f$;
+SELECT is(ARRAY[conveyor.job_lock_key1(42), conveyor.job_lock_key2(42), conveyor.job_lock_key1((1::bigint << 32) | 4294967295), conveyor.job_lock_key2((1::bigint << 32) | 4294967295)],
+  ARRAY[1129270870, 42, 1129270870 # 1, -1],
+  'job_lock_key1 is 1129270870 # the high 32 bits, job_lock_key2 the low 32 bits as a signed integer');
+SELECT is(ARRAY(SELECT conveyor.job_lock_id((conveyor.job_lock_key1(i)::bigint & 4294967295)::oid, (conveyor.job_lock_key2(i)::bigint & 4294967295)::oid)
+                  FROM unnest(ARRAY[1, 42, 2147483648, 4294967295, 4294967296, 72057594037927935]::bigint[]) AS i),
+  ARRAY[1, 42, 2147483648, 4294967295, 4294967296, 72057594037927935]::bigint[],
+  'job_lock_id decodes what job_lock_key1/job_lock_key2 encode, up to 2^56 - 1');
+SELECT is(conveyor.job_lock_id(1129270870 # 16777216, 0), NULL, 'job_lock_id is NULL for a first key that is not a job''s');
+SELECT is(ARRAY[conveyor.sorted_array_contains('{1,5,9}', 1), conveyor.sorted_array_contains('{1,5,9}', 9),
+                conveyor.sorted_array_contains('{1,5,9}', 0), conveyor.sorted_array_contains('{1,5,9}', 6),
+                conveyor.sorted_array_contains('{1,5,9}', 10), conveyor.sorted_array_contains('{}', 1),
+                conveyor.sorted_array_contains('{1,5,9}', NULL)],
+  ARRAY[true, true, false, false, false, false, false],
+  'sorted_array_contains finds the first and last elements, and nothing before, between, after, in an empty array or for NULL');
+SELECT doesnt_match(pg_temp.plan_of($q$SELECT conveyor.job_lock_key1(x), conveyor.job_lock_key2(x), conveyor.sorted_array_contains('{1}', x) FROM (VALUES (1::bigint)) AS v(x)$q$),
+  'conveyor\.', 'job_lock_key1, job_lock_key2 and sorted_array_contains are inlined: the plan calls no conveyor function');
+SELECT doesnt_match(pg_temp.plan_of($q$SELECT conveyor.job_lock_id(l.classid, l.objid) FROM pg_catalog.pg_locks AS l$q$),
+  'job_lock_id', 'job_lock_id is inlined');
 
 -- Key encoding, with locks taken by hand.
 SELECT pg_catalog.pg_advisory_lock(1129270870, 42) IS NULL AS l1,

@@ -16,7 +16,7 @@ SELECT throws_ok($$SELECT conveyor.tg_jobs__notify()$$, '0A000', NULL,
   'the trigger function cannot be called directly');
 
 -- No worker registered (the registry is emptied inside this transaction only).
-DELETE FROM conveyor.workers;
+DELETE FROM conveyor.lockers;
 
 SELECT lives_ok($$SELECT conveyor.enqueue('tap.notify.NoWorker', queue => 'tap_notify')$$,
   'enqueue succeeds with no worker registered');
@@ -27,9 +27,9 @@ SELECT lives_ok($$SELECT conveyor.enqueue_many('[{"job_class": "tap.notify.NoWor
 -- This session as a listening worker, plus registry rows the trigger must not
 -- target: one not listening, one serving other queues, one whose workers only
 -- take urgent jobs.
-SELECT is(conveyor.register_worker('{tap_notify,tap_notify_b}', '{10,NULL}'),
+SELECT is(conveyor.register_locker('{tap_notify,tap_notify_b}', '{10,NULL}'),
   'conveyor_worker_' || pg_catalog.pg_backend_pid(), 'fixture: this session registered as a listening worker');
-INSERT INTO conveyor.workers (pid, queues, worker_priorities, max_priority, listening)
+INSERT INTO conveyor.lockers (pid, queues, worker_priorities, max_priority, listening)
   VALUES (-101, '{tap_notify}', '{NULL}', NULL, false),
          (-102, '{tap_notify_elsewhere}', '{NULL}', NULL, true),
          (-103, '{tap_notify}', '{5}', 5, true);
@@ -54,7 +54,7 @@ SELECT lives_ok(
 -- Long queue names: one notification lists up to 64 jobs, and PostgreSQL caps
 -- a payload at 8000 bytes, so an insert of many ready jobs into a queue with
 -- a long (valid) name must not fail.
-SELECT lives_ok($$SELECT conveyor.register_worker(ARRAY['tap_notify', repeat('q', 100)], '{NULL}')$$,
+SELECT lives_ok($$SELECT conveyor.register_locker(ARRAY['tap_notify', repeat('q', 100)], '{NULL}')$$,
   'fixture: this session also serves a queue with a 100-character name');
 SELECT lives_ok(
   $$SELECT conveyor.enqueue_many((SELECT jsonb_agg(jsonb_build_object('job_class', 'tap.notify.LongQueue', 'queue', repeat('q', 100)))

@@ -11,7 +11,7 @@ SELECT id AS job_c FROM conveyor.enqueue('tap.roles.Job', queue => 'tap_roles', 
 SELECT id AS job_d FROM conveyor.enqueue('tap.roles.Job', queue => 'tap_roles', priority => 4) \gset
 SELECT id AS job_e FROM conveyor.enqueue('tap.roles.Job', queue => 'tap_roles_by_id') \gset
 -- A listening worker, so enqueues below run the trigger's targeting query.
-SELECT conveyor.register_worker('{tap_roles,tap_roles_enqueued}', '{NULL}') AS channel \gset
+SELECT conveyor.register_locker('{tap_roles,tap_roles_enqueued}', '{NULL}') AS channel \gset
 
 -- conveyor_enqueuer -------------------------------------------------------------
 
@@ -32,7 +32,7 @@ SELECT throws_ok($$SELECT conveyor.enqueue_many('[{"job_class": "x", "bogus": 1}
 SELECT lives_ok($$SELECT conveyor.schema_version()$$, 'conveyor_enqueuer can read schema_version()');
 
 SELECT throws_ok($$SELECT * FROM conveyor.jobs$$, '42501', NULL, 'conveyor_enqueuer cannot SELECT from conveyor.jobs');
-SELECT throws_ok($$SELECT * FROM conveyor.workers$$, '42501', NULL, 'conveyor_enqueuer cannot SELECT from conveyor.workers');
+SELECT throws_ok($$SELECT * FROM conveyor.lockers$$, '42501', NULL, 'conveyor_enqueuer cannot SELECT from conveyor.lockers');
 SELECT throws_ok($$INSERT INTO conveyor.jobs (job_class) VALUES ('tap.roles.Direct')$$, '42501', NULL,
   'conveyor_enqueuer cannot INSERT into conveyor.jobs directly');
 SELECT throws_ok($$UPDATE conveyor.jobs SET priority = 0$$, '42501', NULL, 'conveyor_enqueuer cannot UPDATE conveyor.jobs');
@@ -47,7 +47,7 @@ SELECT throws_ok(format($$SELECT * FROM conveyor.retry_job(%s)$$, :job_a), '4250
 SELECT throws_ok(format($$SELECT conveyor.unlock_jobs(ARRAY[%s]::bigint[])$$, :job_a), '42501', NULL, 'conveyor_enqueuer cannot unlock_jobs');
 SELECT throws_ok($$SELECT * FROM conveyor.job_stats()$$, '42501', NULL, 'conveyor_enqueuer cannot read job_stats');
 SELECT throws_ok($$SELECT * FROM conveyor.queue_stats()$$, '42501', NULL, 'conveyor_enqueuer cannot read queue_stats');
-SELECT throws_ok($$SELECT conveyor.register_worker('{tap_roles}', '{NULL}')$$, '42501', NULL, 'conveyor_enqueuer cannot register_worker');
+SELECT throws_ok($$SELECT conveyor.register_locker('{tap_roles}', '{NULL}')$$, '42501', NULL, 'conveyor_enqueuer cannot register_locker');
 SELECT throws_ok($$SELECT conveyor.held_job_ids()$$, '42501', NULL, 'conveyor_enqueuer cannot call the internal held_job_ids');
 SELECT throws_ok($$SELECT * FROM conveyor.job_problem('x', '[]', 'q', 1, now(), '{}', 1)$$, '42501', NULL,
   'conveyor_enqueuer cannot call the internal job_problem');
@@ -83,10 +83,10 @@ SELECT is((SELECT count FROM conveyor.job_stats() WHERE job_class = 'tap.roles.J
   'conveyor_worker can read job_stats');
 SELECT is((SELECT finished FROM conveyor.queue_stats() WHERE queue = 'tap_roles'), 1::bigint,
   'conveyor_worker can read queue_stats');
-SELECT is(conveyor.register_worker('{tap_roles}', '{1,NULL}'), :'channel',
-  'conveyor_worker can register_worker (same session, same channel)');
-SELECT lives_ok($$SELECT conveyor.prune_workers()$$, 'conveyor_worker can prune_workers');
-SELECT is(conveyor.unregister_worker(), true, 'conveyor_worker can unregister_worker');
+SELECT is(conveyor.register_locker('{tap_roles}', '{1,NULL}'), :'channel',
+  'conveyor_worker can register_locker (same session, same channel)');
+SELECT lives_ok($$SELECT conveyor.prune_lockers()$$, 'conveyor_worker can prune_lockers');
+SELECT is(conveyor.unregister_locker(), true, 'conveyor_worker can unregister_locker');
 SELECT lives_ok($$SELECT conveyor.enqueue('tap.roles.FromJob', queue => 'tap_roles_enqueued')$$,
   'conveyor_worker can enqueue (it is a conveyor_enqueuer)');
 SELECT is((SELECT count(*) FROM conveyor.jobs WHERE job_class = 'tap.roles.FromJob'), 1::bigint,

@@ -159,7 +159,7 @@ class WorkerProcess:
                     f"worker {self.name} exited with {self.popen.returncode}:\n{self.stderr()}"
                 )
             row = observer.execute(
-                "SELECT w.pid FROM conveyor.workers AS w"
+                "SELECT w.pid FROM conveyor.lockers AS w"
                 " JOIN pg_stat_activity AS a ON a.pid = w.pid"
                 " WHERE w.process_id = %s",
                 [self.pid],

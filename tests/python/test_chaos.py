@@ -233,7 +233,7 @@ class Chaos:
 
     def locker_pid(self, worker: WorkerProcess) -> int | None:
         rows = self.q(
-            "SELECT w.pid FROM conveyor.workers AS w JOIN pg_stat_activity AS a ON a.pid = w.pid"
+            "SELECT w.pid FROM conveyor.lockers AS w JOIN pg_stat_activity AS a ON a.pid = w.pid"
             " WHERE w.process_id = %s AND a.application_name = %s",
             [worker.pid, worker.name],
         )
@@ -471,14 +471,14 @@ def run(chaos: Chaos, began: float, capsys: pytest.CaptureFixture[str]) -> None:
     # buffers drain and their unlocks flush within a wait period or two).
     wait_for(lambda: chaos.locks_of(None) == 0, "no job lock to be held", timeout=10)
     live_lockers = {chaos.locker_pid(w) for w in chaos.workers}
-    registry = {r[0] for r in chaos.q("SELECT pid FROM conveyor.workers")}
+    registry = {r[0] for r in chaos.q("SELECT pid FROM conveyor.lockers")}
     registry_ok = registry == live_lockers and None not in live_lockers
 
     statuses = {}
     for worker in chaos.workers:
         statuses[worker.name] = worker.stop(timeout=30)
     after_stop_locks = chaos.locks_of(None)
-    after_stop_registry = chaos.q("SELECT count(*) FROM conveyor.workers")[0][0]
+    after_stop_registry = chaos.q("SELECT count(*) FROM conveyor.lockers")[0][0]
     broken = {w.name: critical_events(w.events()) for w in chaos.all_workers}
     broken = {k: v for k, v in broken.items() if v}
 
@@ -616,7 +616,7 @@ def run_isolated(chaos: Chaos, began: float, capsys: pytest.CaptureFixture[str])
             wait_for(
                 lambda: chaos.q(
                     "SELECT 1 FROM pg_stat_activity WHERE application_name LIKE 'chaos-w%%'"
-                    " AND pid NOT IN (SELECT pid FROM conveyor.workers)"
+                    " AND pid NOT IN (SELECT pid FROM conveyor.lockers)"
                 ),
                 "a pool connection to exist",
             )

@@ -283,7 +283,7 @@ def test_connection_url_direct_with_the_job_pool_through_transaction_pooling_wor
         for _ in range(2)
     ]
     wait_for(
-        lambda: scalar(results, "SELECT count(*) FROM conveyor.workers") == 2,
+        lambda: scalar(results, "SELECT count(*) FROM conveyor.lockers") == 2,
         timeout=20,
         what="both workers registered",
     )
@@ -368,7 +368,7 @@ def test_the_worker_refuses_a_transaction_mode_pool_for_its_locker_with_one_line
     stderr = worker.err.read_text().splitlines()
     assert len(stderr) == 1 and REFUSAL in stderr[0], stderr
     assert "Traceback" not in worker.output()
-    assert scalar(results, "SELECT count(*) FROM conveyor.workers") == 0
+    assert scalar(results, "SELECT count(*) FROM conveyor.lockers") == 0
 
 
 def test_worker_start_raises_for_a_transaction_mode_pool_and_accepts_a_session_pool(
@@ -381,4 +381,4 @@ def test_worker_start_raises_for_a_transaction_mode_pool_and_accepts_a_session_p
     assert not (set(threading.enumerate()) - before), "threads left behind"
     with conveyor.Worker(pgbouncer.session_url, worker_count=1) as accepted:
         assert accepted.connected
-        assert scalar(results, "SELECT count(*) FROM conveyor.workers") == 1
+        assert scalar(results, "SELECT count(*) FROM conveyor.lockers") == 1

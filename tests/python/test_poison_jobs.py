@@ -325,7 +325,7 @@ def test_job_sleeping_far_beyond_the_shutdown_timeout(
     found = job(db, sleeper)
     assert found is not None and found["error_count"] == 0
     assert job_locks(db) == 0
-    assert db.execute("SELECT count(*) FROM conveyor.workers").fetchone() == (0,)
+    assert db.execute("SELECT count(*) FROM conveyor.lockers").fetchone() == (0,)
 
     second = start(workers, db_url, tmp_path)
     wait_for(lambda: job(db, sleeper) is None, "another worker to run the sleeper again", 15)

@@ -130,10 +130,10 @@ def test_worker_text_parameters_store_payloads_verbatim(
     queue = payload[:100]
     channel = timed(
         locker,
-        "SELECT conveyor.register_worker(%s::text[], '{NULL}', %s::text, 1)",
+        "SELECT conveyor.register_locker(%s::text[], '{NULL}', %s::text, 1)",
         [[queue, "default"], payload],
     )[0][0]
-    assert admin.execute("SELECT queues, hostname FROM conveyor.workers").fetchall() == [
+    assert admin.execute("SELECT queues, hostname FROM conveyor.lockers").fetchall() == [
         ([queue, "default"], payload)
     ]
     locker.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
@@ -159,7 +159,7 @@ def test_worker_text_parameters_store_payloads_verbatim(
     assert (
         timed(locker, "SELECT id FROM conveyor.lock_jobs(%s::text[], 5)", [[payload + "x"]]) == []
     )
-    assert timed(locker, "SELECT conveyor.unregister_worker()") == [(True,)]
+    assert timed(locker, "SELECT conveyor.unregister_locker()") == [(True,)]
     canary()
 
 

@@ -62,6 +62,9 @@ CREATE OPERATOR {s}.<= (LEFTARG = timestamptz, RIGHTARG = timestamptz, FUNCTION 
 CREATE FUNCTION {s}.int_false(integer, integer) RETURNS boolean LANGUAGE sql AS $$ SELECT false $$;
 CREATE OPERATOR {s}.< (LEFTARG = integer, RIGHTARG = integer, FUNCTION = {s}.int_false);
 CREATE OPERATOR {s}.> (LEFTARG = integer, RIGHTARG = integer, FUNCTION = {s}.int_false);
+CREATE FUNCTION {s}.width_bucket(bigint, bigint[]) RETURNS integer LANGUAGE sql AS $$ SELECT 1 $$;
+CREATE FUNCTION {s}.int8_shr_zero(bigint, integer) RETURNS bigint LANGUAGE sql AS $$ SELECT 0::bigint $$;
+CREATE OPERATOR {s}.>> (LEFTARG = bigint, RIGHTARG = integer, FUNCTION = {s}.int8_shr_zero);
 CREATE TABLE {s}.pg_locks (locktype text, objsubid int, pid int, granted bool, database oid,
                            classid oid, objid oid);
 GRANT USAGE ON SCHEMA {s} TO PUBLIC;
@@ -126,13 +129,13 @@ def run_scenario(caller: psycopg.Connection[Any], observer: psycopg.Connection[A
         return [names.get(i, f"?{i}") for i in ids]
 
     # Register and listen first, so the trigger has someone to tell.
-    channel = q("SELECT conveyor.register_worker('{default}', '{NULL}', 'h', 7)")[0][0]
+    channel = q("SELECT conveyor.register_locker('{default}', '{NULL}', 'h', 7)")[0][0]
     assert channel == f"conveyor_worker_{pid}"
     out.append(
         (
             "registry",
             observer.execute(
-                "SELECT pid = %s, queues, worker_priorities, max_priority FROM conveyor.workers",
+                "SELECT pid = %s, queues, worker_priorities, max_priority FROM conveyor.lockers",
                 [pid],
             ).fetchall(),
         )
@@ -247,8 +250,8 @@ def run_scenario(caller: psycopg.Connection[Any], observer: psycopg.Connection[A
         )
     )
     out.append(("unlock nothing", q("SELECT conveyor.unlock_jobs(%s)", [[s]])))
-    out.append(("prune", q("SELECT conveyor.prune_workers()")))
-    out.append(("unregister", q("SELECT conveyor.unregister_worker()")))
+    out.append(("prune", q("SELECT conveyor.prune_lockers()")))
+    out.append(("unregister", q("SELECT conveyor.unregister_locker()")))
     out.append(("version", q("SELECT conveyor.schema_version()")))
     return out
 
@@ -279,18 +282,19 @@ def test_conveyor_functions_ignore_the_callers_search_path(
 
 
 def test_the_traps_hijack_an_unpinned_copy(conn: psycopg.Connection[Any]) -> None:
-    """Control: conveyor.destroy_jobs's own body, without its SET search_path,
-    destroys every job under the attack (the bigint = trap matches all rows),
-    while the real function destroys the one it is given."""
+    """Control: the body of conveyor.resolve_jobs (which destroy_jobs calls),
+    without its SET search_path, destroys every job under the attack (the
+    bigint = trap matches all rows), while the real function destroys the one
+    it is given."""
     plant(conn, "evil")
     body = conn.execute(
         "SELECT prosrc FROM pg_proc"
-        " WHERE oid = 'conveyor.destroy_jobs(bigint[], bigint[])'::regprocedure"
+        " WHERE oid = 'conveyor.resolve_jobs(text, bigint[], bigint[])'::regprocedure"
     ).fetchone()[0]  # type: ignore[index]
     conn.execute("CREATE SCHEMA unpinned")
     conn.execute(
         sql.SQL(
-            "CREATE FUNCTION unpinned.destroy_jobs(ids bigint[], held bigint[] DEFAULT NULL)"
+            "CREATE FUNCTION unpinned.resolve_jobs(action text, ids bigint[], held bigint[] DEFAULT NULL)"
             " RETURNS SETOF bigint"
             " LANGUAGE plpgsql AS {}"
         ).format(sql.Literal(body))
@@ -301,10 +305,54 @@ def test_the_traps_hijack_an_unpinned_copy(conn: psycopg.Connection[Any]) -> Non
         "SELECT count(*) FROM conveyor.destroy_jobs(%s)", [[ids[0]]]
     ).fetchone() == (1,)
     assert conn.execute("SELECT count(*) FROM conveyor.jobs").fetchone() == (3,)
-    conn.execute("SELECT unpinned.destroy_jobs(%s)", [[ids[1]]])
+    conn.execute("SELECT unpinned.resolve_jobs('destroy', %s)", [[ids[1]]])
     assert conn.execute("SELECT count(*) FROM conveyor.jobs").fetchone() == (0,), (
         "the unpinned copy should have been hijacked into deleting every job"
     )
+
+
+# Tiny helpers the planner inlines: a SET clause would forbid the inlining, so
+# they have none. Their bodies are SQL-standard (RETURN ...), bound when they
+# were created, so the caller's search_path cannot reach them.
+INLINED = {
+    "conveyor.job_limit(text)",
+    "conveyor.job_lock_id(oid,oid)",
+    "conveyor.job_lock_key1(bigint)",
+    "conveyor.job_lock_key2(bigint)",
+    "conveyor.sorted_array_contains(bigint[],bigint)",
+}
+
+HELPER_CALLS = (
+    "SELECT conveyor.job_lock_key1(%(id)s), conveyor.job_lock_key2(%(id)s),"
+    " conveyor.job_lock_id((conveyor.job_lock_key1(%(id)s)::bigint & 4294967295)::oid,"
+    "                      (conveyor.job_lock_key2(%(id)s)::bigint & 4294967295)::oid),"
+    " conveyor.sorted_array_contains('{1,5,9}', 5), conveyor.sorted_array_contains('{1,5,9}', 4)"
+)
+
+
+@pytest.mark.parametrize("attack", list(ATTACKS))
+def test_the_inlined_helpers_are_bound_at_creation(
+    conn: psycopg.Connection[Any], attack: str
+) -> None:
+    """The unpinned helpers give the same answers under every attack; the same
+    body as a string (parsed at call time) is hijacked (control)."""
+    params = {"id": (7 << 32) | 42}
+    clean = conn.execute(HELPER_CALLS, params).fetchone()
+    assert clean == (1129270870 ^ 7, 42, (7 << 32) | 42, True, False)
+    conn.execute("CREATE SCHEMA unbound")
+    conn.execute(
+        "CREATE FUNCTION unbound.key1(id bigint) RETURNS integer LANGUAGE sql IMMUTABLE"
+        " AS $$ SELECT (id >> 32)::integer # 1129270870 $$"
+    )
+    where = ATTACKS[attack]
+    if where is not None:
+        plant(conn, where[0])
+        conn.execute(sql.SQL("SET search_path = {}").format(sql.SQL(where[1])))
+    assert conn.execute(HELPER_CALLS, params).fetchone() == clean
+    if where is not None:
+        assert conn.execute("SELECT unbound.key1(%(id)s)", params).fetchone() == (1129270870,), (
+            "the control copy should have been hijacked by the >> trap"
+        )
 
 
 def test_every_function_pins_search_path_to_pg_catalog_then_pg_temp(
@@ -320,5 +368,7 @@ def test_every_function_pins_search_path_to_pg_catalog_then_pg_temp(
         for name, config in rows
         if [c for c in (config or []) if c.startswith("search_path=")]
         != ["search_path=pg_catalog, pg_temp"]
+        and not (name in INLINED and config is None)
     ]
+    assert {name for name, config in rows if config is None} == INLINED
     assert bad == []

@@ -215,8 +215,8 @@ def test_enqueue_many_of_null_raises_22004(scratch: psycopg.Connection[Any]) -> 
         ("conveyor.retry_job({job}, delay => -1)", "22023"),
         ("conveyor.retry_job({job}, delay => 'NaN')", "22023"),
         ("conveyor.retry_job({job}, delay => 1e300)", "22008"),
-        ("conveyor.register_worker('{}', '{NULL}')", "22023"),
-        ("conveyor.register_worker('{default}', '{}')", "22023"),
+        ("conveyor.register_locker('{}', '{NULL}')", "22023"),
+        ("conveyor.register_locker('{default}', '{}')", "22023"),
     ],
 )
 def test_other_bad_arguments_raise_the_documented_sqlstate(

@@ -1,6 +1,6 @@
 """The NOTIFY side of the protocol (docs/reference/protocol.md, "Working jobs").
 
-A worker registers with conveyor.register_worker, LISTENs on the channel it
+A worker registers with conveyor.register_locker, LISTENs on the channel it
 returns, and the insert trigger tells it about ready jobs on that channel.
 
 "Nothing was delivered" is proved without sleeping: after the action under
@@ -35,7 +35,7 @@ def register(
 ) -> str:
     """Register `conn` as a worker's locker and LISTEN on its channel."""
     row = conn.execute(
-        "SELECT conveyor.register_worker(queues => %s, worker_priorities => %s::integer[])",
+        "SELECT conveyor.register_locker(queues => %s, worker_priorities => %s::integer[])",
         [list(queues), list(worker_priorities)],
     ).fetchone()
     assert row is not None
@@ -173,12 +173,12 @@ def test_worker_that_takes_any_priority_hears_of_every_priority(connect: Connect
 def test_unregistered_or_not_listening_worker_is_not_told(connect: Connect) -> None:
     listener, producer = connect(), connect()
     channel = register(listener)
-    row = listener.execute("SELECT conveyor.unregister_worker()").fetchone()
+    row = listener.execute("SELECT conveyor.unregister_locker()").fetchone()
     assert row == (True,)
     enqueue(producer)
     assert announced_before_sentinel(listener, channel, producer) == []
 
-    listener.execute("SELECT conveyor.register_worker('{default}', '{NULL}', listening => false)")
+    listener.execute("SELECT conveyor.register_locker('{default}', '{NULL}', listening => false)")
     enqueue(producer)
     assert announced_before_sentinel(listener, channel, producer) == []
 
@@ -187,7 +187,7 @@ def test_registering_again_replaces_the_registration(connect: Connect) -> None:
     listener, producer = connect(), connect()
     channel = register(listener, queues=["a"])
     assert register(listener, queues=["b"]) == channel
-    rows = producer.execute("SELECT pid, queues FROM conveyor.workers").fetchall()
+    rows = producer.execute("SELECT pid, queues FROM conveyor.lockers").fetchall()
     assert rows == [(listener.info.backend_pid, ["b"])]
 
     enqueue(producer, queue="a")
@@ -262,7 +262,7 @@ def test_single_jobs_are_spread_across_listeners(connect: Connect) -> None:
 # --- the registry -----------------------------------------------------------------
 
 
-def test_prune_workers_removes_the_row_of_a_session_that_is_gone(connect: Connect) -> None:
+def test_prune_lockers_removes_the_row_of_a_session_that_is_gone(connect: Connect) -> None:
     dead, alive, janitor = connect(), connect(), connect()
     register(dead)
     register(alive)
@@ -277,8 +277,8 @@ def test_prune_workers_removes_the_row_of_a_session_that_is_gone(connect: Connec
             pytest.fail("the closed session's backend did not exit within 10 s")
         time.sleep(0.01)
 
-    row = janitor.execute("SELECT conveyor.prune_workers()").fetchone()
+    row = janitor.execute("SELECT conveyor.prune_lockers()").fetchone()
     assert row == (1,)
-    rows = janitor.execute("SELECT pid FROM conveyor.workers ORDER BY pid").fetchall()
+    rows = janitor.execute("SELECT pid FROM conveyor.lockers ORDER BY pid").fetchall()
     assert rows == [(alive_pid,)]
-    assert janitor.execute("SELECT conveyor.prune_workers()").fetchone() == (0,)
+    assert janitor.execute("SELECT conveyor.prune_lockers()").fetchone() == (0,)

@@ -44,7 +44,7 @@ def job_row(conn: psycopg.Connection[Any], job_id: int | None) -> dict[str, Any]
 def locker_pid(conn: psycopg.Connection[Any]) -> int:
     return int(
         wait_for(
-            lambda: scalar(conn, "SELECT max(pid) FROM conveyor.workers"),
+            lambda: scalar(conn, "SELECT max(pid) FROM conveyor.lockers"),
             what="a registered worker",
         )
     )
@@ -209,7 +209,7 @@ def test_jobs_are_worked_destroyed_and_no_thread_survives_stop(
     assert worker.stop() is True
     assert not any(t.is_alive() for t in worker.threads)
     assert set(threading.enumerate()) - before == set()
-    assert scalar(conn, "SELECT count(*) FROM conveyor.workers") == 0  # unregistered
+    assert scalar(conn, "SELECT count(*) FROM conveyor.lockers") == 0  # unregistered
 
 
 def test_job_helpers_resolve_jobs(
@@ -272,7 +272,7 @@ def test_the_lockers_count_of_held_jobs_matches_pg_locks(
     wait_for(lambda: len(done) >= 120, what="more jobs done")
     assert scalar(conn, "SELECT pg_terminate_backend(%s)", (pid,))
     pid = wait_for(
-        lambda: (p := scalar(conn, "SELECT max(pid) FROM conveyor.workers")) != pid and p,
+        lambda: (p := scalar(conn, "SELECT max(pid) FROM conveyor.lockers")) != pid and p,
         what="a new registration",
     )
     ready = (
@@ -470,7 +470,7 @@ def test_stop_unlocks_buffered_jobs_at_once_and_lets_running_jobs_finish(
     assert not stopper.is_alive()
     assert len(done) == 2
     assert scalar(conn, "SELECT count(*) FROM conveyor.jobs") == 8
-    assert scalar(conn, "SELECT count(*) FROM conveyor.workers") == 0
+    assert scalar(conn, "SELECT count(*) FROM conveyor.lockers") == 0
 
 
 def test_the_locker_reconnects_after_its_session_is_terminated(
@@ -483,7 +483,7 @@ def test_the_locker_reconnects_after_its_session_is_terminated(
         old = locker_pid(conn)
         assert scalar(conn, "SELECT pg_terminate_backend(%s)", (old,))
         wait_for(
-            lambda: scalar(conn, "SELECT max(pid) FROM conveyor.workers") not in (None, old),
+            lambda: scalar(conn, "SELECT max(pid) FROM conveyor.lockers") not in (None, old),
             what="a new registration",
         )
         WCount.enqueue("after reconnect", conn=conn)
@@ -551,7 +551,7 @@ def test_job_and_sql_middleware_wrap_jobs_and_statements(
     worker.stop()
     assert jobs_seen == [("before", job_id), ("after", job_id)]
     joined = " ".join(statements)
-    for name in ("register_worker", "lock_jobs", "destroy_jobs", "unregister_worker"):
+    for name in ("register_locker", "lock_jobs", "destroy_jobs", "unregister_locker"):
         assert name in joined, (name, statements)
 
 

@@ -138,7 +138,7 @@ def tables(conn: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
 def registered(conn: psycopg.Connection[Any], process_id: int) -> int | None:
     """The locker session's backend pid of a worker process, once registered."""
     row = conn.execute(
-        "SELECT pid FROM conveyor.workers WHERE process_id = %s", (process_id,)
+        "SELECT pid FROM conveyor.lockers WHERE process_id = %s", (process_id,)
     ).fetchone()
     return int(row[0]) if row else None
 
@@ -191,7 +191,7 @@ def test_sigkill_mid_job_frees_the_job_at_once_and_it_runs_again(
     assert scalar(conn, "SELECT count(*) FROM starts") == 2
     assert scalar(conn, "SELECT count(*) FROM conveyor.jobs") == 0
     # The dead worker's registry row was pruned by the new registration.
-    assert scalar(conn, "SELECT count(*) FROM conveyor.workers") == 1
+    assert scalar(conn, "SELECT count(*) FROM conveyor.lockers") == 1
     rescuer.popen.send_signal(signal.SIGTERM)
     assert rescuer.popen.wait(10) == 0
 
@@ -210,7 +210,7 @@ def test_sigterm_unlocks_the_buffer_at_once_finishes_running_jobs_and_exits_0(
     assert worker.popen.wait(10) == 0, worker.output()
     assert scalar(conn, "SELECT count(*) FROM results") == 1  # it finished
     assert scalar(conn, "SELECT count(*) FROM conveyor.jobs") == 5
-    assert scalar(conn, "SELECT count(*) FROM conveyor.workers") == 0
+    assert scalar(conn, "SELECT count(*) FROM conveyor.lockers") == 0
     assert '"event": "signal_received"' in worker.output()
 
 

@@ -1,0 +1,7 @@
+-- Revert conveyor:resolve_jobs from pg
+
+BEGIN;
+
+DROP FUNCTION conveyor.resolve_jobs(text, bigint[], bigint[]);
+
+COMMIT;
