@@ -113,9 +113,9 @@ def test_without_bench_conveyor_bench_says_how_to_install_it_in_process(
 
     result = runner.invoke(cli, ["bench", "--scenario", "drain"], prog_name="conveyor")
     assert result.exit_code == 1, result.output
-    assert (
-        result.output == f"Error: 'conveyor bench' is not installed: {HINT} (from a "
-        "conveyor checkout)\n"
+    assert result.stdout == ""
+    assert result.stderr == (
+        f"conveyor: error: 'conveyor bench' is not installed: {HINT} (from a conveyor checkout)\n"
     )
 
 

@@ -75,9 +75,7 @@ class _Group(click.Group):
                 )
             return found
         if cmd_name in SEPARATE_COMMANDS:
-            raise click.ClickException(
-                f"'conveyor {cmd_name}' is not installed: {SEPARATE_COMMANDS[cmd_name]}"
-            )
+            _fail(f"'conveyor {cmd_name}' is not installed: {SEPARATE_COMMANDS[cmd_name]}")
         return None
 
 

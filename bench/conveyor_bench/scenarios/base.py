@@ -88,7 +88,7 @@ def fmt_rate(value: float) -> str:
     return f"{value:,.0f} jobs/s"
 
 
-# --- conveyor's SQL functions, called as a worker calls them -------------------------
+# --- SQL several scenarios send --------------------------------------------------------
 
 # Both pass `held`, the jobs the session holds, as conveyor's locker does: a
 # caller that keeps count spares each call a pg_locks read.
