@@ -6,15 +6,17 @@ comes from ``--database-url``, ``CONVEYOR_DATABASE_URL`` or ``DATABASE_URL``.
 Expected errors are one line on stderr and a non-zero exit status (``--debug``
 adds their traceback); a bug's traceback is not hidden.
 
-Other commands can join the group: ``cli.add_command(...)``, or an entry in
-:data:`LAZY_COMMANDS` (``name -> "module:attribute"``), imported only when
-that command runs.
+Other distributions add commands through the entry-point group
+:data:`COMMANDS_GROUP` (``conveyor.commands``), each entry a click command
+imported only when it runs: ``conveyor bench`` comes from the
+``conveyor-bench`` distribution (``bench/`` in a checkout) this way.
 """
 
 from __future__ import annotations
 
 import functools
 import importlib
+import importlib.metadata
 import importlib.util
 import json
 import logging
@@ -42,37 +44,43 @@ from .migrations import migrate as _migrate
 from .worker import Worker
 from .worker_threads import parse_worker_priorities
 
-__all__ = ["LAZY_COMMANDS", "cli", "main"]
+__all__ = ["COMMANDS_GROUP", "cli", "main"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-#: Commands imported on demand: name -> "module:attribute" (a click command).
-LAZY_COMMANDS: dict[str, str] = {"bench": "conveyor.bench:bench"}
+#: Entry-point group of the commands other distributions add to ``conveyor``.
+COMMANDS_GROUP = "conveyor.commands"
+
+#: Commands that live in a distribution of their own, and how to install it.
+SEPARATE_COMMANDS: dict[str, str] = {
+    "bench": "pip install ./bench (from a conveyor checkout)",
+}
+
+
+def _added_commands() -> dict[str, importlib.metadata.EntryPoint]:
+    return {ep.name: ep for ep in importlib.metadata.entry_points(group=COMMANDS_GROUP)}
 
 
 class _Group(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
-        names = set(super().list_commands(ctx))
-        names.update(name for name, target in LAZY_COMMANDS.items() if _importable(target))
-        return sorted(names)
+        return sorted({*super().list_commands(ctx), *_added_commands()})
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         command = super().get_command(ctx, cmd_name)
-        if command is None and cmd_name in LAZY_COMMANDS:
-            module_name, _, attribute = LAZY_COMMANDS[cmd_name].partition(":")
-            if _importable(LAZY_COMMANDS[cmd_name]):
-                found = getattr(importlib.import_module(module_name), attribute)
-                if isinstance(found, click.Command):
-                    return found
-        return command
-
-
-def _importable(target: str) -> bool:
-    module_name = target.partition(":")[0]
-    try:
-        return importlib.util.find_spec(module_name) is not None
-    except (ImportError, ValueError):
-        return False
+        if command is not None:
+            return command
+        entry_point = _added_commands().get(cmd_name)
+        if entry_point is not None:
+            found = entry_point.load()
+            if not isinstance(found, click.Command):
+                raise click.ClickException(
+                    f"{entry_point.value} (entry point {cmd_name!r} of {COMMANDS_GROUP}) "
+                    "is not a click command"
+                )
+            return found
+        if cmd_name in SEPARATE_COMMANDS:
+            _fail(f"'conveyor {cmd_name}' is not installed: {SEPARATE_COMMANDS[cmd_name]}")
+        return None
 
 
 def _fail(message: str) -> None:

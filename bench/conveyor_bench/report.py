@@ -91,14 +91,12 @@ def format_machine(machine: dict[str, Any]) -> list[str]:
 
 @dataclass
 class Goal:
-    issues: str
     text: str
     met: bool | None  # None: not measured in this run
     measured: str
 
     def as_json(self) -> dict[str, Any]:
         return {
-            "issues": self.issues,
             "goal": self.text,
             "met": self.met,
             "measured": self.measured,
@@ -116,7 +114,7 @@ def _median(series: Series | None) -> float | None:
 
 
 def evaluate_goals(series: Iterable[Series], loop_variant: str, tuned_variant: str) -> list[Goal]:
-    """The goals of issues 2, 4 and 5 that this run's figures decide."""
+    """The goals this run's figures decide (docs/performance.md lists them)."""
     index = {s.key: s for s in series}
 
     def get(scenario: str, system: str, variant: str, metric: str) -> float | None:
@@ -124,8 +122,8 @@ def evaluate_goals(series: Iterable[Series], loop_variant: str, tuned_variant: s
 
     goals: list[Goal] = []
 
-    def add(issues: str, text: str, met: bool | None, measured: str) -> None:
-        goals.append(Goal(issues, text, met, measured))
+    def add(text: str, met: bool | None, measured: str) -> None:
+        goals.append(Goal(text, met, measured))
 
     peers = {p: get("drain", p, "", "throughput") for p in ("procrastinate", "pgqueuer")}
     peer_rates = {p: v for p, v in peers.items() if v}
@@ -134,7 +132,6 @@ def evaluate_goals(series: Iterable[Series], loop_variant: str, tuned_variant: s
         drain = get("drain", "conveyor", variant, "throughput")
         name = f"drain ({variant or 'default buffer sizes'}, 1 process, 10 threads)"
         add(
-            "4, 5",
             f"{name} >= 25,000 jobs/s",
             None if drain is None else drain >= 25_000,
             "not run" if drain is None else f"{drain:,.0f} jobs/s",
@@ -144,19 +141,18 @@ def evaluate_goals(series: Iterable[Series], loop_variant: str, tuned_variant: s
             best = max(peer_rates, key=lambda p: peer_rates[p])
             ratio = drain / peer_rates[best]
             add(
-                "5",
                 text,
                 ratio >= 5,
                 f"{ratio:.1f}x {best} ({peer_rates[best]:,.0f} jobs/s)"
                 + ("" if len(peer_rates) == 2 else " (the only peer measured)"),
             )
         else:
-            add("5", text, None, "not run (needs drain with --compare)")
+            add(text, None, "not run (needs drain with --compare)")
         text = f"{name} >= 70% of the bare advisory-lock loop"
         if drain is not None and loop:
-            add("5", text, drain >= 0.7 * loop, f"{drain / loop:.0%} of {loop:,.0f} jobs/s")
+            add(text, drain >= 0.7 * loop, f"{drain / loop:.0%} of {loop:,.0f} jobs/s")
         else:
-            add("5", text, None, "not run (needs drain and raw_ceiling)")
+            add(text, None, "not run (needs drain and raw_ceiling)")
 
     for scenario, what in (
         ("enqueue_single", "single-row enqueue"),
@@ -170,31 +166,27 @@ def evaluate_goals(series: Iterable[Series], loop_variant: str, tuned_variant: s
         if mine and raw:
             slower = raw / mine - 1
             add(
-                "2, 5",
                 text,
                 slower <= 0.10,
                 f"{mine:,.0f} vs {raw:,.0f} jobs/s: {slower:+.1%} time per job",
             )
         else:
-            add("2, 5", text, None, f"not run (needs {scenario})")
+            add(text, None, f"not run (needs {scenario})")
 
     p50 = get("latency_idle", "conveyor", "", "p50")
     p99 = get("latency_idle", "conveyor", "", "p99")
     add(
-        "4, 5",
         "latency_idle p50 <= 1 ms",
         None if p50 is None else p50 <= 1.0,
         "not run" if p50 is None else f"{p50:.2f} ms",
     )
     add(
-        "4, 5",
         "latency_idle p99 <= 3 ms",
         None if p99 is None else p99 <= 3.0,
         "not run" if p99 is None else f"{p99:.2f} ms",
     )
     urgent = get("latency_urgent_under_load", "conveyor", "", "p99")
     add(
-        "5",
         "latency_urgent_under_load p99 <= 50 ms",
         None if urgent is None else urgent <= 50.0,
         "not run" if urgent is None else f"{urgent:.2f} ms",
@@ -206,13 +198,12 @@ def evaluate_goals(series: Iterable[Series], loop_variant: str, tuned_variant: s
         text = f"lock+destroy with {variant} within 1.5x of 1,000 ready"
         if small and large:
             add(
-                "2, 5",
                 text,
                 large <= 1.5 * small,
                 f"{large:.2f} ms vs {small:.2f} ms: {large / small:.2f}x",
             )
         else:
-            add("2, 5", text, None, "not run (needs backlog_scaling)")
+            add(text, None, "not run (needs backlog_scaling)")
 
     scaling = [
         get("drain_scaling", "conveyor", v, "throughput")
@@ -221,14 +212,12 @@ def evaluate_goals(series: Iterable[Series], loop_variant: str, tuned_variant: s
     if all(scaling):
         a, b, c = (float(v) for v in scaling if v)
         add(
-            "5",
             "drain_scaling: more worker processes never lower throughput",
             a <= b <= c,
             f"1: {a:,.0f}, 2: {b:,.0f}, 4: {c:,.0f} jobs/s",
         )
     else:
         add(
-            "5",
             "drain_scaling: more worker processes never lower throughput",
             None,
             "not run (needs drain_scaling)",
@@ -237,13 +226,11 @@ def evaluate_goals(series: Iterable[Series], loop_variant: str, tuned_variant: s
     peak = get("worker_memory", "conveyor", "", "RSS peak")
     growth = get("worker_memory", "conveyor", "", "RSS growth after 10%")
     add(
-        "4",
         "worker memory under 60 MB RSS",
         None if peak is None else peak < 60,
         "not run (needs worker_memory)" if peak is None else f"peak {peak:.1f} MB",
     )
     add(
-        "4",
         "worker memory flat across the drain (growth after the first 10% <= 5 MB)",
         None if growth is None else growth <= 5,
         "not run (needs worker_memory)" if growth is None else f"{growth:+.1f} MB",
@@ -321,8 +308,8 @@ def format_report(report: dict[str, Any], series: list[Series], goals: list[Goal
                 f"  FAILED {failure['runner']} (repeat {failure['repeat']}): {failure['error']}"
             )
     out.append("")
-    out.append("goals (issues 2, 4, 5)")
+    out.append("goals")
     for goal in goals:
         mark = {True: "met    ", False: "NOT MET", None: "-      "}[goal.met]
-        out.append(f"  [{mark}] {goal.text}: {goal.measured}  (issue {goal.issues})")
+        out.append(f"  [{mark}] {goal.text}: {goal.measured}")
     return "\n".join(out) + "\n"

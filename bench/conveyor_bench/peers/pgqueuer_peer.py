@@ -28,7 +28,7 @@ class PgQueuerSystem(System):
     def unavailable(self) -> str | None:
         for module in ("pgqueuer", "asyncpg"):
             if importlib.util.find_spec(module) is None:
-                return f"{module} is not installed (pip install 'conveyor[bench]')"
+                return f"{module} is not installed (pip install ./bench)"
         return None
 
     def version(self) -> str:
@@ -93,7 +93,7 @@ class PgQueuerSystem(System):
         return asyncio.run(go())
 
     def worker_command(self, url: str, threads: int) -> tuple[list[str], dict[str, str]]:
-        argv = [sys.executable, "-m", "conveyor.bench.peers.pgqueuer_app"]
+        argv = [sys.executable, "-m", "conveyor_bench.peers.pgqueuer_app"]
         return argv, subprocess_env({"CONVEYOR_BENCH_DSN": url})
 
     @contextmanager

@@ -26,7 +26,7 @@ class ProcrastinateSystem(System):
 
     def unavailable(self) -> str | None:
         if importlib.util.find_spec("procrastinate") is None:
-            return "procrastinate is not installed (pip install 'conveyor[bench]')"
+            return "procrastinate is not installed (pip install ./bench)"
         return None
 
     def version(self) -> str:
@@ -38,7 +38,7 @@ class ProcrastinateSystem(System):
             "schema": "app.schema_manager.apply_schema()",
             "enqueue": "task.defer(seq=...) per job inside app.open(); "
             "task.batch_defer(...) per batch",
-            "worker": "procrastinate --app=conveyor.bench.peers.procrastinate_app.app worker "
+            "worker": "procrastinate --app=conveyor_bench.peers.procrastinate_app.app worker "
             "--concurrency=N (N = the scenario's worker threads; other options "
             "default: listen/notify on, jobs kept as 'succeeded')",
         }
@@ -86,7 +86,7 @@ class ProcrastinateSystem(System):
             sys.executable,
             "-m",
             "procrastinate",
-            "--app=conveyor.bench.peers.procrastinate_app.app",
+            "--app=conveyor_bench.peers.procrastinate_app.app",
             "worker",
             f"--concurrency={threads or 1}",
         ]

@@ -3,7 +3,7 @@
 Set up as PgQueuer's documentation recommends: an asyncpg connection, a
 ``PgQueuer`` with an async entrypoint, the schema installed with
 ``pgq install``, and the consumer run by ``pgqueuer.run(...)``, "what ``pgq
-run`` does, without the CLI" (``python -m conveyor.bench.peers.pgqueuer_app``).
+run`` does, without the CLI" (``python -m conveyor_bench.peers.pgqueuer_app``).
 Two departures from the README's quick start, both forced by pgqueuer 1.6.0:
 ``pgq run`` itself fails at start-up with typer 0.29 (``AttributeError: 'str'
 object has no attribute 'name'`` in ``setup_fancy_logger``), and the factory
@@ -45,7 +45,7 @@ async def main() -> AsyncIterator[PgQueuer]:
         await connection.close()
 
 
-_FACTORY = "conveyor.bench.peers.pgqueuer_app:main"
+_FACTORY = "conveyor_bench.peers.pgqueuer_app:main"
 
 
 def _run() -> None:

@@ -2,7 +2,8 @@
 
 Each is driven through its own documented API and CLI, in its own fresh
 database, with a worker process started by its own command. They are
-optional: ``pip install 'conveyor[bench]'`` brings them in.
+dependencies of this package, checked at run time all the same
+(``--compare`` leaves out a peer that cannot be imported).
 """
 
 from __future__ import annotations

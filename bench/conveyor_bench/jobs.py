@@ -1,4 +1,4 @@
-"""The jobs conveyor's worker runs in the benchmark (``conveyor worker conveyor.bench.jobs``)."""
+"""The jobs conveyor's worker runs in the benchmark (``conveyor worker conveyor_bench.jobs``)."""
 
 from __future__ import annotations
 

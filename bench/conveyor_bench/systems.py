@@ -21,23 +21,30 @@ from typing import Any
 
 import psycopg
 
-__all__ = ["ConveyorSystem", "RawSystem", "System", "package_root"]
+__all__ = ["ConveyorSystem", "RawSystem", "System", "package_roots"]
 
 #: Enqueue a job with this sequence number (and optionally a priority) in its
 #: own transaction; returns once the transaction has committed.
 Enqueue = Callable[..., None]
 
 
-def package_root() -> str:
-    """The folder holding the ``conveyor`` package, for subprocesses' PYTHONPATH."""
+def package_roots() -> list[str]:
+    """The folders holding the ``conveyor`` and ``conveyor_bench`` packages,
+    for subprocesses' PYTHONPATH: workers import the same code as the
+    benchmark, even when it runs from a source tree without an install."""
     import conveyor
 
-    return str(Path(conveyor.__file__).resolve().parent.parent)
+    import conveyor_bench
+
+    return [
+        str(Path(module.__file__ or "").resolve().parent.parent)
+        for module in (conveyor, conveyor_bench)
+    ]
 
 
 def subprocess_env(extra: dict[str, str]) -> dict[str, str]:
     env = dict(os.environ)
-    paths = [package_root(), *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]]
+    paths = [*package_roots(), *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra)
@@ -111,7 +118,7 @@ class ConveyorSystem(System):
     queue_table = "conveyor.jobs"
     drained_sql = "SELECT NOT EXISTS (SELECT FROM conveyor.jobs)"
     count_sql = "SELECT count(*) FROM conveyor.jobs"
-    job_module = "conveyor.bench.jobs"
+    job_module = "conveyor_bench.jobs"
 
     def version(self) -> str:
         import conveyor
@@ -122,7 +129,7 @@ class ConveyorSystem(System):
         return {
             "enqueue": "conveyor.enqueue(conn, ...) per job, autocommit; "
             "conveyor.enqueue_many(conn, jobs) per batch",
-            "worker": "conveyor worker conveyor.bench.jobs (defaults unless the scenario says)",
+            "worker": "conveyor worker conveyor_bench.jobs (defaults unless the scenario says)",
         }
 
     def install(self, url: str) -> None:
@@ -153,8 +160,8 @@ class ConveyorSystem(System):
     ) -> tuple[list[str], dict[str, str]]:
         argv = [
             sys.executable,
-            "-c",
-            "import sys; from conveyor.cli import main; main()",
+            "-m",
+            "conveyor",
             "worker",
             self.job_module,
             "--log-level",

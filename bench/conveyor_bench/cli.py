@@ -15,7 +15,7 @@ from .scenarios import SCENARIOS
 
 __all__ = ["bench"]
 
-#: ``--scenario peers``: the scenarios the peers take part in (issue 5, item 9).
+#: ``--scenario peers``: the scenarios the peers take part in.
 GROUPS = {
     "all": list(SCENARIOS),
     "peers": ["enqueue_single", "enqueue_bulk", "drain", "latency_idle"],
@@ -131,9 +131,7 @@ def bench(
         try:
             import matplotlib  # noqa: F401
         except ImportError:
-            raise click.UsageError(
-                "--plot needs matplotlib: pip install 'conveyor[bench]'"
-            ) from None
+            raise click.UsageError("--plot needs matplotlib: pip install ./bench") from None
     if compare is None:
         from .peers import PEERS
 

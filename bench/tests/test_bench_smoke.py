@@ -1,4 +1,4 @@
-"""A smoke run of `conveyor bench`, so the benchmark cannot rot.
+"""A smoke run of the benchmark, so it cannot rot.
 
 Tiny N, one repeat, a few scenarios including a real drain by a `conveyor
 worker` subprocess: the command must finish, write the JSON report with the
@@ -9,7 +9,6 @@ this is not a timed test.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -21,10 +20,10 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from conveyor.bench import bench
-from conveyor.bench.db import Server
-from conveyor.bench.procs import WorkerProcesses
-from conveyor.bench.scenarios import Context, run_backlog
+from conveyor_bench import bench
+from conveyor_bench.db import Server
+from conveyor_bench.procs import WorkerProcesses
+from conveyor_bench.scenarios import Context, run_backlog
 
 pytestmark = [pytest.mark.bench, pytest.mark.timeout(120)]
 
@@ -37,19 +36,19 @@ def _run(admin_url: str, tmp_path: Path, *args: str) -> dict[str, Any]:
         catch_exceptions=False,
     )
     assert result.exit_code == 0, result.output
-    assert "goals (issues 2, 4, 5)" in result.output
+    assert "\ngoals\n" in result.output
     data: dict[str, Any] = json.loads(report.read_text())
     return data
 
 
 def _scenario(report: dict[str, Any], name: str) -> dict[str, Any]:
-    found = [s for s in report["scenarios"] if s["name"] == name]
+    found: list[dict[str, Any]] = [s for s in report["scenarios"] if s["name"] == name]
     assert len(found) == 1, [s["name"] for s in report["scenarios"]]
     return found[0]
 
 
 def _figure(scenario: dict[str, Any], system: str, variant: str, metric: str) -> dict[str, Any]:
-    found = [
+    found: list[dict[str, Any]] = [
         r
         for r in scenario["results"]
         if (r["system"], r["variant"], r["metric"]) == (system, variant, metric)
@@ -124,10 +123,6 @@ def test_smoke_run_reports_figures_and_drain_ran_each_job_once(
     assert goals["latency_idle p50 <= 1 ms"]["met"] is None  # not run
 
 
-@pytest.mark.skipif(
-    not all(importlib.util.find_spec(m) for m in ("procrastinate", "pgqueuer", "asyncpg")),
-    reason="the benchmark peers are not installed (pip install 'conveyor[bench]')",
-)
 def test_smoke_run_of_the_peers_drains_each_job_once(admin_url: str, tmp_path: Path) -> None:
     report = _run(
         admin_url,

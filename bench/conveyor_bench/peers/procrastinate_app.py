@@ -3,7 +3,7 @@
 Set up as procrastinate's documentation recommends: an ``App`` with a
 ``PsycopgConnector``, an async task, the schema applied with
 ``schema_manager.apply_schema()`` and the worker started by its CLI,
-``procrastinate --app=conveyor.bench.peers.procrastinate_app.app worker``.
+``procrastinate --app=conveyor_bench.peers.procrastinate_app.app worker``.
 The worker reads the database from ``CONVEYOR_BENCH_DSN``.
 """
 

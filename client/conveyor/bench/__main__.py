@@ -1,5 +1,0 @@
-"""``python -m conveyor.bench``: the same as ``conveyor bench``."""
-
-from .cli import bench
-
-bench(prog_name="conveyor bench")
