@@ -22,7 +22,8 @@ const pollIntervalMs = Number(process.env.POLL_INTERVAL_MS || 5000);
 const bufferSize = workerCount * 2; // jobs locked ahead, waiting for a free slot
 
 // The worker registry, in one place.
-const REGISTER = 'SELECT conveyor.register_worker(queues => $1, worker_priorities => $2) AS channel';
+const REGISTER =
+  'SELECT conveyor.register_worker(queues => $1, worker_priorities => $2) AS channel';
 const UNREGISTER = 'SELECT conveyor.unregister_worker()';
 
 // The locker connection: a real session (never through a transaction-mode
@@ -42,7 +43,10 @@ const handlers = {
   // transaction on the job's own connection.
   async RecordEffect(job, [value]) {
     await inTransaction(async (db) => {
-      await db.query('INSERT INTO node_worker_effects (job_id, value) VALUES ($1, $2)', [job.id, value]);
+      await db.query('INSERT INTO node_worker_effects (job_id, value) VALUES ($1, $2)', [
+        job.id,
+        value,
+      ]);
       const { rows } = await db.query('SELECT conveyor.destroy_job($1) AS destroyed', [job.id]);
       // false: another run resolved the job first (this worker lost its lock),
       // so undo the effect too.
@@ -53,7 +57,9 @@ const handlers = {
 
   // Fails while the job has fewer than kwargs.fail_times recorded errors.
   async Flaky(job, [value], { fail_times: failTimes = 1 } = {}) {
-    if (job.error_count < failTimes) throw new Error(`Flaky failed on purpose (${job.error_count + 1})`);
+    if (job.error_count < failTimes) {
+      throw new Error(`Flaky failed on purpose (${job.error_count + 1})`);
+    }
     return handlers.RecordEffect(job, [value]);
   },
 
@@ -86,7 +92,8 @@ async function inTransaction(fn) {
 // --- the locker ----------------------------------------------------------------
 const buffer = []; // locked jobs waiting for a slot, most urgent first
 let running = 0;
-let stopping = false;
+let stopping = false; // SIGTERM came: lock nothing more
+let bufferReturned = false; // ...and the buffered jobs were unlocked
 let pollTimer;
 let locking = Promise.resolve(); // one lock call at a time
 
@@ -96,6 +103,8 @@ const byUrgency = (a, b) =>
 // Locks jobs and buffers them. `query(room)` gives the SQL and its parameters
 // for at most `room` more jobs. lock_jobs and lock_jobs_by_id skip jobs this
 // session already holds, so a job both announced and polled is locked once.
+// No call passes `held` (protocol.md): the functions then read pg_locks
+// themselves, which costs little at this size.
 function lock(query) {
   locking = locking.then(async () => {
     const room = bufferSize - buffer.length;
@@ -109,15 +118,20 @@ function lock(query) {
 }
 
 const poll = () =>
-  lock((room) => ['SELECT * FROM conveyor.lock_jobs(queues => $1, max_jobs => $2)', [[queue], room]]);
+  lock((room) => [
+    'SELECT * FROM conveyor.lock_jobs(queues => $1, max_jobs => $2)',
+    [[queue], room],
+  ]);
 
 function onNotification(msg) {
   const { jobs, more } = JSON.parse(msg.payload);
   // Lock the announced ids (those that fit; the next poll finds the rest).
   // lock_jobs_by_id checks they are still ready and in our queue.
   const ids = (room) => jobs.slice(0, room).map((job) => job.id);
-  lock((room) => ['SELECT * FROM conveyor.lock_jobs_by_id($1, queues => $2)', [ids(room), [queue]]])
-    .catch(fatal);
+  lock((room) => [
+    'SELECT * FROM conveyor.lock_jobs_by_id($1, queues => $2)',
+    [ids(room), [queue]],
+  ]).catch(fatal);
   if (more) poll().catch(fatal); // the insert announced only some of its jobs
 }
 
@@ -175,8 +189,9 @@ async function main() {
   await poll();
   // Scheduled jobs and retries are never announced: poll for them.
   pollTimer = setInterval(() => poll().catch(fatal), pollIntervalMs);
-  // SIGTERM or Ctrl-C: stop cleanly; a second one: exit now (PostgreSQL then
-  // releases the running jobs' locks with the session, and they run again).
+  // From here on, SIGTERM or Ctrl-C: stop cleanly; a second one: exit now
+  // (PostgreSQL then releases the running jobs' locks with the session, and
+  // they run again).
   for (const signal of ['SIGTERM', 'SIGINT']) {
     process.on(signal, () => (stopping ? process.exit(1) : stop().catch(fatal)));
   }
@@ -189,12 +204,14 @@ async function stop() {
   await locking; // let a lock call in flight land in the buffer
   const ids = buffer.splice(0).map((job) => job.id);
   await locker.query('SELECT conveyor.unlock_jobs($1)', [ids]); // give buffered jobs back now
+  bufferReturned = true;
   await maybeExit();
 }
 
 let exiting = false;
 async function maybeExit() {
-  if (running > 0 || exiting) return; // the last job to finish calls this again
+  // The last of stop() and the running jobs to finish gets through.
+  if (running > 0 || !bufferReturned || exiting) return;
   exiting = true;
   await locker.query(UNREGISTER);
   await locker.end();
