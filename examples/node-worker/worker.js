@@ -189,12 +189,6 @@ async function main() {
   await poll();
   // Scheduled jobs and retries are never announced: poll for them.
   pollTimer = setInterval(() => poll().catch(fatal), pollIntervalMs);
-  // From here on, SIGTERM or Ctrl-C: stop cleanly; a second one: exit now
-  // (PostgreSQL then releases the running jobs' locks with the session, and
-  // they run again).
-  for (const signal of ['SIGTERM', 'SIGINT']) {
-    process.on(signal, () => (stopping ? process.exit(1) : stop().catch(fatal)));
-  }
 }
 
 async function stop() {
@@ -228,4 +222,17 @@ function fatal(err) {
   process.exit(1);
 }
 
-main().catch(fatal);
+const started = main();
+started.catch(fatal);
+
+// SIGTERM or Ctrl-C: stop cleanly, once started; a second one: exit now
+// (PostgreSQL then releases the running jobs' locks with the session, and
+// they run again).
+let signalled = false;
+for (const signal of ['SIGTERM', 'SIGINT']) {
+  process.on(signal, () => {
+    if (signalled) process.exit(1);
+    signalled = true;
+    started.then(stop).catch(fatal);
+  });
+}
