@@ -21,6 +21,8 @@ from polling_support import scalar, wait_for
 ROOT = Path(__file__).resolve().parents[2]
 WORKER_DIR = ROOT / "examples" / "node-worker"
 # The advisory-lock key1 of conveyor's job locks (protocol.md, "Advisory-lock keys").
+# The worker registry's table (the one line to change if it is renamed).
+REGISTRY = "conveyor.workers"
 CONVEYOR_LOCKS = "locktype = 'advisory' AND objsubid = 2 AND classid = 1129270870"
 
 
@@ -89,7 +91,7 @@ def start_worker(db_url: str) -> Iterator[Callable[..., NodeWorker]]:
 
 def worker_pid(conn: psycopg.Connection[Any]) -> int | None:
     """The backend pid of the registered locker session, once registered."""
-    row = conn.execute("SELECT pid FROM conveyor.workers").fetchone()
+    row = conn.execute(f"SELECT pid FROM {REGISTRY}").fetchone()
     return None if row is None else int(row[0])
 
 
@@ -160,7 +162,7 @@ def test_jobs_from_psql_are_worked_once_retried_finished_and_expired(
     assert jobs.pop(finished) == (0, None, None, True, False)
     assert jobs.pop(expired) == (0, None, None, False, True)
     assert jobs == {}, "every RecordEffect and Flaky job destroyed"
-    assert scalar(conn, "SELECT count(*) FROM conveyor.workers") == 0, "unregistered"
+    assert scalar(conn, f"SELECT count(*) FROM {REGISTRY}") == 0, "unregistered"
     assert scalar(conn, f"SELECT count(*) FROM pg_locks WHERE {CONVEYOR_LOCKS}") == 0
 
 
@@ -193,5 +195,5 @@ def test_sigterm_gives_buffered_jobs_back_finishes_the_running_one_and_exits_0(
     assert scalar(conn, "SELECT count(*) FROM node_worker_effects") == 0
     rows = conn.execute("SELECT id, error_count FROM conveyor.jobs WHERE id <> %s", (sleep,))
     assert sorted(rows.fetchall()) == [(int(i), 0) for i in waiting], "untouched, ready"
-    assert scalar(conn, "SELECT count(*) FROM conveyor.workers") == 0, "unregistered"
+    assert scalar(conn, f"SELECT count(*) FROM {REGISTRY}") == 0, "unregistered"
     assert scalar(conn, f"SELECT count(*) FROM pg_locks WHERE {CONVEYOR_LOCKS}") == 0

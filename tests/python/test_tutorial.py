@@ -45,6 +45,11 @@ UNWORKED = (
 )
 
 
+# The worker of that process registered (`exec` keeps the pid; the worker
+# records its os.getpid() as process_id).
+REGISTERED = "SELECT count(*) > 0 FROM conveyor.workers WHERE process_id = %s"
+
+
 @dataclass
 class Block:
     line: int  # 1-based line of the opening fence, for messages
@@ -151,10 +156,7 @@ class Tutorial:
         )
         try:
             wait_for(
-                lambda: (
-                    process.poll() is not None
-                    or scalar(self.conn, "SELECT count(*) FROM conveyor.workers") > 0
-                ),
+                lambda: process.poll() is not None or scalar(self.conn, REGISTERED, (process.pid,)),
                 30,
                 f"`{line}` to register",
             )
