@@ -313,8 +313,8 @@ COMMENT ON FUNCTION conveyor.cron_next(text, timestamptz, text) IS
 REVOKE ALL ON FUNCTION conveyor.cron_field(text, text, integer, integer, text[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION conveyor.cron_parse(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION conveyor.cron_next(text, timestamptz, text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION conveyor.cron_field(text, text, integer, integer, text[]) TO conveyor_enqueuer, conveyor_worker;
-GRANT EXECUTE ON FUNCTION conveyor.cron_parse(text) TO conveyor_enqueuer, conveyor_worker;
-GRANT EXECUTE ON FUNCTION conveyor.cron_next(text, timestamptz, text) TO conveyor_enqueuer, conveyor_worker;
+GRANT EXECUTE ON FUNCTION conveyor.cron_field(text, text, integer, integer, text[]) TO conveyor_worker;
+GRANT EXECUTE ON FUNCTION conveyor.cron_parse(text) TO conveyor_worker;
+GRANT EXECUTE ON FUNCTION conveyor.cron_next(text, timestamptz, text) TO conveyor_worker;
 
 COMMIT;
