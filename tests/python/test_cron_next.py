@@ -22,7 +22,13 @@ from croniter.croniter import CroniterBadDateError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-ZONES = ["UTC", "Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "Australia/Sydney"]
+ZONES = [
+    "UTC",
+    "Europe/Berlin",
+    "America/New_York",
+    "Australia/Lord_Howe",
+    "Australia/Sydney",
+]
 
 # UTC instants of DST changes in 2026-2027, to draw instants around them.
 CHANGES = {
@@ -41,7 +47,20 @@ CRON = settings(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 
-MONTHS = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
+MONTHS = [
+    "jan",
+    "feb",
+    "mar",
+    "apr",
+    "may",
+    "jun",
+    "jul",
+    "aug",
+    "sep",
+    "oct",
+    "nov",
+    "dec",
+]
 DAYS = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"]
 
 
@@ -59,7 +78,9 @@ def field(lo: int, hi: int, names: list[str] | None = None, name_base: int = 0) 
     pair = st.lists(number, min_size=2, max_size=2, unique=True).map(sorted)
     rng = st.builds(
         lambda ab, n1, n2: f"{value(ab[0], n1)}-{value(ab[1], n2)}",
-        pair, st.booleans(), st.booleans(),
+        pair,
+        st.booleans(),
+        st.booleans(),
     )
     step = st.integers(1, hi - lo + 2)
     stepped = st.one_of(
@@ -68,7 +89,11 @@ def field(lo: int, hi: int, names: list[str] | None = None, name_base: int = 0) 
         st.builds(lambda s: f"*/{s}", st.integers(2, hi - lo + 2)),
         st.builds(lambda ab, s: f"{ab[0]}-{ab[1]}/{s}", pair, step),
         # a/step runs from a to the field's top (6 for weekdays: 7/step is refused).
-        st.builds(lambda a, s: f"{a}/{s}", st.integers(lo, min(hi, 6) if names is DAYS else hi), step),
+        st.builds(
+            lambda a, s: f"{a}/{s}",
+            st.integers(lo, min(hi, 6) if names is DAYS else hi),
+            step,
+        ),
     )
     item = st.one_of(single, rng, stepped)
     listed = st.lists(item, min_size=1, max_size=4).map(",".join)
@@ -81,7 +106,9 @@ EXPRESSIONS = st.one_of(
     # a Sunday the 31st), so that rule is checked on fixed cases below and in
     # tests/pgtap/cron_next.sql instead.
     st.builds(
-        lambda minute, hour, days, month: f"{minute} {hour} {days[0]} {month} {days[1]}",
+        lambda minute, hour, days, month: (
+            f"{minute} {hour} {days[0]} {month} {days[1]}"
+        ),
         field(0, 59),
         field(0, 23),
         st.one_of(
@@ -91,25 +118,50 @@ EXPRESSIONS = st.one_of(
         field(1, 12, MONTHS, 1),
     ),
     # Typical schedules, so DST neighbourhoods meet expressions that fire often.
-    st.sampled_from([
-        "* * * * *", "*/15 * * * *", "30 2 * * *", "0 2 * * *", "0 3 * * *", "15,45 1-3 * * *",
-        "0 * * * *", "*/7 2 * * *", "59 1 * * *", "0 0 * * 0", "@hourly", "@daily", "@weekly",
-        "@monthly", "@yearly", "@annually", "@midnight", "0 12 * * mon-fri", "0 9 1,15 * *",
-        # Both day fields restricted: either matches.
-        "0 0 1,15 * sun", "30 4 13 * fri", "0 12 1 * mon-wed", "0 0 29 2 1",
-    ]),
+    st.sampled_from(
+        [
+            "* * * * *",
+            "*/15 * * * *",
+            "30 2 * * *",
+            "0 2 * * *",
+            "0 3 * * *",
+            "15,45 1-3 * * *",
+            "0 * * * *",
+            "*/7 2 * * *",
+            "59 1 * * *",
+            "0 0 * * 0",
+            "@hourly",
+            "@daily",
+            "@weekly",
+            "@monthly",
+            "@yearly",
+            "@annually",
+            "@midnight",
+            "0 12 * * mon-fri",
+            "0 9 1,15 * *",
+            # Both day fields restricted: either matches.
+            "0 0 1,15 * sun",
+            "30 4 13 * fri",
+            "0 12 1 * mon-wed",
+            "0 0 29 2 1",
+        ]
+    ),
 )
 
 
 def instants(zone: str) -> Any:
     near = st.builds(
-        lambda base, minutes: datetime.fromisoformat(base).replace(tzinfo=UTC)
-        + timedelta(minutes=minutes),
+        lambda base, minutes: (
+            datetime.fromisoformat(base).replace(tzinfo=UTC)
+            + timedelta(minutes=minutes)
+        ),
         st.sampled_from(CHANGES[zone]),
         st.integers(-36 * 60, 36 * 60),
     )
     anywhere = st.datetimes(
-        min_value=datetime(2000, 1, 1), max_value=datetime(2037, 12, 31), timezones=st.just(UTC)
+        min_value=datetime(2000, 1, 1),
+        max_value=datetime(2037, 12, 31),
+        timezones=st.just(UTC),
     ).map(lambda d: d.replace(microsecond=0))
     return st.one_of(near, near, anywhere)
 
@@ -159,7 +211,9 @@ def test_cron_next_agrees_with_croniter(
     if expected is None:
         # croniter gives up on dates that never come (30 2): so does conveyor, loudly.
         with pytest.raises(psycopg.errors.InvalidParameterValue):
-            cron_conn.execute("SELECT conveyor.cron_next(%s, %s, %s)", (expr, after, zone))
+            cron_conn.execute(
+                "SELECT conveyor.cron_next(%s, %s, %s)", (expr, after, zone)
+            )
         return
     got = cron_conn.execute(
         "SELECT conveyor.cron_next(%s, %s, %s)", (expr, after, zone)
