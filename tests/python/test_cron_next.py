@@ -5,12 +5,18 @@ steps, macros) and instants -- many of them within hours
 of a DST change in zones with different rules (Europe/Berlin, America/New_York,
 Australia/Lord_Howe's 30-minute shift, Southern-hemisphere Sydney) --
 cron_next(expr, after, zone) is the instant croniter's get_next gives.
+
+Left out of the generator, where croniter has quirks conveyor does not copy
+(each documented in docs/how-to/recurring-jobs.md): a range a-a (croniter:
+the whole field), backwards ranges and 7/step (conveyor refuses them), */1
+in a day field, and generated expressions with both day fields restricted
+(croniter misses some matches at day boundaries); the either-day rule is
+checked on fixed expressions here and in tests/pgtap/cron_next.sql.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -171,28 +177,6 @@ CASES = st.sampled_from(ZONES).flatmap(
 )
 
 
-@pytest.fixture(scope="module")
-def cron_conn(admin_url: str, template_db: str) -> Iterator[psycopg.Connection[Any]]:
-    # One clone for the whole module: cron_next reads no table.
-    from conftest import _admin_exec, _drop, _with_dbname  # the shared helpers
-    from psycopg import sql
-
-    name = f"conveyor_test_cron_{os.getpid()}"
-    _drop(admin_url, name)
-    _admin_exec(
-        admin_url,
-        sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-            sql.Identifier(name), sql.Identifier(template_db)
-        ),
-    )
-    conn = psycopg.connect(_with_dbname(admin_url, name), autocommit=True)
-    try:
-        yield conn
-    finally:
-        conn.close()
-        _drop(admin_url, name)
-
-
 def croniter_next(expr: str, after: datetime, zone: str) -> datetime | None:
     try:
         result = croniter(expr, after.astimezone(ZoneInfo(zone))).get_next(datetime)
@@ -204,18 +188,16 @@ def croniter_next(expr: str, after: datetime, zone: str) -> datetime | None:
 @CRON
 @given(CASES)
 def test_cron_next_agrees_with_croniter(
-    cron_conn: psycopg.Connection[Any], case: tuple[str, datetime, str]
+    conn: psycopg.Connection[Any], case: tuple[str, datetime, str]
 ) -> None:
     expr, after, zone = case
     expected = croniter_next(expr, after, zone)
     if expected is None:
         # croniter gives up on dates that never come (30 2): so does conveyor, loudly.
         with pytest.raises(psycopg.errors.InvalidParameterValue):
-            cron_conn.execute(
-                "SELECT conveyor.cron_next(%s, %s, %s)", (expr, after, zone)
-            )
+            conn.execute("SELECT conveyor.cron_next(%s, %s, %s)", (expr, after, zone))
         return
-    got = cron_conn.execute(
+    got = conn.execute(
         "SELECT conveyor.cron_next(%s, %s, %s)", (expr, after, zone)
     ).fetchone()
     assert got is not None
