@@ -1985,7 +1985,9 @@ BEGIN
         -- next occurrence from now on.
         next_run_at = CASE WHEN s.cron = excluded.cron AND s.time_zone = excluded.time_zone
                                 AND s.enabled AND excluded.enabled
-                           THEN s.next_run_at ELSE excluded.next_run_at END,
+                           THEN s.next_run_at
+                           -- Never at or before an occurrence already enqueued.
+                           ELSE conveyor.cron_next(excluded.cron, greatest(now(), s.last_run_at), excluded.time_zone) END,
         updated_at = now()
   RETURNING * INTO v_row;
   RETURN v_row;
@@ -2012,7 +2014,7 @@ AS $$
   UPDATE conveyor.schedules AS s
      SET enabled = set_schedule_enabled.enabled,
          next_run_at = CASE WHEN set_schedule_enabled.enabled AND NOT s.enabled
-                            THEN conveyor.cron_next(s.cron, now(), s.time_zone)
+                            THEN conveyor.cron_next(s.cron, greatest(now(), s.last_run_at), s.time_zone)
                             ELSE s.next_run_at END,
          updated_at = now()
    WHERE s.name = set_schedule_enabled.name
@@ -2148,7 +2150,7 @@ $$;
 
 COMMENT ON FUNCTION conveyor.next_schedule_at() IS
   'The earliest next_run_at of the enabled schedules (NULL when there are none): a worker may '
-  'sleep until then before calling enqueue_due_schedules. Reads the schedules_due_idx index. '
+  'sleep until then before calling enqueue_due_schedules. '
   'Executable by conveyor_worker.';
 
 REVOKE ALL ON FUNCTION conveyor.set_schedule(text, text, text, jsonb, text, integer, jsonb, text, boolean, boolean) FROM PUBLIC;
