@@ -43,7 +43,10 @@ __all__ = ["LAZY_COMMANDS", "cli", "main"]
 F = TypeVar("F", bound=Callable[..., Any])
 
 #: Commands imported on demand: name -> "module:attribute" (a click command).
-LAZY_COMMANDS: dict[str, str] = {"bench": "conveyor.bench:bench"}
+LAZY_COMMANDS: dict[str, str] = {
+    "bench": "conveyor.bench:bench",
+    "schedules": "conveyor.cli_schedules:schedules",
+}
 
 
 class _Group(click.Group):
