@@ -132,10 +132,19 @@ BEGIN
       cron_parse.cron, CASE WHEN v_text = '' THEN 0 ELSE cardinality(v_fields) END
       USING ERRCODE = '22023';
   END IF;
-  v_dom := conveyor.cron_field(v_fields[3], 'day of month', 1, 31, '{}');
-  v_month := conveyor.cron_field(v_fields[4], 'month', 1, 12,
-    '{jan,feb,mar,apr,may,jun,jul,aug,sep,oct,nov,dec}');
-  v_dow := conveyor.cron_field(v_fields[5], 'day of week', 0, 6, '{sun,mon,tue,wed,thu,fri,sat}');
+  -- Fast paths for * and a plain number, the commonest fields: no call of cron_field.
+  v_dom := CASE WHEN v_fields[3] IN ('*', '?') THEN 4294967294
+                WHEN v_fields[3] ~ '^[0-9]{1,2}$' AND v_fields[3]::integer BETWEEN 1 AND 31
+                THEN 1::bigint << v_fields[3]::integer
+                ELSE conveyor.cron_field(v_fields[3], 'day of month', 1, 31, '{}') END;
+  v_month := CASE WHEN v_fields[4] IN ('*', '?') THEN 8190
+                  WHEN v_fields[4] ~ '^[0-9]{1,2}$' AND v_fields[4]::integer BETWEEN 1 AND 12
+                  THEN 1::bigint << v_fields[4]::integer
+                  ELSE conveyor.cron_field(v_fields[4], 'month', 1, 12,
+                         '{jan,feb,mar,apr,may,jun,jul,aug,sep,oct,nov,dec}') END;
+  v_dow := CASE WHEN v_fields[5] IN ('*', '?') THEN 127
+                WHEN v_fields[5] ~ '^[0-7]$' THEN 1::bigint << (v_fields[5]::integer % 7)
+                ELSE conveyor.cron_field(v_fields[5], 'day of week', 0, 6, '{sun,mon,tue,wed,thu,fri,sat}') END;
   -- An expression whose days never exist (30 2, 31 4) would search forever.
   IF v_fields[5] IN ('*', '?') THEN
     FOR v_month_no IN 1 .. 12 LOOP
@@ -152,8 +161,12 @@ BEGIN
     END IF;
   END IF;
   RETURN ARRAY[
-    conveyor.cron_field(v_fields[1], 'minute', 0, 59, '{}'),
-    conveyor.cron_field(v_fields[2], 'hour', 0, 23, '{}'),
+    CASE WHEN v_fields[1] IN ('*', '?') THEN 1152921504606846975
+         WHEN v_fields[1] ~ '^[0-9]{1,2}$' AND v_fields[1]::integer <= 59 THEN 1::bigint << v_fields[1]::integer
+         ELSE conveyor.cron_field(v_fields[1], 'minute', 0, 59, '{}') END,
+    CASE WHEN v_fields[2] IN ('*', '?') THEN 16777215
+         WHEN v_fields[2] ~ '^[0-9]{1,2}$' AND v_fields[2]::integer <= 23 THEN 1::bigint << v_fields[2]::integer
+         ELSE conveyor.cron_field(v_fields[2], 'hour', 0, 23, '{}') END,
     v_dom, v_month, v_dow,
     -- 1: both day fields restricted, a day matches when either does (Vixie cron,
     -- and croniter: a field counts as restricted unless it is * or ?).
@@ -203,6 +216,10 @@ DECLARE
   v_h integer;
   v_guard integer := 0;
 BEGIN
+  IF NOT isfinite(cron_next.after) THEN
+    RAISE EXCEPTION 'conveyor.cron_next: after must be a finite time, not %', cron_next.after
+      USING ERRCODE = '22007';
+  END IF;
   -- Offsets (local minus UTC) three hours either side of `after`: zones change
   -- offset at most once in six hours, so the smaller one bounds how early a
   -- local time can be and still come after `after` (a repeated hour).
@@ -306,7 +323,7 @@ COMMENT ON FUNCTION conveyor.cron_next(text, timestamptz, text) IS
   'runs at both instants; local times skipped when clocks go forward run once, at the instant '
   'of the change (when the hour field is *, they are skipped instead). NULL arguments give NULL. '
   'Errors: 22023 a malformed expression (the message '
-  'names the field), one that can never match (30 2), an unknown time zone. IMMUTABLE as '
+  'names the field), one that can never match (30 2), an unknown time zone; 22007 an infinite after. IMMUTABLE as '
   'PostgreSQL''s own AT TIME ZONE is: the answer depends only on the arguments and the time '
   'zone database, which an upgrade of tzdata can change.';
 

@@ -1,7 +1,7 @@
 -- conveyor.cron_next: fields, names, steps, the either-day rule, macros, time
 -- zones and DST, errors by SQLSTATE, privileges.
 BEGIN;
-SELECT plan(30);
+SELECT plan(32);
 
 SELECT is(conveyor.cron_next('*/15 * * * *', '2026-06-01 10:07+00'), '2026-06-01 10:15+00', '*/15 gives the next quarter hour');
 SELECT is(conveyor.cron_next('* * * * *', '2026-06-01 10:07+00'), '2026-06-01 10:08+00', 'strictly after: the next minute');
@@ -35,6 +35,8 @@ SELECT throws_ok($$SELECT conveyor.cron_next('* * * foo *', now())$$, '22023', N
 SELECT throws_ok($$SELECT conveyor.cron_next('* * 5-3 * *', now())$$, '22023', NULL, 'a backwards range: 22023');
 SELECT throws_ok($$SELECT conveyor.cron_next('0 0 30 2 *', now())$$, '22023', NULL, 'a date that never comes: 22023');
 SELECT throws_ok($$SELECT conveyor.cron_next('* * * * *', now(), 'Mars/Base')$$, '22023', NULL, 'an unknown time zone: 22023');
+SELECT throws_ok($$SELECT conveyor.cron_next('* * * * *', 'infinity')$$, '22007', NULL, 'an infinite after: 22007');
+SELECT is(conveyor.cron_next('5 4 3 2 7', '2026-01-01 00:00+00'), '2026-02-01 04:05+00', 'plain numbers (the fast path), 7 as Sunday, either day');
 
 SET LOCAL ROLE conveyor_enqueuer;
 SELECT throws_ok($$SELECT conveyor.cron_next('* * * * *', now())$$, '42501', NULL, 'conveyor_enqueuer may not call cron_next');

@@ -46,7 +46,7 @@ CHANGES = {
 }
 
 _profile = os.environ.get("CONVEYOR_HYPOTHESIS_PROFILE", "conveyor-ci")
-EXAMPLES = 5000 if _profile == "conveyor-soak" else 1500
+EXAMPLES = 20000 if _profile == "conveyor-soak" else 3000
 CRON = settings(
     max_examples=EXAMPLES,
     deadline=None,
