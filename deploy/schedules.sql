@@ -176,6 +176,7 @@ DECLARE
   v_window interval;
   v_count integer;
   v_last timestamptz;
+  v_ids bigint[];
 BEGIN
   -- A due schedule's row is locked while its occurrences are enqueued and
   -- next_run_at moved past them, in this transaction. Another session skips
@@ -188,6 +189,7 @@ BEGIN
      ORDER BY s.next_run_at, s.name
        FOR UPDATE SKIP LOCKED
   LOOP
+    v_ids := '{}';
     BEGIN
       v_at := v_s.next_run_at;
       IF NOT v_s.catch_up THEN
@@ -211,7 +213,9 @@ BEGIN
       END IF;
       v_count := 0;
       LOOP
-        RETURN NEXT (conveyor.enqueue(
+        -- Collected, and returned only once the schedule's block has
+        -- succeeded: ids returned before a rolled-back error would name no job.
+        v_ids := v_ids || (conveyor.enqueue(
           v_s.job_class, v_s.args, queue => v_s.queue, priority => v_s.priority, run_at => v_at,
           data => v_s.data || jsonb_build_object('schedule', jsonb_build_object(
             'name', v_s.name,
@@ -229,7 +233,9 @@ BEGIN
       -- One broken schedule (a time zone a tzdata upgrade removed, a job its
       -- fields no longer allow) must not stop the others.
       RAISE WARNING 'conveyor: schedule "%" not enqueued: % (SQLSTATE %)', v_s.name, SQLERRM, SQLSTATE;
+      v_ids := '{}';
     END;
+    RETURN QUERY SELECT unnest(v_ids);
   END LOOP;
 END
 $$;
