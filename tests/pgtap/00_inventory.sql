@@ -2,12 +2,25 @@
 -- the trigger, the whole function surface (public and internal), comments,
 -- pinned search_path, SECURITY DEFINER, and who may execute or read what.
 BEGIN;
-SELECT plan(47);
+SELECT plan(51);
 
 -- Tables and columns --------------------------------------------------------
 
-SELECT tables_are('conveyor', ARRAY['jobs', 'lockers'],
-  'conveyor has exactly the tables jobs and lockers');
+SELECT tables_are('conveyor', ARRAY['jobs', 'lockers', 'schedules'],
+  'conveyor has exactly the tables jobs, lockers and schedules');
+
+SELECT columns_are('conveyor', 'schedules', ARRAY[
+  'name', 'cron', 'time_zone', 'job_class', 'args', 'queue', 'priority', 'data', 'enabled',
+  'catch_up', 'last_run_at', 'next_run_at', 'created_at', 'updated_at'],
+  'conveyor.schedules has exactly the documented columns');
+
+SELECT set_eq(
+  $$SELECT conname::text COLLATE "default" FROM pg_catalog.pg_constraint
+     WHERE conrelid = 'conveyor.schedules'::regclass AND contype = 'c'$$,
+  ARRAY['schedules_name_length', 'schedules_cron_length', 'schedules_time_zone_length',
+        'schedules_job_class_length', 'schedules_queue_length', 'schedules_priority_in_range',
+        'schedules_args_is_array', 'schedules_data_is_object', 'schedules_next_run_after_last_run'],
+  'conveyor.schedules has exactly the named check constraints');
 
 SELECT columns_are('conveyor', 'jobs', ARRAY[
   'id', 'priority', 'run_at', 'job_class', 'queue', 'args', 'data', 'error_count',
@@ -124,8 +137,10 @@ SELECT functions_are('conveyor', ARRAY[
   'enqueue', 'enqueue_many', 'lock_jobs', 'lock_jobs_by_id', 'unlock_jobs',
   'finish_job', 'finish_jobs', 'destroy_job', 'destroy_jobs', 'expire_job', 'expire_jobs',
   'retry_job', 'job_stats', 'queue_stats', 'register_locker', 'unregister_locker',
-  'prune_lockers', 'schema_version',
+  'prune_lockers', 'schema_version', 'cron_next', 'set_schedule', 'set_schedule_enabled',
+  'delete_schedule', 'enqueue_due_schedules', 'next_schedule_at',
   -- internal helpers and the trigger function
+  'cron_field', 'cron_parse', 'enqueue_schedules_due_at',
   'held_job_ids', 'working_job_ids', 'release_job_locks', 'job_problem', 'job_json_problem',
   'recheck_locked_jobs', 'locked_in_transaction', 'tg_jobs__notify', 'resolve_jobs',
   'require_read_committed', 'job_lock_key1', 'job_lock_key2', 'job_lock_id', 'sorted_array_contains',
@@ -139,10 +154,16 @@ SELECT results_eq(
      WHERE p.pronamespace = 'conveyor'::regnamespace
      ORDER BY 1, 2$$,
   $$VALUES
+    ('cron_field', 'field text, field_name text, lo integer, hi integer, names text[]', 'bigint', 'i'),
+    ('cron_next', 'cron text, after timestamp with time zone, time_zone text', 'timestamp with time zone', 'i'),
+    ('cron_parse', 'cron text', 'bigint[]', 'i'),
+    ('delete_schedule', 'name text', 'boolean', 'v'),
     ('destroy_job', 'id bigint', 'boolean', 'v'),
     ('destroy_jobs', 'ids bigint[], held bigint[]', 'SETOF bigint', 'v'),
     ('enqueue', 'job_class text, args jsonb, queue text, priority integer, run_at timestamp with time zone, data jsonb, maximum_retry_count integer', 'conveyor.jobs', 'v'),
+    ('enqueue_due_schedules', '', 'SETOF bigint', 'v'),
     ('enqueue_many', 'jobs jsonb', 'SETOF bigint', 'v'),
+    ('enqueue_schedules_due_at', 'as_of timestamp with time zone', 'SETOF bigint', 'v'),
     ('expire_job', 'id bigint', 'boolean', 'v'),
     ('expire_jobs', 'ids bigint[], held bigint[]', 'SETOF bigint', 'v'),
     ('finish_job', 'id bigint', 'boolean', 'v'),
@@ -158,6 +179,7 @@ SELECT results_eq(
     ('lock_jobs', 'queues text[], max_jobs integer, max_priority integer, held bigint[]', 'SETOF conveyor.jobs', 'v'),
     ('lock_jobs_by_id', 'ids bigint[], queues text[], held bigint[]', 'SETOF conveyor.jobs', 'v'),
     ('locked_in_transaction', 'add bigint[]', 'bigint[]', 'v'),
+    ('next_schedule_at', '', 'timestamp with time zone', 's'),
     ('prune_lockers', '', 'integer', 'v'),
     ('queue_stats', '', 'TABLE(queue text, ready bigint, scheduled bigint, working bigint, errored bigint, expired bigint, finished bigint, oldest_ready_age interval)', 's'),
     ('recheck_locked_jobs', 'ids bigint[], keep integer', 'SETOF bigint', 'v'),
@@ -167,6 +189,8 @@ SELECT results_eq(
     ('resolve_jobs', 'action text, ids bigint[], held bigint[]', 'SETOF bigint', 'v'),
     ('retry_job', 'id bigint, error_message text, error_backtrace text, delay double precision', 'SETOF conveyor.jobs', 'v'),
     ('schema_version', '', 'text', 'i'),
+    ('set_schedule', 'name text, cron text, job_class text, args jsonb, queue text, priority integer, data jsonb, time_zone text, enabled boolean, catch_up boolean', 'conveyor.schedules', 'v'),
+    ('set_schedule_enabled', 'name text, enabled boolean', 'boolean', 'v'),
     ('sorted_array_contains', 'sorted bigint[], x bigint', 'boolean', 'i'),
     ('tg_jobs__notify', '', 'trigger', 'v'),
     ('unlock_jobs', 'ids bigint[], held bigint[]', 'SETOF bigint', 'v'),
@@ -228,8 +252,8 @@ SELECT is(
   ARRAY(SELECT p.proname::text COLLATE "default" FROM pg_catalog.pg_proc AS p
          WHERE p.pronamespace = 'conveyor'::regnamespace AND p.prosecdef
          ORDER BY 1),
-  ARRAY['enqueue', 'enqueue_many'],
-  'only enqueue and enqueue_many are SECURITY DEFINER');
+  ARRAY['enqueue', 'enqueue_due_schedules', 'enqueue_many'],
+  'only enqueue, enqueue_many and enqueue_due_schedules are SECURITY DEFINER');
 
 SELECT is(
   ARRAY(SELECT p.oid::regprocedure::text FROM pg_catalog.pg_proc AS p
@@ -314,12 +338,14 @@ SELECT is(
          WHERE p.pronamespace = 'conveyor'::regnamespace
            AND pg_catalog.has_function_privilege('conveyor_worker', p.oid, 'EXECUTE')
          ORDER BY 1),
-  ARRAY['destroy_job', 'destroy_jobs', 'enqueue', 'enqueue_many', 'expire_job', 'expire_jobs',
-        'finish_job', 'finish_jobs', 'held_job_ids', 'job_limit', 'job_lock_id', 'job_lock_key1', 'job_lock_key2',
-        'job_stats', 'lock_jobs', 'lock_jobs_by_id',
-        'locked_in_transaction', 'prune_lockers', 'queue_stats', 'recheck_locked_jobs', 'register_locker',
-        'release_job_locks', 'require_read_committed', 'resolve_jobs', 'retry_job', 'schema_version',
-        'sorted_array_contains', 'unlock_jobs', 'unregister_locker', 'working_job_ids'],
+  ARRAY['cron_field', 'cron_next', 'cron_parse', 'destroy_job', 'destroy_jobs', 'enqueue',
+        'enqueue_due_schedules', 'enqueue_many', 'expire_job', 'expire_jobs', 'finish_job',
+        'finish_jobs', 'held_job_ids', 'job_limit', 'job_lock_id', 'job_lock_key1',
+        'job_lock_key2', 'job_stats', 'lock_jobs', 'lock_jobs_by_id', 'locked_in_transaction',
+        'next_schedule_at', 'prune_lockers', 'queue_stats', 'recheck_locked_jobs',
+        'register_locker', 'release_job_locks', 'require_read_committed', 'resolve_jobs',
+        'retry_job', 'schema_version', 'sorted_array_contains', 'unlock_jobs',
+        'unregister_locker', 'working_job_ids'],
   'conveyor_worker may execute the worker functions (and enqueue, as an enqueuer), not job_problem, job_json_problem or tg_jobs__notify');
 
 SELECT table_privs_are('conveyor', 'jobs', 'conveyor_worker', ARRAY['SELECT', 'UPDATE', 'DELETE'],
@@ -327,6 +353,12 @@ SELECT table_privs_are('conveyor', 'jobs', 'conveyor_worker', ARRAY['SELECT', 'U
 
 SELECT table_privs_are('conveyor', 'lockers', 'conveyor_worker', ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE'],
   'conveyor_worker may SELECT, INSERT, UPDATE, DELETE conveyor.lockers');
+
+SELECT table_privs_are('conveyor', 'schedules', 'conveyor_worker', ARRAY['SELECT'],
+  'conveyor_worker may SELECT conveyor.schedules (changes go through the owner''s functions)');
+
+SELECT table_privs_are('conveyor', 'schedules', 'conveyor_enqueuer', ARRAY[]::text[],
+  'conveyor_enqueuer has no privilege on conveyor.schedules');
 
 SELECT schema_privs_are('conveyor', 'conveyor_worker', ARRAY['USAGE'],
   'conveyor_worker has USAGE (not CREATE) on schema conveyor');

@@ -24,7 +24,8 @@ from security_support import MakeRole, lock_key, login_roles
 Connect = Callable[..., psycopg.Connection[Any]]
 
 ENQUEUER_MAY_EXECUTE = {"enqueue", "enqueue_many", "schema_version"}
-SECURITY_DEFINER = {"enqueue", "enqueue_many"}
+# enqueue_due_schedules: workers turn due schedules into jobs without INSERT on jobs.
+SECURITY_DEFINER = {"enqueue", "enqueue_many", "enqueue_due_schedules"}
 PINNED_PATH = "search_path=pg_catalog, pg_temp"
 
 SECRET = "s3cr3t-argument-of-another-tenant"
@@ -308,6 +309,11 @@ REFUSED_TO_WORKER = [
     "CREATE OR REPLACE FUNCTION conveyor.schema_version() RETURNS text"
     " LANGUAGE sql AS 'SELECT ''x'''",
     "SELECT setval(pg_get_serial_sequence('conveyor.jobs', 'id'), 1)",
+    # Schedules are the owner's to change; the clock is not the worker's to move.
+    "SELECT conveyor.set_schedule('intruder', '* * * * *', 'Intruder')",
+    "SELECT conveyor.delete_schedule('nightly')",
+    "UPDATE conveyor.schedules SET next_run_at = now()",
+    "SELECT conveyor.enqueue_schedules_due_at(now() + interval '1 year')",
 ]
 
 
