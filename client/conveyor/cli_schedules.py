@@ -1,6 +1,6 @@
 """``conveyor schedules``: list, add, remove, enable, disable and run-now
-recurring jobs (the ``conveyor.schedules`` table). Registered lazily in
-:data:`conveyor.cli.LAZY_COMMANDS`."""
+recurring jobs (the ``conveyor.schedules`` table). Loaded on demand,
+registered in the ``conveyor.commands`` entry-point group (client/pyproject.toml)."""
 
 from __future__ import annotations
 
