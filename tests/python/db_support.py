@@ -43,6 +43,12 @@ def scalar(conn: psycopg.Connection[Any], query: str, params: Any = None) -> Any
     return row[0]
 
 
+def backend_alive(observer: psycopg.Connection[Any], pid: int) -> bool:
+    """Whether backend ``pid`` is still in pg_stat_activity. A backend
+    releases its locks before it leaves it."""
+    return bool(scalar(observer, "SELECT count(*) FROM pg_stat_activity WHERE pid = %s", [pid]))
+
+
 def _sql_value(value: Any) -> Any:
     return Jsonb(value) if isinstance(value, list | dict) else value
 

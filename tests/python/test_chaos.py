@@ -57,7 +57,8 @@ from typing import Any
 
 import psycopg
 import pytest
-from chaos_support import Cluster, WorkerProcess, critical_events, reap, wait_for
+from chaos_support import Cluster, WorkerProcess, critical_events, reap
+from db_support import wait_for
 from psycopg.types.json import Jsonb
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow, pytest.mark.timeout(1800)]

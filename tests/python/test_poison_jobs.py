@@ -16,16 +16,18 @@ jobs_for_tests/poison_jobs.py, enqueues the poison next to well-behaved
 
 from __future__ import annotations
 
+import functools
 import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import db_support
 import psycopg
 import pytest
-from chaos_support import WorkerProcess, critical_events, wait_for, workers_cleanup
-from psycopg.types.json import Jsonb
+from chaos_support import WorkerProcess, critical_events, workers_cleanup
+from db_support import locks_held, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -60,21 +62,8 @@ def start(
     return worker
 
 
-def enqueue(
-    conn: psycopg.Connection[Any],
-    job_class: str,
-    args: list[Any] | None = None,
-    *,
-    maximum_retry_count: int = 2,
-    data: dict[str, Any] | None = None,
-) -> int:
-    row = conn.execute(
-        "SELECT id FROM conveyor.enqueue(%s::text, %s::jsonb, data => %s::jsonb,"
-        " maximum_retry_count => %s::integer)",
-        [job_class, Jsonb(args or []), Jsonb(data or {}), maximum_retry_count],
-    ).fetchone()
-    assert row is not None
-    return int(row[0])
+# Every job here may be retried twice (three runs) unless a test says otherwise.
+enqueue = functools.partial(db_support.enqueue, maximum_retry_count=2)
 
 
 def enqueue_good(conn: psycopg.Connection[Any], n: int = GOOD_JOBS) -> list[int]:
@@ -115,14 +104,6 @@ def attempts(conn: psycopg.Connection[Any], job_id: int) -> list[str]:
             "SELECT tag FROM poison_effects WHERE job_id = %s ORDER BY id", [job_id]
         ).fetchall()
     ]
-
-
-def job_locks(conn: psycopg.Connection[Any]) -> int:
-    row = conn.execute(
-        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2"
-        " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-    ).fetchone()
-    return int(row[0]) if row else -1
 
 
 def connections_of(conn: psycopg.Connection[Any], worker: WorkerProcess) -> int:
@@ -207,7 +188,7 @@ def test_unknown_classes_and_arguments_that_do_not_fit(
     logged = {e.get("job_id") for e in worker.events() if e.get("event") == "job_errored"}
     assert set(cases) | {backoff} <= logged, "every error is logged as job_errored"
     assert_healthy(db, worker)
-    assert job_locks(db) == 0
+    assert locks_held(db) == 0
 
 
 # -- jobs that raise ---------------------------------------------------------------------------
@@ -247,7 +228,7 @@ def test_jobs_raising_anything_including_systemexit_and_keyboardinterrupt(
     wait_for(lambda: job(db, log_level) is None, "the job whose log_level raises to be destroyed")
     assert attempts(db, log_level) == ["log_level raises"]
     assert_healthy(db, worker)
-    assert job_locks(db) == 0
+    assert locks_held(db) == 0
 
 
 ODD_ERRORS = {
@@ -280,7 +261,7 @@ def test_errors_that_are_hard_to_record(
     assert found is not None and len(found["last_error_message"]) <= 1000
     assert len(attempts(db, poison)) == 3
     assert_healthy(db, worker)
-    assert job_locks(db) == 0
+    assert locks_held(db) == 0
 
 
 # -- return values ------------------------------------------------------------------------------
@@ -324,7 +305,7 @@ def test_job_sleeping_far_beyond_the_shutdown_timeout(
     # The abandoned job is not an error, and not locked: it is ready to run again.
     found = job(db, sleeper)
     assert found is not None and found["error_count"] == 0
-    assert job_locks(db) == 0
+    assert locks_held(db) == 0
     assert db.execute("SELECT count(*) FROM conveyor.workers").fetchone() == (0,)
 
     second = start(workers, db_url, tmp_path)
@@ -375,7 +356,7 @@ def test_job_that_abuses_its_borrowed_connection(
         else:
             assert attempts(db, job_id) == [f"{kind} attempt 1"], "its write committed once"
     assert_healthy(db, worker)
-    assert job_locks(db) == 0
+    assert locks_held(db) == 0
     # Nothing the abusive jobs opened stays open on the server.
     idle_in_tx = db.execute(
         "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"

@@ -18,8 +18,9 @@ from typing import Any
 
 import psycopg
 import pytest
+from db_support import lock_key
 from psycopg.types.json import Jsonb
-from security_support import MakeRole, lock_key, login_roles
+from security_support import MakeRole, login_roles
 
 Connect = Callable[..., psycopg.Connection[Any]]
 

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
-from chaos_support import WorkerProcess, critical_events, wait_for, workers_cleanup
+from chaos_support import WorkerProcess, critical_events, workers_cleanup
+from db_support import enqueue, wait_for
 from security_support import MakeRole, login_roles
 
 pytestmark = pytest.mark.slow
@@ -38,16 +40,6 @@ def workers() -> Iterator[list[WorkerProcess]]:
         yield made
 
 
-def enqueue(conn: psycopg.Connection[Any], queue: str = "default", later: bool = False) -> int:
-    row = conn.execute(
-        "SELECT id FROM conveyor.enqueue('Good', '[\"x\"]', queue => %s,"
-        " run_at => now() + CASE WHEN %s THEN interval '1 hour' ELSE interval '0' END)",
-        [queue, later],
-    ).fetchone()
-    assert row is not None
-    return int(row[0])
-
-
 def ran(conn: psycopg.Connection[Any], job_id: int) -> bool:
     row = conn.execute("SELECT count(*) FROM poison_effects WHERE job_id = %s", [job_id]).fetchone()
     return bool(row and row[0])
@@ -64,8 +56,8 @@ def test_forged_notifications_do_not_break_or_misdirect_a_worker(
         "CREATE TABLE public.poison_effects (id bigserial PRIMARY KEY, job_id bigint, tag text,"
         " worker_pid int, at timestamptz NOT NULL DEFAULT clock_timestamp())"
     )
-    other_queue = enqueue(conn, "billing")
-    scheduled = enqueue(conn, later=True)
+    other_queue = enqueue(conn, "Good", ["x"], queue="billing")
+    scheduled = enqueue(conn, "Good", ["x"], run_at=datetime.now(UTC) + timedelta(hours=1))
     # A long poll interval: the worker finds jobs by notification only.
     worker = WorkerProcess(
         db_url, [MODULE], name="forged", log_dir=tmp_path, args=["-w", "2", "-i", "60"]
@@ -94,7 +86,7 @@ def test_forged_notifications_do_not_break_or_misdirect_a_worker(
         app.execute("SELECT pg_notify(%s, %s)", [channel, payload])
 
     # The worker keeps working: new jobs announced the normal way run.
-    fresh = [enqueue(conn) for _ in range(10)]
+    fresh = [enqueue(conn, "Good", ["x"]) for _ in range(10)]
     wait_for(lambda: all(ran(conn, i) for i in fresh), "jobs enqueued after the forgeries", 15)
     assert worker.alive(), worker.stderr()
     assert critical_events(worker.events()) == []
@@ -113,7 +105,7 @@ def test_forged_notifications_do_not_break_or_misdirect_a_worker(
         json.dumps({"jobs": [{"id": other_queue, "priority": 0, "queue": "default"}]}),
     ]:
         app.execute("SELECT pg_notify(%s, %s)", [channel, payload])
-    more = [enqueue(conn) for _ in range(10)]
+    more = [enqueue(conn, "Good", ["x"]) for _ in range(10)]
     wait_for(lambda: all(ran(conn, i) for i in more), "jobs enqueued after the forgeries", 15)
     assert not ran(conn, scheduled), "a forged notification ran a scheduled job early"
     assert not ran(conn, other_queue), "a worker of queue 'default' ran a job of queue 'billing'"

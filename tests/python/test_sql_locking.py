@@ -21,7 +21,14 @@ from typing import Any
 
 import psycopg
 import pytest
-from db_support import all_job_locks, enqueue, enqueue_many, locks_of, wait_for
+from db_support import (
+    all_job_locks,
+    backend_alive,
+    enqueue,
+    enqueue_many,
+    locks_of,
+    wait_for,
+)
 
 Connect = Callable[..., psycopg.Connection[Any]]
 
@@ -63,11 +70,6 @@ def held(conn: psycopg.Connection[Any]) -> set[int]:
     row = conn.execute("SELECT conveyor.held_job_ids()").fetchone()
     assert row is not None
     return set(row[0])
-
-
-def backend_alive(observer: psycopg.Connection[Any], pid: int) -> bool:
-    row = observer.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", [pid]).fetchone()
-    return row == (1,)
 
 
 def resolve(conn: psycopg.Connection[Any], how: str, job: int) -> None:
