@@ -41,11 +41,12 @@ def with_app_name(url: str, name: str) -> str:
 
 class WorkerProcess:
     """One ``conveyor worker`` subprocess; stdout (JSON log lines) and stderr
-    go to files under ``log_dir``."""
+    go to files under ``log_dir``. With ``database_url`` None, no
+    ``--database-url`` is passed: the worker reads ``env``."""
 
     def __init__(
         self,
-        database_url: str,
+        database_url: str | None,
         modules: Sequence[str],
         *,
         name: str,
@@ -62,8 +63,7 @@ class WorkerProcess:
             "-m",
             "conveyor",
             "worker",
-            "--database-url",
-            with_app_name(database_url, name),
+            *(["--database-url", with_app_name(database_url, name)] if database_url else []),
             *(["--connection-url", with_app_name(connection_url, name)] if connection_url else []),
             *args,
             *modules,

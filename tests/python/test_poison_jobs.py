@@ -19,14 +19,13 @@ from __future__ import annotations
 import functools
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import db_support
 import psycopg
 import pytest
-from chaos_support import WorkerProcess, critical_events, workers_cleanup
+from chaos_support import WorkerProcess, critical_events
 from db_support import locks_held, wait_for
 
 pytestmark = pytest.mark.slow
@@ -44,12 +43,6 @@ def db(conn: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
         " worker_pid int, at timestamptz NOT NULL DEFAULT clock_timestamp())"
     )
     return conn
-
-
-@pytest.fixture
-def workers() -> Iterator[list[WorkerProcess]]:
-    with workers_cleanup() as made:
-        yield made
 
 
 def start(

@@ -11,33 +11,19 @@ job of a queue it does not serve.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
-from chaos_support import WorkerProcess, critical_events, workers_cleanup
+from chaos_support import WorkerProcess, critical_events
 from db_support import enqueue, wait_for
-from security_support import MakeRole, login_roles
+from security_support import MakeRole
 
 pytestmark = pytest.mark.slow
 
 MODULE = "jobs_for_tests.poison_jobs"
-
-
-@pytest.fixture
-def login_role(admin_url: str, db_url: str) -> Iterator[MakeRole]:
-    """LOGIN roles made for this test (see security_support.login_roles)."""
-    with login_roles(admin_url, db_url) as make:
-        yield make
-
-
-@pytest.fixture
-def workers() -> Iterator[list[WorkerProcess]]:
-    with workers_cleanup() as made:
-        yield made
 
 
 def ran(conn: psycopg.Connection[Any], job_id: int) -> bool:
