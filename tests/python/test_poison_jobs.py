@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,14 +46,22 @@ def db(conn: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
     return conn
 
 
-def start(
-    workers: list[WorkerProcess], db_url: str, tmp_path: Path, *args: str, name: str = "poison"
-) -> WorkerProcess:
-    worker = WorkerProcess(
-        db_url, [MODULE], name=f"{name}-{len(workers)}", log_dir=tmp_path, args=[*FAST, *args]
-    )
-    workers.append(worker)
-    return worker
+Start = Callable[..., WorkerProcess]
+
+
+@pytest.fixture
+def start(db_url: str, tmp_path: Path, workers: list[WorkerProcess]) -> Start:
+    """``start(*args, name=...)``: a worker on MODULE with the FAST options
+    (``args`` come after them, so they win), reaped at teardown."""
+
+    def _start(*args: str, name: str = "poison") -> WorkerProcess:
+        worker = WorkerProcess(
+            db_url, [MODULE], name=f"{name}-{len(workers)}", log_dir=tmp_path, args=[*FAST, *args]
+        )
+        workers.append(worker)
+        return worker
+
+    return _start
 
 
 # Every job here may be retried twice (three runs) unless a test says otherwise.
@@ -107,6 +116,7 @@ def connections_of(conn: psycopg.Connection[Any], worker: WorkerProcess) -> int:
 
 
 def assert_healthy(conn: psycopg.Connection[Any], worker: WorkerProcess) -> None:
+    """The worker is up, unharmed, within its connections, and holds no lock."""
     assert worker.alive(), f"the worker died:\n{worker.stderr()}"
     harmed = [
         e
@@ -119,6 +129,8 @@ def assert_healthy(conn: psycopg.Connection[Any], worker: WorkerProcess) -> None
     assert connections_of(conn, worker) <= 1 + POOL, (
         "the worker holds more connections than it should"
     )
+    # Nothing stays locked (unlocks are flushed in batches: waited for).
+    wait_for(lambda: locks_held(conn) == 0, "every job lock to be released")
 
 
 def assert_recorded_and_expired(
@@ -137,7 +149,7 @@ def assert_recorded_and_expired(
 
 
 def test_unknown_classes_and_arguments_that_do_not_fit(
-    db: psycopg.Connection[Any], db_url: str, tmp_path: Path, workers: list[WorkerProcess]
+    db: psycopg.Connection[Any], start: Start
 ) -> None:
     cases = {
         enqueue(db, "NoSuchJob"): "unknown job class 'NoSuchJob'",
@@ -154,7 +166,7 @@ def test_unknown_classes_and_arguments_that_do_not_fit(
     # error, then scheduled error_count^4 + 3 = 4 s later.
     backoff = enqueue(db, "AlsoNoSuchJob", maximum_retry_count=5)
     good = enqueue_good(db)
-    worker = start(workers, db_url, tmp_path)
+    worker = start()
 
     wait_for(lambda: good_done(db, good), "the good jobs", timeout=15)
     retried_fast = [
@@ -181,7 +193,6 @@ def test_unknown_classes_and_arguments_that_do_not_fit(
     logged = {e.get("job_id") for e in worker.events() if e.get("event") == "job_errored"}
     assert set(cases) | {backoff} <= logged, "every error is logged as job_errored"
     assert_healthy(db, worker)
-    assert locks_held(db) == 0
 
 
 # -- jobs that raise ---------------------------------------------------------------------------
@@ -201,13 +212,13 @@ PLAIN_ERRORS = {
 
 
 def test_jobs_raising_anything_including_systemexit_and_keyboardinterrupt(
-    db: psycopg.Connection[Any], db_url: str, tmp_path: Path, workers: list[WorkerProcess]
+    db: psycopg.Connection[Any], start: Start
 ) -> None:
     cases = {enqueue(db, "Raises", [kind]): message for kind, message in PLAIN_ERRORS.items()}
     handler = enqueue(db, "RaisingHandler")
     log_level = enqueue(db, "RaisingLogLevel")
     good = enqueue_good(db)
-    worker = start(workers, db_url, tmp_path)
+    worker = start()
 
     wait_for(lambda: good_done(db, good), "the good jobs", timeout=15)
     wait_for(lambda: all(expired(db, i) for i in [*cases, handler]), "raising jobs to expire", 15)
@@ -221,7 +232,6 @@ def test_jobs_raising_anything_including_systemexit_and_keyboardinterrupt(
     wait_for(lambda: job(db, log_level) is None, "the job whose log_level raises to be destroyed")
     assert attempts(db, log_level) == ["log_level raises"]
     assert_healthy(db, worker)
-    assert locks_held(db) == 0
 
 
 ODD_ERRORS = {
@@ -237,16 +247,14 @@ ODD_ERRORS = {
 @pytest.mark.parametrize("kind", list(ODD_ERRORS))
 def test_errors_that_are_hard_to_record(
     db: psycopg.Connection[Any],
-    db_url: str,
-    tmp_path: Path,
-    workers: list[WorkerProcess],
+    start: Start,
     kind: str,
 ) -> None:
     """Exceptions whose __str__ raises, or whose message PostgreSQL text
     cannot hold (NUL, a lone surrogate) or is huge: still recorded."""
     poison = enqueue(db, "Raises", [kind])
     good = enqueue_good(db)
-    worker = start(workers, db_url, tmp_path)
+    worker = start()
     wait_for(lambda: good_done(db, good), "the good jobs", timeout=15)
     wait_for(lambda: expired(db, poison), f"the {kind} job to expire", timeout=15)
     assert_recorded_and_expired(db, poison, ODD_ERRORS[kind])
@@ -254,19 +262,16 @@ def test_errors_that_are_hard_to_record(
     assert found is not None and len(found["last_error_message"]) <= 1000
     assert len(attempts(db, poison)) == 3
     assert_healthy(db, worker)
-    assert locks_held(db) == 0
 
 
 # -- return values ------------------------------------------------------------------------------
 
 
-def test_return_values_that_cannot_be_serialised(
-    db: psycopg.Connection[Any], db_url: str, tmp_path: Path, workers: list[WorkerProcess]
-) -> None:
+def test_return_values_that_cannot_be_serialised(db: psycopg.Connection[Any], start: Start) -> None:
     kinds = ["object", "generator", "lambda", "self", "socket", "nan"]
     ids = [enqueue(db, "ReturnsUnserialisable", [kind]) for kind in kinds]
     good = enqueue_good(db)
-    worker = start(workers, db_url, tmp_path, "--log-level", "debug")
+    worker = start("--log-level", "debug")
     wait_for(lambda: good_done(db, [*good, *ids]), "all jobs", timeout=15)
     for job_id, kind in zip(ids, kinds, strict=True):
         assert attempts(db, job_id) == [f"returns {kind}"], "worked once, not retried"
@@ -279,10 +284,10 @@ def test_return_values_that_cannot_be_serialised(
 
 
 def test_job_sleeping_far_beyond_the_shutdown_timeout(
-    db: psycopg.Connection[Any], db_url: str, tmp_path: Path, workers: list[WorkerProcess]
+    db: psycopg.Connection[Any], start: Start
 ) -> None:
     sleeper = enqueue(db, "Sleeper", [600])
-    first = start(workers, db_url, tmp_path, "--shutdown-timeout", "1")
+    first = start("--shutdown-timeout", "1")
     wait_for(lambda: attempts(db, sleeper) == ["started"], "the sleeper to start")
     good = enqueue_good(db)
     wait_for(lambda: good_done(db, good), "the good jobs, next to the sleeper", timeout=15)
@@ -301,7 +306,7 @@ def test_job_sleeping_far_beyond_the_shutdown_timeout(
     assert locks_held(db) == 0
     assert db.execute("SELECT count(*) FROM conveyor.workers").fetchone() == (0,)
 
-    second = start(workers, db_url, tmp_path)
+    second = start()
     wait_for(lambda: job(db, sleeper) is None, "another worker to run the sleeper again", 15)
     assert attempts(db, sleeper) == ["started", "started", "finished"]
     assert_healthy(db, second)
@@ -325,9 +330,7 @@ CONNECTION_ABUSE = {
 @pytest.mark.parametrize("kind", list(CONNECTION_ABUSE))
 def test_job_that_abuses_its_borrowed_connection(
     db: psycopg.Connection[Any],
-    db_url: str,
-    tmp_path: Path,
-    workers: list[WorkerProcess],
+    start: Start,
     kind: str,
 ) -> None:
     """More abusive jobs than the pool has connections, then good jobs: the
@@ -335,7 +338,7 @@ def test_job_that_abuses_its_borrowed_connection(
     left aborted or open is not work done), and the pool is not exhausted."""
     errs, message = CONNECTION_ABUSE[kind]
     poison = [enqueue(db, "ConnectionAbuse", [kind]) for _ in range(POOL + 1)]
-    worker = start(workers, db_url, tmp_path)
+    worker = start()
     if errs:
         wait_for(lambda: all(expired(db, i) for i in poison), f"'{kind}' jobs to expire", 15)
     else:
@@ -349,7 +352,6 @@ def test_job_that_abuses_its_borrowed_connection(
         else:
             assert attempts(db, job_id) == [f"{kind} attempt 1"], "its write committed once"
     assert_healthy(db, worker)
-    assert locks_held(db) == 0
     # Nothing the abusive jobs opened stays open on the server.
     idle_in_tx = db.execute(
         "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
@@ -362,9 +364,7 @@ def test_job_that_abuses_its_borrowed_connection(
 @pytest.mark.parametrize("kind", ["autocommit", "session settings"])
 def test_session_state_a_job_leaves_does_not_reach_the_next_job(
     db: psycopg.Connection[Any],
-    db_url: str,
-    tmp_path: Path,
-    workers: list[WorkerProcess],
+    start: Start,
     kind: str,
 ) -> None:
     """With one worker thread (a pool of one connection), a job that turns on
@@ -372,14 +372,7 @@ def test_session_state_a_job_leaves_does_not_reach_the_next_job(
     session advisory lock or LISTENs must not hand that connection on as is."""
     abuser = enqueue(db, "ConnectionAbuse", [kind])
     probes = [enqueue(db, "Probe") for _ in range(3)]
-    worker = WorkerProcess(
-        db_url,
-        [MODULE],
-        name="probe-0",
-        log_dir=tmp_path,
-        args=["-w", "1", "-i", "0.1", "--wait-period", "10"],
-    )
-    workers.append(worker)
+    worker = start("-w", "1", name="probe")  # one thread: a pool of one connection
     wait_for(
         lambda: job(db, abuser) is None and len(attempts(db, abuser)) == 1, "the abusive job to run"
     )
