@@ -7,7 +7,6 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -158,11 +157,9 @@ def test_enqueue_errors_are_one_line(db_url: str, args: list[str], message: str)
 
 
 def test_migrate_installs_then_is_a_no_op_then_refuses_another_version(
-    new_db: Callable[[], str],
+    schemaless_db_url: str,
 ) -> None:
-    url = new_db()
-    with psycopg.connect(url, autocommit=True) as admin:
-        admin.execute("DROP SCHEMA conveyor CASCADE")
+    url = schemaless_db_url
     result = run("migrate", "--database-url", url)
     assert result.exit_code == 0, result.output
     assert result.output.strip() == "conveyor schema 0.1.0: installed"
@@ -215,11 +212,9 @@ def test_bad_options_are_usage_errors(db_url: str) -> None:
 
 
 def test_a_schema_less_database_stops_the_worker_with_one_line(
-    new_db: Callable[[], str],
+    schemaless_db_url: str,
 ) -> None:
-    url = new_db()
-    with psycopg.connect(url, autocommit=True) as admin:
-        admin.execute("DROP SCHEMA conveyor CASCADE")
+    url = schemaless_db_url
     result = conveyor_process("worker", "--database-url", url)
     assert result.returncode == 1
     assert "conveyor migrate" in result.stderr.strip().splitlines()[-1]
