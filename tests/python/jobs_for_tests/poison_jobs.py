@@ -39,7 +39,9 @@ def record(job: conveyor.Job, tag: str, conn: psycopg.Connection[Any] | None = N
 
 def shut_socket(conn: psycopg.Connection[Any]) -> None:
     """Break the connection under psycopg's feet."""
-    shut_socket(conn)
+    sock = socket.socket(fileno=os.dup(conn.fileno()))
+    sock.shutdown(socket.SHUT_RDWR)
+    sock.close()
 
 
 class Good(conveyor.Job):
