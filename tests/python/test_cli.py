@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,19 @@ def one_line_error(result: Any) -> str:
     assert "Traceback" not in stderr
     assert lines[0].startswith("conveyor: error: "), stderr
     return lines[0]
+
+
+def work_until(
+    worker: WorkerProcess, workers: list[WorkerProcess], done: Callable[[], Any], what: str
+) -> list[dict[str, Any]]:
+    """Let the worker run until ``done()``, stop it with SIGTERM (it must exit
+    0) and return its log events, none of them critical."""
+    workers.append(worker)
+    wait_for(done, what, timeout=15)
+    assert worker.stop(timeout=10) == 0, worker.stderr()
+    events = worker.events()
+    assert critical_events(events) == []
+    return events
 
 
 def test_help_lists_the_commands_and_every_worker_option() -> None:
@@ -244,15 +258,12 @@ def test_the_worker_reads_options_from_the_environment_and_works_jobs(
         "CONVEYOR_LOG_LEVEL": "debug",
     }
     worker = WorkerProcess(None, ["cli_jobs"], name="cli-env", log_dir=tmp_path, env=env)
-    workers.append(worker)
-    wait_for(
+    events = work_until(
+        worker,
+        workers,
         lambda: conn.execute("SELECT count(*) FROM cli_results").fetchone() == (1,),
         "the job to run",
-        timeout=15,
     )
-    assert worker.stop(timeout=10) == 0, worker.stderr()
-    events = worker.events()
-    assert critical_events(events) == []
     started = next(e for e in events if e["event"] == "worker_started")
     assert started["queues"] == ["cli", "other"]
     assert started["worker_priorities"] == [5, None, None]
@@ -293,16 +304,13 @@ def test_the_example_jobs_run_in_a_worker(
     hello = conveyor.enqueue(conn, "Hello", "tests")
     greeting = conveyor.enqueue(conn, "RecordGreeting", "ada")
     worker = WorkerProcess(db_url, [str(examples)], name="cli-examples", log_dir=tmp_path)
-    workers.append(worker)
-    wait_for(
+    events = work_until(
+        worker,
+        workers,
         lambda: conn.execute("SELECT count(*) FROM conveyor.jobs").fetchone() == (0,),
         "the example jobs to run",
-        timeout=15,
     )
-    assert worker.stop(timeout=10) == 0, worker.stderr()
     assert conn.execute("SELECT name FROM greetings").fetchall() == [("ada",)]
-    events = worker.events()
-    assert critical_events(events) == []
     worked = {e.get("job_id") for e in events if e["event"] == "job_worked"}
     errored = {e.get("job_id") for e in events if e["event"] == "job_errored"}
     # At the default level (info), job_worked shows for Hello, whose
