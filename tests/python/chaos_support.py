@@ -153,7 +153,7 @@ class WorkerProcess:
             ).fetchone()
             return row[0] if row else None
 
-        return int(wait_for(registered, f"worker {self.name} to register", timeout))
+        return int(wait_for(registered, what=f"worker {self.name} to register", timeout=timeout))
 
     def __repr__(self) -> str:
         return f"<WorkerProcess {self.name} pid={self.pid}>"

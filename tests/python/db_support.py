@@ -22,10 +22,11 @@ CONV = 0x434F4E56
 
 
 def wait_for(
-    condition: Callable[[], Any], what: str = "", timeout: float = 10.0, interval: float = 0.01
+    condition: Callable[[], Any], timeout: float = 10.0, what: str = "", interval: float = 0.01
 ) -> Any:
     """Poll ``condition`` until it returns something truthy, and return that;
-    fail (AssertionError) after ``timeout`` seconds, naming ``what``."""
+    fail (AssertionError) after ``timeout`` seconds, naming ``what``. (The
+    order of polling_support's wait_for, which this one replaces.)"""
     deadline = time.monotonic() + timeout
     while True:
         result = condition()

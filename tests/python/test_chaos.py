@@ -139,7 +139,10 @@ class Chaos:
             if self._observer is not None:
                 self._observer.close()
             self._observer = wait_for(
-                self._try_connect, "the test's own connection to the cluster", 60, 0.1
+                self._try_connect,
+                what="the test's own connection to the cluster",
+                timeout=60,
+                interval=0.1,
             )
         assert self._observer is not None
         return self._observer
@@ -461,7 +464,9 @@ def run(chaos: Chaos, began: float, capsys: pytest.CaptureFixture[str]) -> None:
         chaos.restart_postgres()
         restart_done = True
 
-    wait_for(lambda: chaos.unresolved() == 0, "the backlog to drain", timeout=300, interval=0.2)
+    wait_for(
+        lambda: chaos.unresolved() == 0, what="the backlog to drain", timeout=300, interval=0.2
+    )
     drained = time.time()
 
     # -- the checks -----------------------------------------------------------------------
@@ -482,7 +487,7 @@ def run(chaos: Chaos, began: float, capsys: pytest.CaptureFixture[str]) -> None:
 
     # Locks: the live workers hold none once the backlog is gone (their
     # buffers drain and their unlocks flush within a wait period or two).
-    wait_for(lambda: chaos.locks_of(None) == 0, "no job lock to be held", timeout=10)
+    wait_for(lambda: chaos.locks_of(None) == 0, what="no job lock to be held", timeout=10)
     live_lockers = {chaos.locker_pid(w) for w in chaos.workers}
     registry = {r[0] for r in chaos.q("SELECT pid FROM conveyor.workers")}
     registry_ok = registry == live_lockers and None not in live_lockers
@@ -626,7 +631,7 @@ def run_isolated(chaos: Chaos, began: float, capsys: pytest.CaptureFixture[str])
                     "SELECT 1 FROM pg_stat_activity WHERE application_name LIKE 'chaos-w%%'"
                     " AND pid NOT IN (SELECT pid FROM conveyor.workers)"
                 ),
-                "a pool connection to exist",
+                what="a pool connection to exist",
             )
             chaos.terminate_one("pool", account=False)
         else:
@@ -723,7 +728,7 @@ def test_destroy_on_the_jobs_connection_says_whether_it_destroyed(
     try:
         said = wait_for(
             lambda: conn.execute("SELECT n FROM chaos_runs WHERE job_id = %s", [job_id]).fetchone(),
-            "the job to run",
+            what="the job to run",
         )
     finally:
         worker.stop()

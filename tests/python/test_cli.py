@@ -61,7 +61,7 @@ def work_until(
     """Let the worker run until ``done()``, stop it with SIGTERM (it must exit
     0) and return its log events, none of them critical."""
     workers.append(worker)
-    wait_for(done, what, timeout=15)
+    wait_for(done, what=what, timeout=15)
     assert worker.stop(timeout=10) == 0, worker.stderr()
     events = worker.events()
     assert critical_events(events) == []
@@ -281,7 +281,7 @@ def test_the_worker_keeps_trying_an_unreachable_database(
     workers.append(worker)
     wait_for(
         lambda: [e for e in worker.events() if e["event"] == "database_unreachable"][1:],
-        "two connection attempts",
+        what="two connection attempts",
     )
     assert worker.alive()
     assert worker.stop(timeout=10) == 0, worker.stderr()

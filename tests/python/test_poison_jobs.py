@@ -130,7 +130,7 @@ def assert_healthy(conn: psycopg.Connection[Any], worker: WorkerProcess) -> None
         "the worker holds more connections than it should"
     )
     # Nothing stays locked (unlocks are flushed in batches: waited for).
-    wait_for(lambda: locks_held(conn) == 0, "every job lock to be released")
+    wait_for(lambda: locks_held(conn) == 0, what="every job lock to be released")
 
 
 def assert_recorded_and_expired(
@@ -168,19 +168,23 @@ def test_unknown_classes_and_arguments_that_do_not_fit(
     good = enqueue_good(db)
     worker = start()
 
-    wait_for(lambda: good_done(db, good), "the good jobs", timeout=15)
+    wait_for(lambda: good_done(db, good), what="the good jobs", timeout=15)
     retried_fast = [
         i for i, m in cases.items() if not m.startswith("unknown") and "not a conveyor" not in m
     ]
     unknown = [i for i in cases if i not in retried_fast]
-    wait_for(lambda: all(expired(db, i) for i in retried_fast), "fast-retrying jobs to expire", 15)
+    wait_for(
+        lambda: all(expired(db, i) for i in retried_fast),
+        what="fast-retrying jobs to expire",
+        timeout=15,
+    )
     for job_id in retried_fast:
         assert_recorded_and_expired(db, job_id, cases[job_id])
         assert attempts(db, job_id) == [], "run() must not have been entered"
     wait_for(
         lambda: all((job(db, i) or {}).get("error_count") for i in [*unknown, backoff]),
-        "unknown classes to be recorded",
-        15,
+        what="unknown classes to be recorded",
+        timeout=15,
     )
     for job_id in [*unknown, backoff]:
         found = job(db, job_id)
@@ -220,8 +224,12 @@ def test_jobs_raising_anything_including_systemexit_and_keyboardinterrupt(
     good = enqueue_good(db)
     worker = start()
 
-    wait_for(lambda: good_done(db, good), "the good jobs", timeout=15)
-    wait_for(lambda: all(expired(db, i) for i in [*cases, handler]), "raising jobs to expire", 15)
+    wait_for(lambda: good_done(db, good), what="the good jobs", timeout=15)
+    wait_for(
+        lambda: all(expired(db, i) for i in [*cases, handler]),
+        what="raising jobs to expire",
+        timeout=15,
+    )
     for job_id, message in cases.items():
         assert_recorded_and_expired(db, job_id, message)
         assert len(attempts(db, job_id)) == 3, "retried twice after the first error"
@@ -229,7 +237,9 @@ def test_jobs_raising_anything_including_systemexit_and_keyboardinterrupt(
     assert_recorded_and_expired(db, handler, "ValueError: run failed")
     assert any(e.get("event") == "handle_error_failed" for e in worker.events())
     # log_level raised after the job worked: the job is done, not retried.
-    wait_for(lambda: job(db, log_level) is None, "the job whose log_level raises to be destroyed")
+    wait_for(
+        lambda: job(db, log_level) is None, what="the job whose log_level raises to be destroyed"
+    )
     assert attempts(db, log_level) == ["log_level raises"]
     assert_healthy(db, worker)
 
@@ -255,8 +265,8 @@ def test_errors_that_are_hard_to_record(
     poison = enqueue(db, "Raises", [kind])
     good = enqueue_good(db)
     worker = start()
-    wait_for(lambda: good_done(db, good), "the good jobs", timeout=15)
-    wait_for(lambda: expired(db, poison), f"the {kind} job to expire", timeout=15)
+    wait_for(lambda: good_done(db, good), what="the good jobs", timeout=15)
+    wait_for(lambda: expired(db, poison), what=f"the {kind} job to expire", timeout=15)
     assert_recorded_and_expired(db, poison, ODD_ERRORS[kind])
     found = job(db, poison)
     assert found is not None and len(found["last_error_message"]) <= 1000
@@ -272,7 +282,7 @@ def test_return_values_that_cannot_be_serialised(db: psycopg.Connection[Any], st
     ids = [enqueue(db, "ReturnsUnserialisable", [kind]) for kind in kinds]
     good = enqueue_good(db)
     worker = start("--log-level", "debug")
-    wait_for(lambda: good_done(db, [*good, *ids]), "all jobs", timeout=15)
+    wait_for(lambda: good_done(db, [*good, *ids]), what="all jobs", timeout=15)
     for job_id, kind in zip(ids, kinds, strict=True):
         assert attempts(db, job_id) == [f"returns {kind}"], "worked once, not retried"
     worked = {e.get("job_id") for e in worker.events() if e.get("event") == "job_worked"}
@@ -288,9 +298,9 @@ def test_job_sleeping_far_beyond_the_shutdown_timeout(
 ) -> None:
     sleeper = enqueue(db, "Sleeper", [600])
     first = start("--shutdown-timeout", "1")
-    wait_for(lambda: attempts(db, sleeper) == ["started"], "the sleeper to start")
+    wait_for(lambda: attempts(db, sleeper) == ["started"], what="the sleeper to start")
     good = enqueue_good(db)
-    wait_for(lambda: good_done(db, good), "the good jobs, next to the sleeper", timeout=15)
+    wait_for(lambda: good_done(db, good), what="the good jobs, next to the sleeper", timeout=15)
 
     signalled = time.monotonic()
     first.signal(signal.SIGTERM)
@@ -307,7 +317,9 @@ def test_job_sleeping_far_beyond_the_shutdown_timeout(
     assert db.execute("SELECT count(*) FROM conveyor.workers").fetchone() == (0,)
 
     second = start()
-    wait_for(lambda: job(db, sleeper) is None, "another worker to run the sleeper again", 15)
+    wait_for(
+        lambda: job(db, sleeper) is None, what="another worker to run the sleeper again", timeout=15
+    )
     assert attempts(db, sleeper) == ["started", "started", "finished"]
     assert_healthy(db, second)
 
@@ -340,11 +352,17 @@ def test_job_that_abuses_its_borrowed_connection(
     poison = [enqueue(db, "ConnectionAbuse", [kind]) for _ in range(POOL + 1)]
     worker = start()
     if errs:
-        wait_for(lambda: all(expired(db, i) for i in poison), f"'{kind}' jobs to expire", 15)
+        wait_for(
+            lambda: all(expired(db, i) for i in poison), what=f"'{kind}' jobs to expire", timeout=15
+        )
     else:
-        wait_for(lambda: all(job(db, i) is None for i in poison), f"'{kind}' jobs to finish", 15)
+        wait_for(
+            lambda: all(job(db, i) is None for i in poison),
+            what=f"'{kind}' jobs to finish",
+            timeout=15,
+        )
     good = enqueue_good(db)
-    wait_for(lambda: good_done(db, good), "the good jobs after the abuse", timeout=15)
+    wait_for(lambda: good_done(db, good), what="the good jobs after the abuse", timeout=15)
     for job_id in poison:
         if errs:
             assert_recorded_and_expired(db, job_id, message)
@@ -374,9 +392,10 @@ def test_session_state_a_job_leaves_does_not_reach_the_next_job(
     probes = [enqueue(db, "Probe") for _ in range(3)]
     worker = start("-w", "1", name="probe")  # one thread: a pool of one connection
     wait_for(
-        lambda: job(db, abuser) is None and len(attempts(db, abuser)) == 1, "the abusive job to run"
+        lambda: job(db, abuser) is None and len(attempts(db, abuser)) == 1,
+        what="the abusive job to run",
     )
-    wait_for(lambda: all(attempts(db, p) for p in probes), "the probes to run", timeout=15)
+    wait_for(lambda: all(attempts(db, p) for p in probes), what="the probes to run", timeout=15)
     clean = 'probe off | 0 | "$user", public | 0 | 0 | autocommit=False'
     seen = {p: attempts(db, p) for p in probes}
     assert seen == {p: [clean] for p in probes}

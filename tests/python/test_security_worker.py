@@ -73,7 +73,11 @@ def test_forged_notifications_do_not_break_or_misdirect_a_worker(
 
     # The worker keeps working: new jobs announced the normal way run.
     fresh = [enqueue(conn, "Good", ["x"]) for _ in range(10)]
-    wait_for(lambda: all(ran(conn, i) for i in fresh), "jobs enqueued after the forgeries", 15)
+    wait_for(
+        lambda: all(ran(conn, i) for i in fresh),
+        what="jobs enqueued after the forgeries",
+        timeout=15,
+    )
     assert worker.alive(), worker.stderr()
     assert critical_events(worker.events()) == []
     assert "Traceback" not in worker.stderr()
@@ -92,7 +96,11 @@ def test_forged_notifications_do_not_break_or_misdirect_a_worker(
     ]:
         app.execute("SELECT pg_notify(%s, %s)", [channel, payload])
     more = [enqueue(conn, "Good", ["x"]) for _ in range(10)]
-    wait_for(lambda: all(ran(conn, i) for i in more), "jobs enqueued after the forgeries", 15)
+    wait_for(
+        lambda: all(ran(conn, i) for i in more),
+        what="jobs enqueued after the forgeries",
+        timeout=15,
+    )
     assert not ran(conn, scheduled), "a forged notification ran a scheduled job early"
     assert not ran(conn, other_queue), "a worker of queue 'default' ran a job of queue 'billing'"
     untouched = conn.execute(

@@ -114,7 +114,7 @@ def test_disconnect_frees_the_jobs_at_once(connect: Connect) -> None:
     a.close()
     # The backend releases its locks before it leaves pg_stat_activity, so
     # once it is gone the very first try must succeed: no lease, no heartbeat.
-    wait_for(lambda: not backend_alive(b, pid), "the closed session's backend to exit")
+    wait_for(lambda: not backend_alive(b, pid), what="the closed session's backend to exit")
     assert sorted(lock(b, max_jobs=10)) == jobs
 
 
@@ -576,7 +576,7 @@ def race_lock_against_resolution(
             # level): then there is no race to force.
             wait_for(
                 lambda: result.done() or b_waits_at_the_gate(),
-                "session B to stop at the gate (or to return)",
+                what="session B to stop at the gate (or to return)",
             )
             if not result.done():
                 if how == "unlock":
