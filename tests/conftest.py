@@ -130,6 +130,16 @@ def db_url(new_db: Callable[[], str]) -> str:
 
 
 @pytest.fixture
+def schemaless_db_url(new_db: Callable[[], str]) -> str:
+    """URL of a clone whose conveyor schema was dropped: a database that
+    conveyor was never installed in (its roles, global, stay)."""
+    url = new_db()
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute("DROP SCHEMA conveyor CASCADE")
+    return url
+
+
+@pytest.fixture
 def connect(db_url: str) -> Iterator[Callable[..., psycopg.Connection[Any]]]:
     """Factory for extra connections to `db_url`; all are closed at teardown.
 

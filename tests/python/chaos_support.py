@@ -1,6 +1,6 @@
-"""Helpers for the poison-job and chaos tests: `conveyor worker` subprocesses,
-waiting for conditions with deadlines, and a PostgreSQL cluster of the test's
-own that it may restart.
+"""Helpers for the tests that run `conveyor worker` subprocesses (poison jobs,
+chaos, the CLI), and a PostgreSQL cluster of the test's own that it may
+restart.
 
 Workers run as real subprocesses (``python -m conveyor worker``) with the job
 modules of tests/python/jobs_for_tests importable. Each gets its own
@@ -21,30 +21,17 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import psycopg
+from db_support import wait_for
 from psycopg.conninfo import make_conninfo
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 INSTALL_SQL = ROOT / "sql" / "conveyor.sql"
-
-
-def wait_for(
-    condition: Callable[[], Any], what: str, timeout: float = 10.0, interval: float = 0.02
-) -> Any:
-    """Poll ``condition`` until it returns something truthy; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
 
 
 def with_app_name(url: str, name: str) -> str:
@@ -54,11 +41,12 @@ def with_app_name(url: str, name: str) -> str:
 
 class WorkerProcess:
     """One ``conveyor worker`` subprocess; stdout (JSON log lines) and stderr
-    go to files under ``log_dir``."""
+    go to files under ``log_dir``. With ``database_url`` None, no
+    ``--database-url`` is passed: the worker reads ``env``."""
 
     def __init__(
         self,
-        database_url: str,
+        database_url: str | None,
         modules: Sequence[str],
         *,
         name: str,
@@ -75,8 +63,7 @@ class WorkerProcess:
             "-m",
             "conveyor",
             "worker",
-            "--database-url",
-            with_app_name(database_url, name),
+            *(["--database-url", with_app_name(database_url, name)] if database_url else []),
             *(["--connection-url", with_app_name(connection_url, name)] if connection_url else []),
             *args,
             *modules,
@@ -166,7 +153,7 @@ class WorkerProcess:
             ).fetchone()
             return row[0] if row else None
 
-        return int(wait_for(registered, f"worker {self.name} to register", timeout))
+        return int(wait_for(registered, what=f"worker {self.name} to register", timeout=timeout))
 
     def __repr__(self) -> str:
         return f"<WorkerProcess {self.name} pid={self.pid}>"

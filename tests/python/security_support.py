@@ -17,8 +17,6 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-CONV = 1129270870  # 0x434F4E56, the first key of a conveyor job lock
-
 MakeRole = Callable[..., tuple[str, Callable[..., psycopg.Connection[Any]]]]
 
 
@@ -64,12 +62,3 @@ def login_roles(admin_url: str, db_url: str) -> Iterator[MakeRole]:
                     [name],
                 )
                 admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
-
-
-def lock_key(job_id: int) -> tuple[int, int]:
-    """The two int4 keys of a job's advisory lock (docs/reference/protocol.md)."""
-    key1 = CONV ^ (job_id >> 32)
-    key2 = job_id & 0xFFFFFFFF
-    if key2 >= 2**31:
-        key2 -= 2**32
-    return key1, key2

@@ -5,17 +5,17 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+from chaos_support import WorkerProcess, critical_events
 from click.testing import CliRunner
+from db_support import wait_for
 
 import conveyor
 import conveyor.migrations
@@ -54,6 +54,19 @@ def one_line_error(result: Any) -> str:
     assert "Traceback" not in stderr
     assert lines[0].startswith("conveyor: error: "), stderr
     return lines[0]
+
+
+def work_until(
+    worker: WorkerProcess, workers: list[WorkerProcess], done: Callable[[], Any], what: str
+) -> list[dict[str, Any]]:
+    """Let the worker run until ``done()``, stop it with SIGTERM (it must exit
+    0) and return its log events, none of them critical."""
+    workers.append(worker)
+    wait_for(done, what=what, timeout=15)
+    assert worker.stop(timeout=10) == 0, worker.stderr()
+    events = worker.events()
+    assert critical_events(events) == []
+    return events
 
 
 def test_help_lists_the_commands_and_every_worker_option() -> None:
@@ -165,11 +178,9 @@ def test_enqueue_errors_are_one_line(db_url: str, args: list[str], message: str)
 
 
 def test_migrate_installs_then_is_a_no_op_then_refuses_another_version(
-    new_db: Callable[[], str],
+    schemaless_db_url: str,
 ) -> None:
-    url = new_db()
-    with psycopg.connect(url, autocommit=True) as admin:
-        admin.execute("DROP SCHEMA conveyor CASCADE")
+    url = schemaless_db_url
     result = run("migrate", "--database-url", url)
     assert result.exit_code == 0, result.output
     assert result.output.strip() == "conveyor schema 0.1.0: installed"
@@ -252,11 +263,9 @@ def test_bad_options_are_usage_errors(db_url: str) -> None:
 
 
 def test_a_schema_less_database_stops_the_worker_with_one_line(
-    new_db: Callable[[], str],
+    schemaless_db_url: str,
 ) -> None:
-    url = new_db()
-    with psycopg.connect(url, autocommit=True) as admin:
-        admin.execute("DROP SCHEMA conveyor CASCADE")
+    url = schemaless_db_url
     result = conveyor_process("worker", "--database-url", url)
     assert result.returncode == 1
     assert "conveyor migrate" in result.stderr.strip().splitlines()[-1]
@@ -264,7 +273,7 @@ def test_a_schema_less_database_stops_the_worker_with_one_line(
 
 
 def test_the_worker_reads_options_from_the_environment_and_works_jobs(
-    db_url: str, conn: psycopg.Connection[Any], tmp_path: Path
+    db_url: str, conn: psycopg.Connection[Any], tmp_path: Path, workers: list[WorkerProcess]
 ) -> None:
     (tmp_path / "cli_jobs.py").write_text(
         "import conveyor\n"
@@ -276,8 +285,8 @@ def test_the_worker_reads_options_from_the_environment_and_works_jobs(
     conn.execute("CREATE TABLE cli_results (value int)")
     conveyor.enqueue(conn, "CliJob", 7, queue="cli")
     env = {
-        **os.environ,
         "DATABASE_URL": db_url,
+        "PYTHONPATH": str(tmp_path),  # cli_jobs, imported by name
         "CONVEYOR_QUEUE_NAME": "cli other",
         "CONVEYOR_WORKER_PRIORITIES": "5,any",
         "CONVEYOR_WORKER_COUNT": "3",
@@ -285,27 +294,13 @@ def test_the_worker_reads_options_from_the_environment_and_works_jobs(
         "CONVEYOR_LOG_INTERNALS": "1",
         "CONVEYOR_LOG_LEVEL": "debug",
     }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "conveyor", "worker", "cli_jobs"],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    worker = WorkerProcess(None, ["cli_jobs"], name="cli-env", log_dir=tmp_path, env=env)
+    events = work_until(
+        worker,
+        workers,
+        lambda: conn.execute("SELECT count(*) FROM cli_results").fetchone() == (1,),
+        "the job to run",
     )
-    try:
-        deadline = time.monotonic() + 15
-        while conn.execute("SELECT count(*) FROM cli_results").fetchone() != (1,):
-            assert time.monotonic() < deadline, "the job did not run"
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGTERM)
-        stdout, stderr = proc.communicate(timeout=10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    assert proc.returncode == 0, stderr
-    events = [json.loads(line) for line in stdout.splitlines()]
     started = next(e for e in events if e["event"] == "worker_started")
     assert started["queues"] == ["cli", "other"]
     assert started["worker_priorities"] == [5, None, None]
@@ -316,30 +311,19 @@ def test_the_worker_reads_options_from_the_environment_and_works_jobs(
     assert events[-1]["event"] == "worker_stopped" and events[-1]["clean"] is True
 
 
-def test_the_worker_keeps_trying_an_unreachable_database() -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "conveyor", "worker", "--database-url", UNREACHABLE],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+def test_the_worker_keeps_trying_an_unreachable_database(
+    tmp_path: Path, workers: list[WorkerProcess]
+) -> None:
+    worker = WorkerProcess(UNREACHABLE, [], name="cli-unreachable", log_dir=tmp_path)
+    workers.append(worker)
+    wait_for(
+        lambda: [e for e in worker.events() if e["event"] == "database_unreachable"][1:],
+        what="two connection attempts",
     )
-    try:
-        assert proc.stdout is not None
-        unreachable = 0
-        deadline = time.monotonic() + 10
-        while unreachable < 2:
-            line = proc.stdout.readline()
-            assert line and time.monotonic() < deadline
-            unreachable += json.loads(line)["event"] == "database_unreachable"
-        assert proc.poll() is None
-        proc.send_signal(signal.SIGTERM)
-        stdout, stderr = proc.communicate(timeout=10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    assert proc.returncode == 0
-    assert "Traceback" not in stdout + stderr
+    assert worker.alive()
+    assert worker.stop(timeout=10) == 0, worker.stderr()
+    assert critical_events(worker.events()) == []
+    assert "Traceback" not in worker.stdout_path.read_text() + worker.stderr()
 
 
 def test_the_installed_script_runs() -> None:
@@ -350,37 +334,24 @@ def test_the_installed_script_runs() -> None:
     assert result.stdout.strip() == f"conveyor, version {conveyor.__version__}"
 
 
-def test_the_example_jobs_run_in_a_worker(db_url: str, conn: psycopg.Connection[Any]) -> None:
+def test_the_example_jobs_run_in_a_worker(
+    db_url: str, conn: psycopg.Connection[Any], tmp_path: Path, workers: list[WorkerProcess]
+) -> None:
     examples = Path(__file__).resolve().parents[2] / "examples" / "jobs.py"
     hello = conveyor.enqueue(conn, "Hello", "tests")
     greeting = conveyor.enqueue(conn, "RecordGreeting", "ada")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "conveyor",
-            "worker",
-            str(examples),
-            "--database-url",
-            db_url,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    worker = WorkerProcess(db_url, [str(examples)], name="cli-examples", log_dir=tmp_path)
+    events = work_until(
+        worker,
+        workers,
+        lambda: conn.execute("SELECT count(*) FROM conveyor.jobs").fetchone() == (0,),
+        "the example jobs to run",
     )
-    try:
-        deadline = time.monotonic() + 15
-        while conn.execute("SELECT count(*) FROM conveyor.jobs").fetchone() != (0,):
-            assert time.monotonic() < deadline, "the example jobs did not run"
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGTERM)
-        stdout, stderr = proc.communicate(timeout=10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    assert proc.returncode == 0, stderr
     assert conn.execute("SELECT name FROM greetings").fetchall() == [("ada",)]
-    worked = [json.loads(line) for line in stdout.splitlines()]
-    assert any(e["event"] == "job_worked" and e["job_id"] == hello for e in worked)
-    assert greeting is not None
+    worked = {e.get("job_id") for e in events if e["event"] == "job_worked"}
+    errored = {e.get("job_id") for e in events if e["event"] == "job_errored"}
+    # At the default level (info), job_worked shows for Hello, whose
+    # log_level says INFO, and not for RecordGreeting (DEBUG by default).
+    assert hello in worked
+    assert greeting not in worked
+    assert errored == set(), "RecordGreeting ran once, without an error"

@@ -327,26 +327,29 @@ def _json_type(value: Any) -> str:
     return "array" if isinstance(value, list) else "object"
 
 
+def _text_problem(value: str | None, field: str, longest: int) -> tuple[str, str] | None:
+    """The rules of a text field: not null, not empty, at most ``longest`` long."""
+    if value is None:
+        return "22004", field
+    if value == "":
+        return "22023", field
+    if len(value) > longest:
+        return "22001", field
+    return None
+
+
 def job_problem(fields: dict[str, Any]) -> tuple[str, str] | None:
     """conveyor.job_problem in Python: (SQLSTATE, field) of the first broken
     rule, in the same order, or None. Values here are already cast."""
-    jc, args, queue = fields["job_class"], fields["args"], fields["queue"]
-    if jc is None:
-        return "22004", "job_class"
-    if jc == "":
-        return "22023", "job_class"
-    if len(jc) > 500:
-        return "22001", "job_class"
+    if problem := _text_problem(fields["job_class"], "job_class", 500):
+        return problem
+    args = fields["args"]
     if args is SQL_NULL:
         return "22004", "args"
     if not _is_json_type(args, "array"):
         return "22023", "args"
-    if queue is None:
-        return "22004", "queue"
-    if queue == "":
-        return "22023", "queue"
-    if len(queue) > 100:
-        return "22001", "queue"
+    if problem := _text_problem(fields["queue"], "queue", 100):
+        return problem
     if fields["priority"] is None:
         return "22004", "priority"
     if not 0 <= fields["priority"] <= 32767:

@@ -16,7 +16,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from polling_support import scalar, wait_for
+from db_support import scalar, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKER_DIR = ROOT / "examples" / "node-worker"

@@ -25,7 +25,7 @@ from typing import Any
 import psycopg
 import pytest
 from pgbouncer_support import PgBouncer
-from polling_support import scalar, wait_for
+from db_support import scalar, wait_for
 
 import conveyor
 

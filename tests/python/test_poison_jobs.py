@@ -16,16 +16,18 @@ jobs_for_tests/poison_jobs.py, enqueues the poison next to well-behaved
 
 from __future__ import annotations
 
+import functools
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import db_support
 import psycopg
 import pytest
-from chaos_support import WorkerProcess, critical_events, wait_for, workers_cleanup
-from psycopg.types.json import Jsonb
+from chaos_support import WorkerProcess, critical_events
+from db_support import locks_held, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -44,37 +46,26 @@ def db(conn: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
     return conn
 
 
+Start = Callable[..., WorkerProcess]
+
+
 @pytest.fixture
-def workers() -> Iterator[list[WorkerProcess]]:
-    with workers_cleanup() as made:
-        yield made
+def start(db_url: str, tmp_path: Path, workers: list[WorkerProcess]) -> Start:
+    """``start(*args, name=...)``: a worker on MODULE with the FAST options
+    (``args`` come after them, so they win), reaped at teardown."""
+
+    def _start(*args: str, name: str = "poison") -> WorkerProcess:
+        worker = WorkerProcess(
+            db_url, [MODULE], name=f"{name}-{len(workers)}", log_dir=tmp_path, args=[*FAST, *args]
+        )
+        workers.append(worker)
+        return worker
+
+    return _start
 
 
-def start(
-    workers: list[WorkerProcess], db_url: str, tmp_path: Path, *args: str, name: str = "poison"
-) -> WorkerProcess:
-    worker = WorkerProcess(
-        db_url, [MODULE], name=f"{name}-{len(workers)}", log_dir=tmp_path, args=[*FAST, *args]
-    )
-    workers.append(worker)
-    return worker
-
-
-def enqueue(
-    conn: psycopg.Connection[Any],
-    job_class: str,
-    args: list[Any] | None = None,
-    *,
-    maximum_retry_count: int = 2,
-    data: dict[str, Any] | None = None,
-) -> int:
-    row = conn.execute(
-        "SELECT id FROM conveyor.enqueue(%s::text, %s::jsonb, data => %s::jsonb,"
-        " maximum_retry_count => %s::integer)",
-        [job_class, Jsonb(args or []), Jsonb(data or {}), maximum_retry_count],
-    ).fetchone()
-    assert row is not None
-    return int(row[0])
+# Every job here may be retried twice (three runs) unless a test says otherwise.
+enqueue = functools.partial(db_support.enqueue, maximum_retry_count=2)
 
 
 def enqueue_good(conn: psycopg.Connection[Any], n: int = GOOD_JOBS) -> list[int]:
@@ -117,14 +108,6 @@ def attempts(conn: psycopg.Connection[Any], job_id: int) -> list[str]:
     ]
 
 
-def job_locks(conn: psycopg.Connection[Any]) -> int:
-    row = conn.execute(
-        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2"
-        " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-    ).fetchone()
-    return int(row[0]) if row else -1
-
-
 def connections_of(conn: psycopg.Connection[Any], worker: WorkerProcess) -> int:
     row = conn.execute(
         "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", [worker.name]
@@ -133,6 +116,7 @@ def connections_of(conn: psycopg.Connection[Any], worker: WorkerProcess) -> int:
 
 
 def assert_healthy(conn: psycopg.Connection[Any], worker: WorkerProcess) -> None:
+    """The worker is up, unharmed, within its connections, and holds no lock."""
     assert worker.alive(), f"the worker died:\n{worker.stderr()}"
     harmed = [
         e
@@ -145,6 +129,8 @@ def assert_healthy(conn: psycopg.Connection[Any], worker: WorkerProcess) -> None
     assert connections_of(conn, worker) <= 1 + POOL, (
         "the worker holds more connections than it should"
     )
+    # Nothing stays locked (unlocks are flushed in batches: waited for).
+    wait_for(lambda: locks_held(conn) == 0, what="every job lock to be released")
 
 
 def assert_recorded_and_expired(
@@ -163,7 +149,7 @@ def assert_recorded_and_expired(
 
 
 def test_unknown_classes_and_arguments_that_do_not_fit(
-    db: psycopg.Connection[Any], db_url: str, tmp_path: Path, workers: list[WorkerProcess]
+    db: psycopg.Connection[Any], start: Start
 ) -> None:
     cases = {
         enqueue(db, "NoSuchJob"): "unknown job class 'NoSuchJob'",
@@ -180,21 +166,25 @@ def test_unknown_classes_and_arguments_that_do_not_fit(
     # error, then scheduled error_count^4 + 3 = 4 s later.
     backoff = enqueue(db, "AlsoNoSuchJob", maximum_retry_count=5)
     good = enqueue_good(db)
-    worker = start(workers, db_url, tmp_path)
+    worker = start()
 
-    wait_for(lambda: good_done(db, good), "the good jobs", timeout=15)
+    wait_for(lambda: good_done(db, good), what="the good jobs", timeout=15)
     retried_fast = [
         i for i, m in cases.items() if not m.startswith("unknown") and "not a conveyor" not in m
     ]
     unknown = [i for i in cases if i not in retried_fast]
-    wait_for(lambda: all(expired(db, i) for i in retried_fast), "fast-retrying jobs to expire", 15)
+    wait_for(
+        lambda: all(expired(db, i) for i in retried_fast),
+        what="fast-retrying jobs to expire",
+        timeout=15,
+    )
     for job_id in retried_fast:
         assert_recorded_and_expired(db, job_id, cases[job_id])
         assert attempts(db, job_id) == [], "run() must not have been entered"
     wait_for(
         lambda: all((job(db, i) or {}).get("error_count") for i in [*unknown, backoff]),
-        "unknown classes to be recorded",
-        15,
+        what="unknown classes to be recorded",
+        timeout=15,
     )
     for job_id in [*unknown, backoff]:
         found = job(db, job_id)
@@ -207,7 +197,6 @@ def test_unknown_classes_and_arguments_that_do_not_fit(
     logged = {e.get("job_id") for e in worker.events() if e.get("event") == "job_errored"}
     assert set(cases) | {backoff} <= logged, "every error is logged as job_errored"
     assert_healthy(db, worker)
-    assert job_locks(db) == 0
 
 
 # -- jobs that raise ---------------------------------------------------------------------------
@@ -227,16 +216,20 @@ PLAIN_ERRORS = {
 
 
 def test_jobs_raising_anything_including_systemexit_and_keyboardinterrupt(
-    db: psycopg.Connection[Any], db_url: str, tmp_path: Path, workers: list[WorkerProcess]
+    db: psycopg.Connection[Any], start: Start
 ) -> None:
     cases = {enqueue(db, "Raises", [kind]): message for kind, message in PLAIN_ERRORS.items()}
     handler = enqueue(db, "RaisingHandler")
     log_level = enqueue(db, "RaisingLogLevel")
     good = enqueue_good(db)
-    worker = start(workers, db_url, tmp_path)
+    worker = start()
 
-    wait_for(lambda: good_done(db, good), "the good jobs", timeout=15)
-    wait_for(lambda: all(expired(db, i) for i in [*cases, handler]), "raising jobs to expire", 15)
+    wait_for(lambda: good_done(db, good), what="the good jobs", timeout=15)
+    wait_for(
+        lambda: all(expired(db, i) for i in [*cases, handler]),
+        what="raising jobs to expire",
+        timeout=15,
+    )
     for job_id, message in cases.items():
         assert_recorded_and_expired(db, job_id, message)
         assert len(attempts(db, job_id)) == 3, "retried twice after the first error"
@@ -244,10 +237,11 @@ def test_jobs_raising_anything_including_systemexit_and_keyboardinterrupt(
     assert_recorded_and_expired(db, handler, "ValueError: run failed")
     assert any(e.get("event") == "handle_error_failed" for e in worker.events())
     # log_level raised after the job worked: the job is done, not retried.
-    wait_for(lambda: job(db, log_level) is None, "the job whose log_level raises to be destroyed")
+    wait_for(
+        lambda: job(db, log_level) is None, what="the job whose log_level raises to be destroyed"
+    )
     assert attempts(db, log_level) == ["log_level raises"]
     assert_healthy(db, worker)
-    assert job_locks(db) == 0
 
 
 ODD_ERRORS = {
@@ -263,37 +257,32 @@ ODD_ERRORS = {
 @pytest.mark.parametrize("kind", list(ODD_ERRORS))
 def test_errors_that_are_hard_to_record(
     db: psycopg.Connection[Any],
-    db_url: str,
-    tmp_path: Path,
-    workers: list[WorkerProcess],
+    start: Start,
     kind: str,
 ) -> None:
     """Exceptions whose __str__ raises, or whose message PostgreSQL text
     cannot hold (NUL, a lone surrogate) or is huge: still recorded."""
     poison = enqueue(db, "Raises", [kind])
     good = enqueue_good(db)
-    worker = start(workers, db_url, tmp_path)
-    wait_for(lambda: good_done(db, good), "the good jobs", timeout=15)
-    wait_for(lambda: expired(db, poison), f"the {kind} job to expire", timeout=15)
+    worker = start()
+    wait_for(lambda: good_done(db, good), what="the good jobs", timeout=15)
+    wait_for(lambda: expired(db, poison), what=f"the {kind} job to expire", timeout=15)
     assert_recorded_and_expired(db, poison, ODD_ERRORS[kind])
     found = job(db, poison)
     assert found is not None and len(found["last_error_message"]) <= 1000
     assert len(attempts(db, poison)) == 3
     assert_healthy(db, worker)
-    assert job_locks(db) == 0
 
 
 # -- return values ------------------------------------------------------------------------------
 
 
-def test_return_values_that_cannot_be_serialised(
-    db: psycopg.Connection[Any], db_url: str, tmp_path: Path, workers: list[WorkerProcess]
-) -> None:
+def test_return_values_that_cannot_be_serialised(db: psycopg.Connection[Any], start: Start) -> None:
     kinds = ["object", "generator", "lambda", "self", "socket", "nan"]
     ids = [enqueue(db, "ReturnsUnserialisable", [kind]) for kind in kinds]
     good = enqueue_good(db)
-    worker = start(workers, db_url, tmp_path, "--log-level", "debug")
-    wait_for(lambda: good_done(db, [*good, *ids]), "all jobs", timeout=15)
+    worker = start("--log-level", "debug")
+    wait_for(lambda: good_done(db, [*good, *ids]), what="all jobs", timeout=15)
     for job_id, kind in zip(ids, kinds, strict=True):
         assert attempts(db, job_id) == [f"returns {kind}"], "worked once, not retried"
     worked = {e.get("job_id") for e in worker.events() if e.get("event") == "job_worked"}
@@ -305,13 +294,13 @@ def test_return_values_that_cannot_be_serialised(
 
 
 def test_job_sleeping_far_beyond_the_shutdown_timeout(
-    db: psycopg.Connection[Any], db_url: str, tmp_path: Path, workers: list[WorkerProcess]
+    db: psycopg.Connection[Any], start: Start
 ) -> None:
     sleeper = enqueue(db, "Sleeper", [600])
-    first = start(workers, db_url, tmp_path, "--shutdown-timeout", "1")
-    wait_for(lambda: attempts(db, sleeper) == ["started"], "the sleeper to start")
+    first = start("--shutdown-timeout", "1")
+    wait_for(lambda: attempts(db, sleeper) == ["started"], what="the sleeper to start")
     good = enqueue_good(db)
-    wait_for(lambda: good_done(db, good), "the good jobs, next to the sleeper", timeout=15)
+    wait_for(lambda: good_done(db, good), what="the good jobs, next to the sleeper", timeout=15)
 
     signalled = time.monotonic()
     first.signal(signal.SIGTERM)
@@ -324,11 +313,13 @@ def test_job_sleeping_far_beyond_the_shutdown_timeout(
     # The abandoned job is not an error, and not locked: it is ready to run again.
     found = job(db, sleeper)
     assert found is not None and found["error_count"] == 0
-    assert job_locks(db) == 0
+    assert locks_held(db) == 0
     assert db.execute("SELECT count(*) FROM conveyor.lockers").fetchone() == (0,)
 
-    second = start(workers, db_url, tmp_path)
-    wait_for(lambda: job(db, sleeper) is None, "another worker to run the sleeper again", 15)
+    second = start()
+    wait_for(
+        lambda: job(db, sleeper) is None, what="another worker to run the sleeper again", timeout=15
+    )
     assert attempts(db, sleeper) == ["started", "started", "finished"]
     assert_healthy(db, second)
 
@@ -351,9 +342,7 @@ CONNECTION_ABUSE = {
 @pytest.mark.parametrize("kind", list(CONNECTION_ABUSE))
 def test_job_that_abuses_its_borrowed_connection(
     db: psycopg.Connection[Any],
-    db_url: str,
-    tmp_path: Path,
-    workers: list[WorkerProcess],
+    start: Start,
     kind: str,
 ) -> None:
     """More abusive jobs than the pool has connections, then good jobs: the
@@ -361,13 +350,19 @@ def test_job_that_abuses_its_borrowed_connection(
     left aborted or open is not work done), and the pool is not exhausted."""
     errs, message = CONNECTION_ABUSE[kind]
     poison = [enqueue(db, "ConnectionAbuse", [kind]) for _ in range(POOL + 1)]
-    worker = start(workers, db_url, tmp_path)
+    worker = start()
     if errs:
-        wait_for(lambda: all(expired(db, i) for i in poison), f"'{kind}' jobs to expire", 15)
+        wait_for(
+            lambda: all(expired(db, i) for i in poison), what=f"'{kind}' jobs to expire", timeout=15
+        )
     else:
-        wait_for(lambda: all(job(db, i) is None for i in poison), f"'{kind}' jobs to finish", 15)
+        wait_for(
+            lambda: all(job(db, i) is None for i in poison),
+            what=f"'{kind}' jobs to finish",
+            timeout=15,
+        )
     good = enqueue_good(db)
-    wait_for(lambda: good_done(db, good), "the good jobs after the abuse", timeout=15)
+    wait_for(lambda: good_done(db, good), what="the good jobs after the abuse", timeout=15)
     for job_id in poison:
         if errs:
             assert_recorded_and_expired(db, job_id, message)
@@ -375,7 +370,6 @@ def test_job_that_abuses_its_borrowed_connection(
         else:
             assert attempts(db, job_id) == [f"{kind} attempt 1"], "its write committed once"
     assert_healthy(db, worker)
-    assert job_locks(db) == 0
     # Nothing the abusive jobs opened stays open on the server.
     idle_in_tx = db.execute(
         "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
@@ -388,9 +382,7 @@ def test_job_that_abuses_its_borrowed_connection(
 @pytest.mark.parametrize("kind", ["autocommit", "session settings"])
 def test_session_state_a_job_leaves_does_not_reach_the_next_job(
     db: psycopg.Connection[Any],
-    db_url: str,
-    tmp_path: Path,
-    workers: list[WorkerProcess],
+    start: Start,
     kind: str,
 ) -> None:
     """With one worker thread (a pool of one connection), a job that turns on
@@ -398,18 +390,12 @@ def test_session_state_a_job_leaves_does_not_reach_the_next_job(
     session advisory lock or LISTENs must not hand that connection on as is."""
     abuser = enqueue(db, "ConnectionAbuse", [kind])
     probes = [enqueue(db, "Probe") for _ in range(3)]
-    worker = WorkerProcess(
-        db_url,
-        [MODULE],
-        name="probe-0",
-        log_dir=tmp_path,
-        args=["-w", "1", "-i", "0.1", "--wait-period", "10"],
-    )
-    workers.append(worker)
+    worker = start("-w", "1", name="probe")  # one thread: a pool of one connection
     wait_for(
-        lambda: job(db, abuser) is None and len(attempts(db, abuser)) == 1, "the abusive job to run"
+        lambda: job(db, abuser) is None and len(attempts(db, abuser)) == 1,
+        what="the abusive job to run",
     )
-    wait_for(lambda: all(attempts(db, p) for p in probes), "the probes to run", timeout=15)
+    wait_for(lambda: all(attempts(db, p) for p in probes), what="the probes to run", timeout=15)
     clean = 'probe off | 0 | "$user", public | 0 | 0 | autocommit=False'
     seen = {p: attempts(db, p) for p in probes}
     assert seen == {p: [clean] for p in probes}

@@ -10,7 +10,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from polling_support import scalar
+from db_support import scalar
 
 Connect = Callable[..., psycopg.Connection[Any]]
 

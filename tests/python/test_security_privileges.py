@@ -13,13 +13,14 @@ on their own, as an application and a worker would in production.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
 import pytest
+from db_support import lock_key
 from psycopg.types.json import Jsonb
-from security_support import MakeRole, lock_key, login_roles
+from security_support import MakeRole
 
 Connect = Callable[..., psycopg.Connection[Any]]
 
@@ -29,13 +30,6 @@ SECURITY_DEFINER = {"enqueue", "enqueue_many", "enqueue_due_schedules"}
 PINNED_PATH = "search_path=pg_catalog, pg_temp"
 
 SECRET = "s3cr3t-argument-of-another-tenant"
-
-
-@pytest.fixture
-def login_role(admin_url: str, db_url: str) -> Iterator[MakeRole]:
-    """LOGIN roles made for this test (see security_support.login_roles)."""
-    with login_roles(admin_url, db_url) as make:
-        yield make
 
 
 def enqueue_as_admin(conn: psycopg.Connection[Any], **fields: Any) -> int:

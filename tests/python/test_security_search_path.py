@@ -18,6 +18,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from db_support import CONV
 from psycopg import sql
 
 Connect = Callable[..., psycopg.Connection[Any]]
@@ -95,14 +96,16 @@ def trap_is_live(attacker: psycopg.Connection[Any]) -> None:
 
 
 def job_locks(observer: psycopg.Connection[Any], pid: int) -> list[int]:
+    """db_support.locks_of, read with names qualified (a trap pg_locks sits in
+    public in some attacks)."""
     rows = observer.execute(
         """
-        SELECT ((l.classid::bigint # 1129270870) << 32) | l.objid::bigint
+        SELECT ((l.classid::bigint # %s) << 32) | l.objid::bigint
           FROM pg_catalog.pg_locks AS l
          WHERE l.locktype = 'advisory' AND l.objsubid = 2 AND l.pid = %s AND l.granted
          ORDER BY 1
         """,
-        [pid],
+        [CONV, pid],
     ).fetchall()
     return [r[0] for r in rows]
 

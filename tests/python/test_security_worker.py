@@ -11,41 +11,19 @@ job of a queue it does not serve.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
-from chaos_support import WorkerProcess, critical_events, wait_for, workers_cleanup
-from security_support import MakeRole, login_roles
+from chaos_support import WorkerProcess, critical_events
+from db_support import enqueue, wait_for
+from security_support import MakeRole
 
 pytestmark = pytest.mark.slow
 
 MODULE = "jobs_for_tests.poison_jobs"
-
-
-@pytest.fixture
-def login_role(admin_url: str, db_url: str) -> Iterator[MakeRole]:
-    """LOGIN roles made for this test (see security_support.login_roles)."""
-    with login_roles(admin_url, db_url) as make:
-        yield make
-
-
-@pytest.fixture
-def workers() -> Iterator[list[WorkerProcess]]:
-    with workers_cleanup() as made:
-        yield made
-
-
-def enqueue(conn: psycopg.Connection[Any], queue: str = "default", later: bool = False) -> int:
-    row = conn.execute(
-        "SELECT id FROM conveyor.enqueue('Good', '[\"x\"]', queue => %s,"
-        " run_at => now() + CASE WHEN %s THEN interval '1 hour' ELSE interval '0' END)",
-        [queue, later],
-    ).fetchone()
-    assert row is not None
-    return int(row[0])
 
 
 def ran(conn: psycopg.Connection[Any], job_id: int) -> bool:
@@ -64,8 +42,8 @@ def test_forged_notifications_do_not_break_or_misdirect_a_worker(
         "CREATE TABLE public.poison_effects (id bigserial PRIMARY KEY, job_id bigint, tag text,"
         " worker_pid int, at timestamptz NOT NULL DEFAULT clock_timestamp())"
     )
-    other_queue = enqueue(conn, "billing")
-    scheduled = enqueue(conn, later=True)
+    other_queue = enqueue(conn, "Good", ["x"], queue="billing")
+    scheduled = enqueue(conn, "Good", ["x"], run_at=datetime.now(UTC) + timedelta(hours=1))
     # A long poll interval: the worker finds jobs by notification only.
     worker = WorkerProcess(
         db_url, [MODULE], name="forged", log_dir=tmp_path, args=["-w", "2", "-i", "60"]
@@ -94,8 +72,12 @@ def test_forged_notifications_do_not_break_or_misdirect_a_worker(
         app.execute("SELECT pg_notify(%s, %s)", [channel, payload])
 
     # The worker keeps working: new jobs announced the normal way run.
-    fresh = [enqueue(conn) for _ in range(10)]
-    wait_for(lambda: all(ran(conn, i) for i in fresh), "jobs enqueued after the forgeries", 15)
+    fresh = [enqueue(conn, "Good", ["x"]) for _ in range(10)]
+    wait_for(
+        lambda: all(ran(conn, i) for i in fresh),
+        what="jobs enqueued after the forgeries",
+        timeout=15,
+    )
     assert worker.alive(), worker.stderr()
     assert critical_events(worker.events()) == []
     assert "Traceback" not in worker.stderr()
@@ -113,8 +95,12 @@ def test_forged_notifications_do_not_break_or_misdirect_a_worker(
         json.dumps({"jobs": [{"id": other_queue, "priority": 0, "queue": "default"}]}),
     ]:
         app.execute("SELECT pg_notify(%s, %s)", [channel, payload])
-    more = [enqueue(conn) for _ in range(10)]
-    wait_for(lambda: all(ran(conn, i) for i in more), "jobs enqueued after the forgeries", 15)
+    more = [enqueue(conn, "Good", ["x"]) for _ in range(10)]
+    wait_for(
+        lambda: all(ran(conn, i) for i in more),
+        what="jobs enqueued after the forgeries",
+        timeout=15,
+    )
     assert not ran(conn, scheduled), "a forged notification ran a scheduled job early"
     assert not ran(conn, other_queue), "a worker of queue 'default' ran a job of queue 'billing'"
     untouched = conn.execute(

@@ -15,13 +15,12 @@ from typing import Any
 
 import psycopg
 import pytest
+from db_support import enqueue, locks_of, scalar
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from psycopg.types.json import Jsonb
 
 Connect = Callable[..., psycopg.Connection[Any]]
-
-CONV = 0x434F4E56
 
 ENQUEUE = (
     "SELECT id FROM conveyor.enqueue(job_class => %(job_class)s::text, args => %(args)s::jsonb, "
@@ -40,42 +39,14 @@ VALID: dict[str, Any] = {
 }
 
 
-def enqueue(conn: psycopg.Connection[Any], job_class: str = "Job", **params: Any) -> int:
-    named = "".join(f", {name} => %({name})s" for name in params)
-    row = conn.execute(
-        f"SELECT id FROM conveyor.enqueue(%(job_class)s{named})",
-        {"job_class": job_class, **params},
-    ).fetchone()
-    assert row is not None
-    return int(row[0])
-
-
 def job_count(conn: psycopg.Connection[Any]) -> int:
     row = conn.execute("SELECT count(*) FROM conveyor.jobs").fetchone()
     assert row is not None
     return int(row[0])
 
 
-def locks_of(observer: psycopg.Connection[Any], pid: int) -> set[int]:
-    rows = observer.execute(
-        """
-        SELECT classid::bigint, objid::bigint FROM pg_locks
-         WHERE locktype = 'advisory' AND objsubid = 2 AND granted AND pid = %s
-           AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
-        """,
-        [pid],
-    ).fetchall()
-    return {((classid ^ CONV) << 32) | objid for classid, objid in rows}
-
-
 def job_row(conn: psycopg.Connection[Any], job: int) -> tuple[Any, ...] | None:
     return conn.execute("SELECT * FROM conveyor.jobs WHERE id = %s", [job]).fetchone()
-
-
-def scalar(conn: psycopg.Connection[Any], query: str, params: Any = None) -> Any:
-    row = conn.execute(query, params).fetchone()
-    assert row is not None
-    return row[0]
 
 
 def collect_notices(conn: psycopg.Connection[Any]) -> list[str]:

@@ -6,7 +6,7 @@ lock_jobs_by_id, the resolution functions and unlock_jobs against the
 pitfalls listed in DESIGN.md: locks belong to sessions, resolutions must
 commit before a lock is released, stale snapshots, re-entrant locks.
 
-Which jobs a session holds is read from pg_locks directly (`locks_of`), not
+Which jobs a session holds is read from pg_locks directly (`db_support.locks_of`), not
 through conveyor.held_job_ids(), so that the code under test does not check
 itself.
 """
@@ -15,41 +15,29 @@ from __future__ import annotations
 
 import random
 import threading
-import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import psycopg
 import pytest
-from psycopg.types.json import Jsonb
+from db_support import (
+    all_job_locks,
+    backend_alive,
+    enqueue,
+    enqueue_many,
+    locks_of,
+    wait_for,
+)
 
 Connect = Callable[..., psycopg.Connection[Any]]
 
-# key1 of a conveyor job lock is CONV # (id >> 32) (docs/reference/protocol.md).
-CONV = 0x434F4E56
 # A single-bigint advisory key the stale-snapshot tests use as a gate; it
 # cannot collide with conveyor's two-key job locks.
 GATE_KEY = 4242
 
 
 # --- helpers ----------------------------------------------------------------
-
-
-def enqueue(conn: psycopg.Connection[Any], job_class: str = "Job", **params: Any) -> int:
-    named = "".join(f", {name} => %({name})s" for name in params)
-    row = conn.execute(
-        f"SELECT id FROM conveyor.enqueue(%(job_class)s{named})",
-        {"job_class": job_class, **params},
-    ).fetchone()
-    assert row is not None
-    return int(row[0])
-
-
-def enqueue_many(conn: psycopg.Connection[Any], count: int, **fields: Any) -> list[int]:
-    jobs = [{"job_class": "Bulk", "args": [i], **fields} for i in range(count)]
-    rows = conn.execute("SELECT * FROM conveyor.enqueue_many(%s)", [Jsonb(jobs)]).fetchall()
-    return [int(r[0]) for r in rows]
 
 
 def lock(
@@ -82,45 +70,6 @@ def held(conn: psycopg.Connection[Any]) -> set[int]:
     row = conn.execute("SELECT conveyor.held_job_ids()").fetchone()
     assert row is not None
     return set(row[0])
-
-
-def locks_of(observer: psycopg.Connection[Any], pid: int) -> set[int]:
-    """Job ids whose conveyor advisory lock backend `pid` holds, read from
-    pg_locks by another session."""
-    rows = observer.execute(
-        """
-        SELECT classid::bigint, objid::bigint FROM pg_locks
-         WHERE locktype = 'advisory' AND objsubid = 2 AND granted AND pid = %s
-           AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
-        """,
-        [pid],
-    ).fetchall()
-    return {((classid ^ CONV) << 32) | objid for classid, objid in rows}
-
-
-def all_job_locks(observer: psycopg.Connection[Any]) -> set[tuple[int, int]]:
-    """(pid, job id) of every conveyor job lock in this database."""
-    rows = observer.execute(
-        """
-        SELECT pid, classid::bigint, objid::bigint FROM pg_locks
-         WHERE locktype = 'advisory' AND objsubid = 2 AND granted
-           AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
-        """
-    ).fetchall()
-    return {(pid, ((classid ^ CONV) << 32) | objid) for pid, classid, objid in rows}
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.01)
-
-
-def backend_alive(observer: psycopg.Connection[Any], pid: int) -> bool:
-    row = observer.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", [pid]).fetchone()
-    return row == (1,)
 
 
 def resolve(conn: psycopg.Connection[Any], how: str, job: int) -> None:
@@ -165,7 +114,7 @@ def test_disconnect_frees_the_jobs_at_once(connect: Connect) -> None:
     a.close()
     # The backend releases its locks before it leaves pg_stat_activity, so
     # once it is gone the very first try must succeed: no lease, no heartbeat.
-    wait_for(lambda: not backend_alive(b, pid), "the closed session's backend to exit")
+    wait_for(lambda: not backend_alive(b, pid), what="the closed session's backend to exit")
     assert sorted(lock(b, max_jobs=10)) == jobs
 
 
@@ -627,7 +576,7 @@ def race_lock_against_resolution(
             # level): then there is no race to force.
             wait_for(
                 lambda: result.done() or b_waits_at_the_gate(),
-                "session B to stop at the gate (or to return)",
+                what="session B to stop at the gate (or to return)",
             )
             if not result.done():
                 if how == "unlock":

@@ -20,6 +20,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from db_support import enqueue, enqueue_many
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
@@ -63,21 +64,6 @@ def announced_before_sentinel(
 
 def announced_ids(payloads: list[dict[str, Any]]) -> list[int]:
     return [job["id"] for payload in payloads for job in payload["jobs"]]
-
-
-def enqueue(conn: psycopg.Connection[Any], job_class: str = "Job", **params: Any) -> int:
-    named = "".join(f", {name} => %({name})s" for name in params)
-    row = conn.execute(
-        f"SELECT id FROM conveyor.enqueue(%(job_class)s{named})",
-        {"job_class": job_class, **params},
-    ).fetchone()
-    assert row is not None
-    return int(row[0])
-
-
-def enqueue_many(conn: psycopg.Connection[Any], jobs: list[dict[str, Any]]) -> list[int]:
-    rows = conn.execute("SELECT * FROM conveyor.enqueue_many(%s)", [Jsonb(jobs)]).fetchall()
-    return [int(r[0]) for r in rows]
 
 
 # --- one ready job -------------------------------------------------------------

@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
-from psycopg.types.json import Jsonb
+from db_support import enqueue_many
 
 HOT_CALLS = [
     ("lock_jobs", "SELECT id FROM conveyor.lock_jobs(max_jobs => 3)"),
@@ -43,14 +43,6 @@ def reads(conn: psycopg.Connection[Any]) -> tuple[int, int]:
     return int(row[0]), int(row[1])
 
 
-def enqueue(conn: psycopg.Connection[Any], count: int) -> list[int]:
-    rows = conn.execute(
-        "SELECT * FROM conveyor.enqueue_many(%s)",
-        [Jsonb([{"job_class": "Plan", "args": [i]} for i in range(count)])],
-    ).fetchall()
-    return [int(r[0]) for r in rows]
-
-
 def call_all(
     session: psycopg.Connection[Any], feeder: psycopg.Connection[Any]
 ) -> dict[str, tuple[int, int]]:
@@ -58,7 +50,7 @@ def call_all(
     made and the rows it read."""
     scans: dict[str, tuple[int, int]] = {}
     for name, statement in HOT_CALLS:
-        ids = enqueue(feeder, 3)
+        ids = enqueue_many(feeder, 3, job_class="Plan")
         before = reads(session)
         session.execute(statement, {"some": ids, "one": ids[0]}).fetchall()
         after = reads(session)

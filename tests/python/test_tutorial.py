@@ -31,7 +31,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from polling_support import scalar, wait_for
+from db_support import scalar, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 TUTORIAL = ROOT / "docs" / "tutorial.md"

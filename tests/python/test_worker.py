@@ -15,7 +15,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from polling_support import scalar, wait_for
+from db_support import locks_held, scalar, wait_for
 
 import conveyor
 from conveyor.buffer import JobBuffer
@@ -25,7 +25,6 @@ from conveyor.protocol import AnnouncedJob, LockedJob
 from conveyor.worker_threads import parse_worker_priorities, worker_priorities
 
 Connect = Callable[..., psycopg.Connection[Any]]
-CONV = 0x434F4E56
 
 
 def job_row(conn: psycopg.Connection[Any], job_id: int | None) -> dict[str, Any] | None:
@@ -46,17 +45,6 @@ def locker_pid(conn: psycopg.Connection[Any]) -> int:
         wait_for(
             lambda: scalar(conn, "SELECT max(pid) FROM conveyor.lockers"),
             what="a registered worker",
-        )
-    )
-
-
-def locks_held(conn: psycopg.Connection[Any], pid: int) -> int:
-    return int(
-        scalar(
-            conn,
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2"
-            " AND classid = %s AND pid = %s AND granted",
-            (CONV, pid),
         )
     )
 
@@ -334,16 +322,34 @@ def test_a_raising_notifier_and_a_quiet_handle_error_do_not_break_the_worker(
     assert any(r.msg == "error_notifier_failed" for r in caplog.records)
 
 
+def json_too_deep() -> int:
+    """A nesting depth that this Python's json module cannot load (with 1,000
+    to spare for a thread's shallower stack) and PostgreSQL's jsonb can: 3.11
+    fails at 1,000, 3.13 only at 9,999; jsonb takes about 12,000 (with the
+    default max_stack_depth)."""
+    for depth in range(1000, 11_001, 1000):
+        try:
+            json.loads("[" * depth + "]" * depth)
+        except RecursionError:
+            return depth + 1000
+    pytest.fail("this Python loads JSON nested as deep as jsonb takes: find another payload")
+
+
 def test_unknown_classes_bad_arguments_and_base_exceptions_are_job_errors(
     conn: psycopg.Connection[Any], start_worker: Callable[..., conveyor.Worker]
 ) -> None:
     unknown = conveyor.enqueue(conn, "NoSuchJobClass")
     bad_args = WCount.enqueue(1, 2, 3, conn=conn)
-    # Valid jsonb, but nested deeper than Python's json module loads.
+    # Valid jsonb that this Python's json module cannot load: nested too
+    # deep, and an integer longer than int() takes (4,300 digits, 3.11 on).
     too_deep = scalar(
         conn,
         "SELECT id FROM conveyor.enqueue("
-        "'WCount', (repeat('[', 3000) || repeat(']', 3000))::jsonb)",
+        "'WCount', (repeat('[', %(d)s) || repeat(']', %(d)s))::jsonb)",
+        {"d": json_too_deep()},
+    )
+    too_long = scalar(
+        conn, "SELECT id FROM conveyor.enqueue('WCount', ('[' || repeat('9', 5000) || ']')::jsonb)"
     )
     raising = {
         kind: WRaises.enqueue(kind, conn=conn)
@@ -355,6 +361,7 @@ def test_unknown_classes_bad_arguments_and_base_exceptions_are_job_errors(
         ("unknown", unknown),
         ("bad_args", bad_args),
         ("too_deep", too_deep),
+        ("too_long", too_long),
         *raising.items(),
     ]:
         row = wait_for(
@@ -367,6 +374,7 @@ def test_unknown_classes_bad_arguments_and_base_exceptions_are_job_errors(
     )
     assert messages["bad_args"].startswith("TypeError:")
     assert messages["too_deep"].startswith("RecursionError:")
+    assert messages["too_long"].startswith("ValueError: Exceeds the limit (4300 digits)")
     assert messages["SystemExit"] == "SystemExit: 3"
     assert messages["KeyboardInterrupt"] == "KeyboardInterrupt: "
     assert messages["GeneratorExit"] == "GeneratorExit: "
@@ -391,16 +399,15 @@ def test_scheduled_jobs_run_via_the_poller(
 def test_notify_starts_a_job_at_once_without_polling(
     conn: psycopg.Connection[Any], start_worker: Callable[..., conveyor.Worker]
 ) -> None:
+    # The poller would find a job only after 60 s; each job is waited for a
+    # sixth of that, so a job that starts was started by its NOTIFY. (How
+    # fast is the benchmark's to say, not a test's on a shared machine.)
     start_worker(worker_count=2, poll_interval=60)
     locker_pid(conn)
-    latencies = []
     for i in range(5):
-        sent = time.monotonic()
         WBlock.enqueue("notify", i, conn=conn)
-        wait_for(lambda i=i: f"notify:{i}" in started_at, timeout=2)
-        latencies.append(started_at[f"notify:{i}"] - sent)
+        wait_for(lambda i=i: f"notify:{i}" in started_at, timeout=10, what=f"job {i}")
         gate("notify").set()
-    assert max(latencies) < 0.5, latencies
 
 
 def test_an_urgent_job_starts_while_any_workers_are_busy_with_a_backlog(
@@ -416,10 +423,13 @@ def test_an_urgent_job_starts_while_any_workers_are_busy_with_a_backlog(
     pid = locker_pid(conn)
     wait_for(lambda: len(started_at) == 2, what="both any workers busy")
     wait_for(lambda: worker.buffer.size == 4, what="a full buffer")
-    sent = time.monotonic()
     WBlock.enqueue("urgent", 0, conn=conn, priority=5)
-    wait_for(lambda: "urgent:0" in started_at, timeout=1.0, what="the urgent job")
-    assert started_at["urgent:0"] - sent < 1.0
+    # The backlog's jobs hold their workers until their gate opens (or 15 s
+    # pass): the urgent job must start on the reserved worker before any of
+    # them finishes, not after.
+    wait_for(lambda: "urgent:0" in started_at, what="the urgent job")
+    assert done == [], "the urgent job started only after a backlog job finished"
+    assert sorted(started_at) == ["backlog:0", "backlog:1", "urgent:0"]
     # The urgent job displaced one buffered job, which was unlocked again.
     wait_for(lambda: locks_held(conn, pid) == 3 + 4, what="locks = running + buffer")
     assert worker.buffer.high_water <= 4
@@ -436,13 +446,15 @@ def test_the_buffer_never_holds_more_than_its_maximum(
     pid = locker_pid(conn)
     wait_for(lambda: len(started_at) == 2)
     # While both workers are blocked, the locker keeps polling (every 0.2 s)
-    # but holds only the two running jobs and a full buffer.
+    # but holds only the two running jobs and a full buffer: once the buffer
+    # is full, three more polls lock nothing more.
+    wait_for(lambda: locks_held(conn, pid) == 2 + 3, what="2 running + a full buffer")
     seen = []
-    deadline = time.monotonic() + 0.6
+    deadline = time.monotonic() + 3 * 0.2
     while time.monotonic() < deadline:
         seen.append(locks_held(conn, pid))
         time.sleep(0.005)
-    assert seen[-1] == 2 + 3 and max(seen) <= 2 + 3, seen
+    assert set(seen) == {2 + 3}, seen
     # Draining: in memory, the buffer never held more than its maximum. (The
     # database briefly shows resolved jobs' locks until their resolution
     # commits, so it is not sampled here.)
@@ -463,7 +475,9 @@ def test_stop_unlocks_buffered_jobs_at_once_and_lets_running_jobs_finish(
     wait_for(lambda: locks_held(conn, pid) == 6, what="2 running + 4 buffered")
     stopper = threading.Thread(target=lambda: worker.stop(timeout=10))
     stopper.start()
-    wait_for(lambda: locks_held(conn, pid) == 2, timeout=1, what="buffered jobs unlocked")
+    wait_for(lambda: locks_held(conn, pid) == 2, what="buffered jobs unlocked")
+    # At once: before the two running jobs (held at their gate) finish.
+    assert done == []
     assert stopper.is_alive()  # still waiting for the two running jobs
     gate("stop").set()
     stopper.join(10)
@@ -513,11 +527,9 @@ def test_an_unreachable_database_is_retried_and_logged(
 
 
 def test_a_database_without_the_schema_is_a_clear_error(
-    new_db: Callable[[], str],
+    schemaless_db_url: str,
 ) -> None:
-    url = new_db()
-    with psycopg.connect(url, autocommit=True) as admin:
-        admin.execute("DROP SCHEMA conveyor CASCADE")
+    url = schemaless_db_url
     before = set(threading.enumerate())
     with pytest.raises(conveyor.SchemaError, match="conveyor migrate"):
         conveyor.Worker(url, worker_count=1).start()

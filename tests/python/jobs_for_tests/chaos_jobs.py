@@ -18,6 +18,9 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
+
+import psycopg
 
 import conveyor
 
@@ -27,16 +30,24 @@ import conveyor
 _SQL_DESTROY = os.environ.get("CONVEYOR_CHAOS_SQL_DESTROY") == "1"
 
 
+_INSERT = {
+    table: f"INSERT INTO {table} (job_id, n, worker_pid) VALUES (%s, %s, %s)"
+    for table in ("chaos_effects", "chaos_runs")
+}
+
+
+def record(conn: psycopg.Connection[Any], table: str, job: conveyor.Job, n: int) -> None:
+    """One row in ``table`` (chaos_effects or chaos_runs, made by the test)."""
+    conn.execute(_INSERT[table], (job.id, n, os.getpid()))
+
+
 class AtomicJob(conveyor.Job):
     retry_interval = 0.2
 
     def run(self, n: int, sleep_ms: float) -> None:
         time.sleep(sleep_ms / 1000)
         with self.connection() as conn:
-            conn.execute(
-                "INSERT INTO chaos_effects (job_id, n, worker_pid) VALUES (%s, %s, %s)",
-                (self.id, n, os.getpid()),
-            )
+            record(conn, "chaos_effects", self, n)
             if _SQL_DESTROY:
                 row = conn.execute("SELECT conveyor.destroy_job(%s)", (self.id,)).fetchone()
                 destroyed = bool(row and row[0])
@@ -53,10 +64,7 @@ class DestroyTwice(conveyor.Job):
         with self.connection() as conn:
             first = self.destroy(conn=conn)
             second = self.destroy(conn=conn)
-            conn.execute(
-                "INSERT INTO chaos_runs (job_id, n, worker_pid) VALUES (%s, %s, %s)",
-                (self.id, int(first) * 10 + int(second), os.getpid()),
-            )
+            record(conn, "chaos_runs", self, int(first) * 10 + int(second))
 
 
 class RecordedJob(conveyor.Job):
@@ -65,10 +73,7 @@ class RecordedJob(conveyor.Job):
     def run(self, n: int, sleep_ms: float) -> None:
         time.sleep(sleep_ms / 1000)
         with self.connection() as conn:
-            conn.execute(
-                "INSERT INTO chaos_runs (job_id, n, worker_pid) VALUES (%s, %s, %s)",
-                (self.id, n, os.getpid()),
-            )
+            record(conn, "chaos_runs", self, n)
 
 
 class DoomedJob(conveyor.Job):

@@ -16,18 +16,32 @@ import sys
 import time
 from typing import Any
 
+import psycopg
+
 import conveyor
 
 # Connections a job borrowed and never gave back (kept alive on purpose).
 _STASH: list[Any] = []
 
 
-def record(job: conveyor.Job, tag: str) -> None:
-    with job.connection() as conn:
-        conn.execute(
-            "INSERT INTO poison_effects (job_id, tag, worker_pid) VALUES (%s, %s, %s)",
-            (job.id, tag, os.getpid()),
-        )
+def record(job: conveyor.Job, tag: str, conn: psycopg.Connection[Any] | None = None) -> None:
+    """Write the job's effect ``tag``: on ``conn`` (the job's borrowed
+    connection, in its transaction), else on a connection of its own."""
+    if conn is None:
+        with job.connection() as own:
+            record(job, tag, own)
+        return
+    conn.execute(
+        "INSERT INTO poison_effects (job_id, tag, worker_pid) VALUES (%s, %s, %s)",
+        (job.id, tag, os.getpid()),
+    )
+
+
+def shut_socket(conn: psycopg.Connection[Any]) -> None:
+    """Break the connection under psycopg's feet."""
+    sock = socket.socket(fileno=os.dup(conn.fileno()))
+    sock.shutdown(socket.SHUT_RDWR)
+    sock.close()
 
 
 class Good(conveyor.Job):
@@ -182,14 +196,10 @@ class ConnectionAbuse(conveyor.Job):
         if kind == "open in block":
             # Writes and returns without committing: the block commits (documented).
             with self.connection() as conn:
-                conn.execute(
-                    "INSERT INTO poison_effects (job_id, tag) VALUES (%s, %s)", (self.id, tag)
-                )
+                record(self, tag, conn)
         elif kind == "aborted in block":
             with self.connection() as conn:
-                conn.execute(
-                    "INSERT INTO poison_effects (job_id, tag) VALUES (%s, %s)", (self.id, tag)
-                )
+                record(self, tag, conn)
                 with contextlib.suppress(Exception):  # swallowed: the transaction stays aborted
                     conn.execute("SELECT 1 / 0")
         elif kind in ("open escaped", "aborted escaped"):
@@ -198,40 +208,30 @@ class ConnectionAbuse(conveyor.Job):
             manager = self.connection()
             conn = manager.__enter__()
             _STASH.append((manager, conn))
-            conn.execute("INSERT INTO poison_effects (job_id, tag) VALUES (%s, %s)", (self.id, tag))
+            record(self, tag, conn)
             if kind == "aborted escaped":
                 with contextlib.suppress(Exception):
                     conn.execute("SELECT 1 / 0")
         elif kind == "closes":
             # Writes, then closes the connection: the write is lost.
             with self.connection() as conn:
-                conn.execute(
-                    "INSERT INTO poison_effects (job_id, tag) VALUES (%s, %s)", (self.id, tag)
-                )
+                record(self, tag, conn)
                 conn.close()
         elif kind == "terminates its backend":
             with self.connection() as conn:
-                conn.execute(
-                    "INSERT INTO poison_effects (job_id, tag) VALUES (%s, %s)", (self.id, tag)
-                )
+                record(self, tag, conn)
                 conn.execute("SELECT pg_terminate_backend(pg_backend_pid())")
         elif kind == "shuts its socket":
             # Writes, then breaks the connection under psycopg's feet.
             with self.connection() as conn:
-                conn.execute(
-                    "INSERT INTO poison_effects (job_id, tag) VALUES (%s, %s)", (self.id, tag)
-                )
-                sock = socket.socket(fileno=os.dup(conn.fileno()))
-                sock.shutdown(socket.SHUT_RDWR)
-                sock.close()
+                record(self, tag, conn)
+                shut_socket(conn)
         elif kind == "breaks it for the next job":
             # Breaks the connection outside any transaction: nothing of this
             # job is lost, but the next borrower must not get it broken.
             record(self, tag)
             with self.connection() as conn:
-                sock = socket.socket(fileno=os.dup(conn.fileno()))
-                sock.shutdown(socket.SHUT_RDWR)
-                sock.close()
+                shut_socket(conn)
         elif kind == "autocommit":
             record(self, tag)
             with self.connection() as conn:
