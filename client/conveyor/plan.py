@@ -106,14 +106,14 @@ def parse_plan(text: str, root: _Path) -> Plan:
         planned_at = dt.datetime.strptime(stamp.group(1), "%Y-%m-%dT%H:%M:%SZ").replace(
             tzinfo=dt.UTC
         )
-        requires = _REQUIRES.match(line)
+        required = _REQUIRES.match(line)
         note = line.partition(" # ")[2].strip()
         rows.append(
             (
                 name.lstrip("+"),
                 planned_at,
                 note,
-                tuple(requires.group(1).split()) if requires else (),
+                tuple(required.group(1).split()) if required else (),
                 [],
             )
         )
