@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -144,6 +145,7 @@ def test_two_migrations_at_once_one_applies_the_other_finds_nothing(empty_db: An
             or (0,)
         )[0] < 2:
             assert dt.datetime.now() < deadline, "the two migrations never waited for the lock"
+            time.sleep(0.01)
         holder.rollback()
     for thread in threads:
         thread.join(60)
