@@ -13,12 +13,13 @@ from ._hooks import hooks
 from .client import enqueue, enqueue_many, run_synchronously
 from .errors import ConveyorError, SchemaError, UnknownJobClassError
 from .job import Job
-from .migrations import migrate
+from .migrations import MigrationResult, migrate
 from .worker import Worker
 
 __all__ = [
     "ConveyorError",
     "Job",
+    "MigrationResult",
     "SchemaError",
     "UnknownJobClassError",
     "Worker",

@@ -39,8 +39,8 @@ from ._hooks import hooks
 from .client import enqueue as _enqueue
 from .errors import ConveyorError
 from .logs import LEVELS, configure_logging, log
-from .migrations import bundled_version
 from .migrations import migrate as _migrate
+from .migrations import require_schema
 from .worker import Worker
 from .worker_threads import parse_worker_priorities
 
@@ -388,15 +388,27 @@ def worker(
 
 @cli.command()
 @_database_url_option
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Change nothing: list the pending changes and exit with status 1 if there are any.",
+)
 @_errors_as_one_line
-def migrate(database_url: str | None) -> None:
-    """Install the conveyor schema from the SQL bundled with this package.
+def migrate(database_url: str | None, check: bool) -> None:
+    """Install or upgrade the conveyor schema from the sqitch plan bundled
+    with this package.
 
-    Installs it when the database has no conveyor schema; does nothing when
-    the installed version is this package's; fails for another version.
+    Installs it where there is none, applies the pending changes where an
+    older version is installed, does nothing when it is up to date: in one
+    transaction, so a failure changes nothing. A schema that sqitch deployed
+    is upgraded with `sqitch deploy` (on PATH) on the bundled plan.
     """
-    outcome = _migrate(_require_url(database_url))
-    click.echo(f"conveyor schema {bundled_version()}: {outcome}")
+    result = _migrate(_require_url(database_url), check=check)
+    click.echo(result.describe())
+    if check and result.pending:
+        for change in result.pending:
+            click.echo(f"  {change.name}: {change.note}")
+        sys.exit(1)
 
 
 # --- stats ----------------------------------------------------------------------------
@@ -426,6 +438,7 @@ def stats(database_url: str | None, as_json: bool, queues: bool) -> None:
     highest error count and the oldest run_at (or queue_stats with --queues)."""
     query = sql.QUEUE_STATS if queues else sql.JOB_STATS
     with psycopg.connect(_require_url(database_url), autocommit=True) as conn:
+        require_schema(conn)
         cursor = conn.execute(query)
         headers = [column.name for column in cursor.description or []]
         rows = cursor.fetchall()

@@ -28,6 +28,10 @@ class SchemaError(ConveyorError):
     """The database has no conveyor schema, or one of another version."""
 
 
+#: What every command says about a database without the conveyor schema.
+NOT_INSTALLED = "the conveyor schema is not installed in this database: run `conveyor migrate`"
+
+
 # --- how an error is described in logs and in a job's row -----------------------
 
 #: The SQL's limits on ``conveyor.jobs.last_error_message`` and

@@ -37,7 +37,7 @@ import psycopg
 from . import sql
 from ._hooks import run_chain
 from .buffer import JobBuffer
-from .errors import ConveyorError, SchemaError, describe
+from .errors import NOT_INSTALLED, ConveyorError, SchemaError, describe
 from .logs import log
 from .poller import Poller
 from .poolers import require_own_session
@@ -229,10 +229,14 @@ class Locker:
                     self.fatal = error
                     log(logging.CRITICAL, "locker_failed", error=str(error))
                     return
+                except psycopg.errors.InvalidSchemaName:
+                    self.fatal = SchemaError(NOT_INSTALLED)
+                    log(logging.CRITICAL, "locker_failed", error=str(self.fatal))
+                    return
                 except psycopg.Error as error:
                     reason = (str(error).strip() or type(error).__name__).splitlines()[0]
                     self.fatal = SchemaError(
-                        "cannot register the worker (is the conveyor schema installed? "
+                        "cannot register the worker (is the conveyor schema up to date? "
                         f"run `conveyor migrate`): {reason}"
                     )
                     log(logging.CRITICAL, "locker_failed", error=str(self.fatal))

@@ -2,12 +2,15 @@
 -- the trigger, the whole function surface (public and internal), comments,
 -- pinned search_path, SECURITY DEFINER, and who may execute or read what.
 BEGIN;
-SELECT plan(51);
+SELECT plan(54);
 
 -- Tables and columns --------------------------------------------------------
 
-SELECT tables_are('conveyor', ARRAY['jobs', 'lockers', 'schedules'],
-  'conveyor has exactly the tables jobs, lockers and schedules');
+SELECT tables_are('conveyor', ARRAY['jobs', 'lockers', 'schedules', 'schema_changes'],
+  'conveyor has exactly the tables jobs, lockers, schedules and schema_changes');
+
+SELECT columns_are('conveyor', 'schema_changes', ARRAY['change', 'planned_at', 'deployed_at'],
+  'conveyor.schema_changes has exactly the documented columns');
 
 SELECT columns_are('conveyor', 'schedules', ARRAY[
   'name', 'cron', 'time_zone', 'job_class', 'args', 'queue', 'priority', 'data', 'enabled',
@@ -359,6 +362,12 @@ SELECT table_privs_are('conveyor', 'schedules', 'conveyor_worker', ARRAY['SELECT
 
 SELECT table_privs_are('conveyor', 'schedules', 'conveyor_enqueuer', ARRAY[]::text[],
   'conveyor_enqueuer has no privilege on conveyor.schedules');
+
+SELECT table_privs_are('conveyor', 'schema_changes', 'conveyor_worker', ARRAY[]::text[],
+  'conveyor_worker has no privilege on conveyor.schema_changes (only migrate uses it)');
+
+SELECT table_privs_are('conveyor', 'schema_changes', 'conveyor_enqueuer', ARRAY[]::text[],
+  'conveyor_enqueuer has no privilege on conveyor.schema_changes');
 
 SELECT schema_privs_are('conveyor', 'conveyor_worker', ARRAY['USAGE'],
   'conveyor_worker has USAGE (not CREATE) on schema conveyor');
