@@ -15,7 +15,10 @@ low), for at most ``wait_period`` seconds.
 If the session drops or is terminated, the locker logs it, forgets the
 buffered jobs (their locks went with the session), and reconnects with
 backoff, re-registering and re-LISTENing; it keeps trying while the database
-is down.
+is down (refused, timed out, starting up, shutting down, too many connections).
+A connection attempt that retrying cannot fix -- authentication failed, an
+unknown role or database, no CONNECT privilege, a URL that does not parse --
+stops the locker with a fatal error instead.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ import psycopg
 from . import sql
 from ._hooks import run_chain
 from .buffer import JobBuffer
-from .errors import ConveyorError, SchemaError, describe
+from .errors import ConveyorError, SchemaError, describe, permanent_connection_error
 from .logs import log
 from .poller import Poller
 from .poolers import require_own_session
@@ -46,6 +49,10 @@ from .protocol import Action, AnnouncedJob, LockedJob, Notification, Resolution,
 __all__: list[str] = []
 
 _HOSTNAME = socket.gethostname()
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 class StatementKind(enum.Enum):
@@ -225,7 +232,7 @@ class Locker:
                     )
                     self.ready.set()
                     continue
-                except ConveyorError as error:  # require_own_session refused it
+                except ConveyorError as error:  # a bad URL or login; require_own_session
                     self.fatal = error
                     log(logging.CRITICAL, "locker_failed", error=str(error))
                     return
@@ -255,7 +262,16 @@ class Locker:
         self._waker.drain()
 
     def _connect(self) -> None:
-        conn = psycopg.connect(self._url, autocommit=True)
+        try:
+            conn = psycopg.connect(self._url, autocommit=True)
+        except psycopg.OperationalError as error:
+            if permanent_connection_error(error):
+                raise ConveyorError(
+                    f"cannot connect to the database (not retrying): {_one_line(error)}"
+                ) from error
+            raise  # an outage: retried with backoff
+        except psycopg.ProgrammingError as error:  # the URL does not parse
+            raise ConveyorError(f"invalid database URL: {_one_line(error)}") from error
         try:
             require_own_session(conn, self._url)
             channel = self._run_one(
