@@ -38,7 +38,7 @@ from . import __version__, enqueueing, sql
 from ._hooks import hooks
 from .errors import ConveyorError, describe
 from .job import Job, resolve_job_class
-from .logs import LEVELS, configure_logging, log
+from .logs import LEVELS, LOG_FORMATS, configure_logging, log
 from .migrations import bundled_version
 from .migrations import migrate as _migrate
 from .worker import Worker
@@ -292,7 +292,14 @@ def _priorities(ctx: click.Context, param: click.Parameter, value: str | None) -
     show_default=True,
     envvar="CONVEYOR_LOG_LEVEL",
     show_envvar=True,
-    help="Lowest level logged (JSON lines on stdout).",
+    help="Lowest level logged, by conveyor and by any other logger (job code's too).",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(LOG_FORMATS, case_sensitive=False),
+    envvar="CONVEYOR_LOG_FORMAT",
+    show_envvar=True,
+    help="Logs on stdout as text lines or JSON objects. [default: text on a terminal, else json]",
 )
 @click.option(
     "--log-internals",
@@ -324,6 +331,7 @@ def worker(
     maximum_buffer_size: int,
     shutdown_timeout: float,
     log_level: str,
+    log_format: str | None,
     log_internals: bool,
     durable_resolutions: bool,
 ) -> None:
@@ -340,7 +348,11 @@ def worker(
             "must not exceed --maximum-buffer-size", param_hint="--minimum-buffer-size"
         )
     _load_modules(modules)
-    configure_logging(log_level, line_formatter=hooks.log_formatter)
+    configure_logging(
+        log_level,
+        line_formatter=hooks.log_formatter,
+        log_format=log_format.lower() if log_format else None,
+    )
     # Thread switches every 5 ms by default: a job thread holding the GIL
     # would delay the locker's hand-offs. 1 ms keeps latency low.
     sys.setswitchinterval(0.001)
