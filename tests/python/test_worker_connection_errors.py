@@ -128,7 +128,7 @@ def test_an_outage_is_retried_with_backoff_capped_at_one_second_until_sigterm() 
                 delays.append(event["retry_in"])
         assert proc.poll() is None, "the worker gave up on an outage"
         proc.send_signal(signal.SIGTERM)
-        stdout, stderr = proc.communicate(timeout=10)
+        _, stderr = proc.communicate(timeout=10)
     finally:
         if proc.poll() is None:
             proc.kill()
