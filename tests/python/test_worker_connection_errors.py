@@ -106,10 +106,12 @@ def test_in_process_start_raises_and_leaves_no_thread(db_url: str) -> None:
     assert set(threading.enumerate()) - before == set()
 
 
-def test_an_outage_is_retried_with_backoff_capped_at_one_second_until_sigterm() -> None:
+def _retry_delays_until_sigterm(url: str, error: str, count: int) -> list[float]:
+    """Run a worker on ``url`` until it has logged ``count`` retries whose
+    error says ``error``; SIGTERM must then stop it cleanly."""
     env = {k: v for k, v in os.environ.items() if not k.endswith("DATABASE_URL")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "conveyor", "worker", "--database-url", NOBODY_LISTENS],
+        [sys.executable, "-m", "conveyor", "worker", "--database-url", url],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -119,12 +121,12 @@ def test_an_outage_is_retried_with_backoff_capped_at_one_second_until_sigterm() 
     try:
         assert proc.stdout is not None
         deadline = time.monotonic() + 20
-        while delays.count(1.0) < 2:
+        while len(delays) < count:
             line = proc.stdout.readline()
             assert line and time.monotonic() < deadline, delays
             event: dict[str, Any] = json.loads(line)  # not a TTY: JSON by default
             if event["event"] == "database_unreachable":
-                assert "Connection refused" in event["error"]
+                assert error in event["error"]
                 delays.append(event["retry_in"])
         assert proc.poll() is None, "the worker gave up on an outage"
         proc.send_signal(signal.SIGTERM)
@@ -134,7 +136,30 @@ def test_an_outage_is_retried_with_backoff_capped_at_one_second_until_sigterm() 
             proc.kill()
             proc.communicate()
     assert proc.returncode == 0, stderr
-    assert delays[:6] == [0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
+    return delays
+
+
+def test_too_many_connections_is_an_outage(db_url: str) -> None:
+    role = f"conveyor_no_slots_{os.getpid()}"
+    with psycopg.connect(db_url, autocommit=True) as admin:
+        admin.execute(
+            sql.SQL("CREATE ROLE {} LOGIN CONNECTION LIMIT 0").format(sql.Identifier(role))
+        )
+    try:
+        delays = _retry_delays_until_sigterm(
+            make_conninfo(db_url, user=role), "too many connections for role", 2
+        )
+    finally:
+        with psycopg.connect(db_url, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+    assert delays == [0.1, 0.2]
+
+
+def test_an_outage_is_retried_with_backoff_capped_at_one_second_until_sigterm() -> None:
+    delays = _retry_delays_until_sigterm(NOBODY_LISTENS, "Connection refused", 6)
+    assert delays == [0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
     # What cli.md says about it is what the code does.
     docs = " ".join(CLI_MD.read_text().split())
-    assert re.search(r"keeps trying \(with backoff up to 1 s\)", docs)
+    assert re.search(
+        r"keeps trying \(with backoff up to 1 s: 0\.1, 0\.2, 0\.4, 0\.8, then every second\)", docs
+    )
