@@ -34,11 +34,11 @@ from typing import Any, TypeVar
 import click
 import psycopg
 
-from . import __version__, sql
+from . import __version__, enqueueing, sql
 from ._hooks import hooks
-from .client import enqueue as _enqueue
-from .errors import ConveyorError
-from .logs import LEVELS, configure_logging, log
+from .errors import ConveyorError, describe
+from .job import Job, resolve_job_class
+from .logs import LEVELS, LOG_FORMATS, configure_logging, log
 from .migrations import migrate as _migrate
 from .migrations import require_schema
 from .worker import Worker
@@ -172,9 +172,13 @@ def _import_module(name: str) -> ModuleType:
     return importlib.import_module(name)
 
 
-def _load_modules(names: tuple[str, ...]) -> None:
+def _cwd_on_path() -> None:
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
+
+
+def _load_modules(names: tuple[str, ...]) -> None:
+    _cwd_on_path()
     for name in names:
         try:
             _import_module(name)
@@ -288,7 +292,14 @@ def _priorities(ctx: click.Context, param: click.Parameter, value: str | None) -
     show_default=True,
     envvar="CONVEYOR_LOG_LEVEL",
     show_envvar=True,
-    help="Lowest level logged (JSON lines on stdout).",
+    help="Lowest level logged, by conveyor and by any other logger (job code's too).",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(LOG_FORMATS, case_sensitive=False),
+    envvar="CONVEYOR_LOG_FORMAT",
+    show_envvar=True,
+    help="Logs on stdout as text lines or JSON objects. [default: text on a terminal, else json]",
 )
 @click.option(
     "--log-internals",
@@ -320,6 +331,7 @@ def worker(
     maximum_buffer_size: int,
     shutdown_timeout: float,
     log_level: str,
+    log_format: str | None,
     log_internals: bool,
     durable_resolutions: bool,
 ) -> None:
@@ -336,7 +348,11 @@ def worker(
             "must not exceed --maximum-buffer-size", param_hint="--minimum-buffer-size"
         )
     _load_modules(modules)
-    configure_logging(log_level, line_formatter=hooks.log_formatter)
+    configure_logging(
+        log_level,
+        line_formatter=hooks.log_formatter,
+        log_format=log_format.lower() if log_format else None,
+    )
     # Thread switches every 5 ms by default: a job thread holding the GIL
     # would delay the locker's hand-offs. 1 ms keeps latency low.
     sys.setswitchinterval(0.001)
@@ -473,24 +489,66 @@ def _json_arg(value: str, what: str) -> Any:
         raise ConveyorError(f"{what} is nested too deeply") from None
 
 
+def _importable_job_class(name: str, modules: tuple[str, ...]) -> type[Job] | None:
+    """The Job subclass ``conveyor enqueue`` finds for ``name``, whose class
+    attributes then give the defaults: with ``--module``, the class those
+    modules define (or a dotted path); without, a dotted path whose module
+    imports. A dotted name whose top module does not exist is no Python class
+    (a job for a worker in another language): None, and the SQL defaults."""
+    if modules:
+        _load_modules(modules)
+        return resolve_job_class(name)
+    module_name, _, attribute = name.rpartition(".")
+    if not module_name or not all(part.isidentifier() for part in name.split(".")):
+        return None  # not a Python path: leave it to whichever worker knows it
+    _cwd_on_path()
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        missing = error.name or ""
+        if module_name == missing or module_name.startswith(missing + "."):
+            return None
+        raise ConveyorError(f"cannot import {module_name}: {error}") from None
+    except Exception as error:
+        raise ConveyorError(f"cannot import {module_name}: {describe(error)}") from None
+    found = getattr(module, attribute, None)
+    if not (isinstance(found, type) and issubclass(found, Job)):
+        raise ConveyorError(f"{module_name} defines no conveyor.Job named {attribute!r}")
+    return found
+
+
 @cli.command()
 @click.argument("job_class")
 @click.argument("args_json", default="[]", metavar="[ARGS_JSON]")
 @_database_url_option
-@click.option("--queue", help="Queue name. [default: default]")
-@click.option("--priority", type=int, help="Priority, lower runs first. [default: 100]")
+@click.option(
+    "-m",
+    "--module",
+    "modules",
+    multiple=True,
+    metavar="MODULE",
+    help="Import MODULE (a module name or .py file) first, so that JOB_CLASS's "
+    "class attributes give the defaults; repeat for several.",
+)
+@click.option("--queue", help="Queue name. [default: the class's, else default]")
+@click.option(
+    "--priority", type=int, help="Priority, lower runs first. [default: the class's, else 100]"
+)
 @click.option(
     "--run-at", help="When to run, ISO 8601 (e.g. 2030-01-01T09:00:00+00:00). [default: now]"
 )
 @click.option("--data", "data_json", metavar="JSON", help="A JSON object of metadata.")
 @click.option(
-    "--maximum-retry-count", type=int, help="Errors before the job expires. [default: 15]"
+    "--maximum-retry-count",
+    type=int,
+    help="Errors before the job expires. [default: the class's, else 15]",
 )
 @_errors_as_one_line
 def enqueue(
     job_class: str,
     args_json: str,
     database_url: str | None,
+    modules: tuple[str, ...],
     queue: str | None,
     priority: int | None,
     run_at: str | None,
@@ -498,8 +556,16 @@ def enqueue(
     maximum_retry_count: int | None,
 ) -> None:
     """Enqueue one job of JOB_CLASS with ARGS_JSON (a JSON array, default [])
-    and print its id."""
+    and print its id.
+
+    When JOB_CLASS is a conveyor.Job subclass that can be imported -- defined
+    by a --module, or a dotted path such as myapp.jobs.SendWelcomeEmail --
+    its class attributes (queue, priority, maximum_retry_count) are the
+    defaults, as from Python; the options given here win. The job is stored
+    under JOB_CLASS as typed, and always inserted (never run here).
+    """
     _check_text(job_class, "JOB_CLASS")
+    cls = _importable_job_class(job_class, modules)
     if queue is not None:
         _check_text(queue, "--queue")
     args = _json_arg(args_json, "ARGS_JSON")
@@ -514,17 +580,17 @@ def enqueue(
             when = datetime.fromisoformat(run_at)
         except ValueError:
             raise ConveyorError(f"--run-at {run_at!r} is not an ISO 8601 time") from None
+    options = enqueueing.options(
+        cls,
+        queue=queue,
+        priority=priority,
+        run_at=when,
+        data=data,
+        maximum_retry_count=maximum_retry_count,
+        kwargs=None,
+    )
     with psycopg.connect(_require_url(database_url)) as conn:
-        job_id = _enqueue(
-            conn,
-            job_class,
-            *args,
-            queue=queue,
-            priority=priority,
-            run_at=when,
-            data=data,
-            maximum_retry_count=maximum_retry_count,
-        )
+        job_id = enqueueing.insert_job(conn, job_class, args, options)
     click.echo(job_id)
 
 

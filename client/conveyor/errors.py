@@ -31,6 +31,38 @@ class SchemaError(ConveyorError):
 #: What every command says about a database without the conveyor schema.
 NOT_INSTALLED = "the conveyor schema is not installed in this database: run `conveyor migrate`"
 
+# --- connection failures: an outage, or a mistake retrying cannot fix --------------
+
+#: What libpq and the server say when a connection attempt fails for a reason
+#: that waiting does not change: the credentials, the role, the database, a
+#: privilege, the URL itself. Anything else (connection refused, a timeout, a
+#: host name that does not resolve yet, the server starting up or shutting
+#: down, too many connections) is treated as an outage and retried. libpq
+#: gives no SQLSTATE for a failed connection, so this matches the (English)
+#: messages; a message it does not know is retried, never fatal.
+_PERMANENT_CONNECTION_ERRORS = (
+    "authentication failed",  # password, scram, md5, peer, ident, cert...
+    "no pg_hba.conf entry",
+    "pg_hba.conf rejects connection",
+    "does not exist",  # role "x" / database "x" does not exist
+    "permission denied",  # CONNECT privilege
+    "is not permitted to log in",
+    "no password supplied",
+    "password is required",
+    "is not currently accepting connections",  # datallowconn = false
+    "invalid port number",
+    "invalid connection option",
+    "invalid uri",
+    "invalid sslmode",
+    "server does not support ssl",
+)
+
+
+def permanent_connection_error(error: BaseException) -> bool:
+    """Whether a failed connection attempt is one retrying cannot fix."""
+    text = str(error).lower()
+    return any(pattern in text for pattern in _PERMANENT_CONNECTION_ERRORS)
+
 
 # --- how an error is described in logs and in a job's row -----------------------
 

@@ -7,13 +7,15 @@ over :func:`enqueue_job` and :func:`enqueue_jobs` here.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib
+import inspect
 import json
 import logging
 import math
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
@@ -175,8 +177,12 @@ class Job:
         self._error = None
         self._error_count = row.error_count if row is not None else 0
 
-    def run(self, *args: Any, **kwargs: Any) -> None:
-        """The job's work. Receives the job's ``args`` (and ``kwargs``)."""
+    def run(self, *args: Any, **kwargs: Any) -> Awaitable[None] | None:
+        """The job's work. Receives the job's ``args`` (and ``kwargs``).
+
+        It may be ``async def``: the coroutine runs to completion with
+        :func:`asyncio.run` in the worker thread, on an event loop of its own
+        that lives as long as the job (see :meth:`_invoke`)."""
         raise NotImplementedError(f"{type(self).__name__}.run is not defined")
 
     # --- the job's row ------------------------------------------------------
@@ -344,10 +350,10 @@ class Job:
     def _invoke(self, args: Sequence[Any], data: Mapping[str, Any]) -> None:
         """Run the job with its arguments (``data["kwargs"]`` as keyword
         arguments), then resolve it by default if :meth:`run` did not."""
-        if data and "kwargs" in data:
-            self.run(*args, **data["kwargs"])
-        else:
-            self.run(*args)
+        kwargs = data.get("kwargs") if data else None
+        result = self.run(*args, **kwargs) if kwargs is not None else self.run(*args)
+        if inspect.isawaitable(result):
+            _run_to_completion(result)
         if self._resolution is None:
             self.default_resolve_action()
 
@@ -379,6 +385,29 @@ class Job:
             return conn.execute(statement, params).fetchall()
 
         return run_chain(middleware, (statement, params), proceed)
+
+
+def _run_to_completion(awaitable: Awaitable[Any]) -> None:
+    """Await what an ``async def run`` returned, on a new event loop in this
+    thread (a worker thread has none). In a thread that already runs a loop
+    (synchronous mode called from async code) it cannot be awaited here:
+    that is the job's error, and the coroutine is closed, not leaked."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        if inspect.iscoroutine(awaitable):
+            awaitable.close()
+        raise ConveyorError(
+            "an async job cannot run synchronously inside a running event loop: "
+            "enqueue it for a worker, or await its run() yourself"
+        )
+
+    async def main() -> None:
+        await awaitable
+
+    asyncio.run(main())
 
 
 # --- enqueueing -------------------------------------------------------------------

@@ -15,7 +15,10 @@ low), for at most ``wait_period`` seconds.
 If the session drops or is terminated, the locker logs it, forgets the
 buffered jobs (their locks went with the session), and reconnects with
 backoff, re-registering and re-LISTENing; it keeps trying while the database
-is down.
+is down (refused, timed out, starting up, shutting down, too many connections).
+A connection attempt that retrying cannot fix -- authentication failed, an
+unknown role or database, no CONNECT privilege, a URL that does not parse --
+stops the locker with a fatal error instead.
 """
 
 from __future__ import annotations
@@ -37,15 +40,20 @@ import psycopg
 from . import sql
 from ._hooks import run_chain
 from .buffer import JobBuffer
-from .errors import NOT_INSTALLED, ConveyorError, SchemaError, describe
+from .errors import NOT_INSTALLED, ConveyorError, SchemaError, describe, permanent_connection_error
 from .logs import log
 from .poller import Poller
 from .poolers import require_own_session
 from .protocol import Action, AnnouncedJob, LockedJob, Notification, Resolution, locked_job_row
+from .waker import Waker
 
 __all__: list[str] = []
 
 _HOSTNAME = socket.gethostname()
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 class StatementKind(enum.Enum):
@@ -93,33 +101,6 @@ _RELEASE_STATEMENTS = {
     Action.FINISH: sql.FINISH_JOBS,
     Action.EXPIRE: sql.EXPIRE_JOBS,
 }
-
-
-class Waker:
-    """A socket pair: any thread can wake the locker out of ``select()``."""
-
-    def __init__(self) -> None:
-        self._reader, self._writer = socket.socketpair()
-        self._reader.setblocking(False)
-        self._writer.setblocking(False)
-
-    def wake(self) -> None:
-        with contextlib.suppress(OSError):  # full (the locker wakes anyway) or closed
-            self._writer.send(b"\0")
-
-    def fileno(self) -> int:
-        return self._reader.fileno()
-
-    def drain(self) -> None:
-        try:
-            while self._reader.recv(4096):
-                pass
-        except OSError:
-            pass
-
-    def close(self) -> None:
-        self._reader.close()
-        self._writer.close()
 
 
 class Locker:
@@ -225,7 +206,7 @@ class Locker:
                     )
                     self.ready.set()
                     continue
-                except ConveyorError as error:  # require_own_session refused it
+                except ConveyorError as error:  # a bad URL or login; require_own_session
                     self.fatal = error
                     log(logging.CRITICAL, "locker_failed", error=str(error))
                     return
@@ -259,7 +240,16 @@ class Locker:
         self._waker.drain()
 
     def _connect(self) -> None:
-        conn = psycopg.connect(self._url, autocommit=True)
+        try:
+            conn = psycopg.connect(self._url, autocommit=True)
+        except psycopg.OperationalError as error:
+            if permanent_connection_error(error):
+                raise ConveyorError(
+                    f"cannot connect to the database (not retrying): {_one_line(error)}"
+                ) from error
+            raise  # an outage: retried with backoff
+        except psycopg.ProgrammingError as error:  # the URL does not parse
+            raise ConveyorError(f"invalid database URL: {_one_line(error)}") from error
         try:
             require_own_session(conn, self._url)
             channel = self._run_one(

@@ -19,9 +19,10 @@ from . import sql
 from ._hooks import ErrorNotifier, JobMiddleware, hooks
 from .buffer import JobBuffer
 from .errors import ConveyorError
-from .locker import Locker, Waker
+from .locker import Locker
 from .logs import log
 from .poolers import configure_pooled_connection
+from .waker import Waker
 from .worker_threads import WorkerThreads
 from .worker_threads import worker_priorities as _resolve_priorities
 
@@ -146,7 +147,9 @@ class Worker:
     ``start()`` starts the locker thread (``conveyor-locker``) and the worker
     threads (``conveyor-worker-N``) and returns once the locker has made its
     first connection attempt: it raises :class:`ConveyorError` if the schema
-    is missing, and keeps retrying in the background while the database is
+    is missing or the attempt failed for a reason retrying cannot fix (bad
+    credentials, an unknown role or database, no CONNECT privilege, an invalid
+    URL), and keeps retrying in the background while the database is
     unreachable. ``stop()`` shuts down as Que does: no more locking, buffered
     jobs unlocked at once, running jobs given up to ``shutdown_timeout``
     seconds, then the locker's session is closed so PostgreSQL releases what
