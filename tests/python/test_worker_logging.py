@@ -17,7 +17,7 @@ from typing import Any
 
 import psycopg
 from click.testing import CliRunner
-from polling_support import scalar
+from db_support import scalar
 
 import conveyor
 from conveyor.cli import cli
