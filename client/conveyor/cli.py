@@ -14,7 +14,6 @@ imported only when it runs: ``conveyor bench`` comes from the
 
 from __future__ import annotations
 
-import functools
 import importlib
 import importlib.metadata
 import importlib.util
@@ -24,7 +23,6 @@ import os
 import signal
 import sys
 import threading
-import traceback
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -36,6 +34,16 @@ import psycopg
 
 from . import __version__, enqueueing, sql
 from ._hooks import hooks
+from .cli_support import (
+    check_text,
+    database_url_option,
+    errors_as_one_line,
+    fail,
+    first_line,
+    json_arg,
+    require_url,
+    table,
+)
 from .errors import ConveyorError, describe
 from .job import Job, resolve_job_class
 from .logs import LEVELS, LOG_FORMATS, configure_logging, log
@@ -79,61 +87,8 @@ class _Group(click.Group):
                 )
             return found
         if cmd_name in SEPARATE_COMMANDS:
-            _fail(f"'conveyor {cmd_name}' is not installed: {SEPARATE_COMMANDS[cmd_name]}")
+            fail(f"'conveyor {cmd_name}' is not installed: {SEPARATE_COMMANDS[cmd_name]}")
         return None
-
-
-def _fail(message: str) -> None:
-    click.echo(f"conveyor: error: {message}", err=True)
-    sys.exit(1)
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0]
-
-
-def _errors_as_one_line(func: F) -> F:
-    """Expected failures -- the database unreachable or refusing a statement,
-    a module that cannot be imported, a ConveyorError -- become one line on
-    stderr and exit status 1 (with ``--debug``, after their traceback).
-    Anything else is a bug: its traceback goes out as Python prints it."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except psycopg.OperationalError as error:
-            _expected(error, f"cannot connect to the database: {_first_line(error)}")
-        except (ConveyorError, psycopg.Error) as error:
-            _expected(error, _first_line(error))
-        return None
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _expected(error: BaseException, message: str) -> None:
-    context = click.get_current_context(silent=True)
-    if context is not None and context.find_root().params.get("debug"):
-        traceback.print_exception(error, file=sys.stderr)
-    _fail(message)
-
-
-def _database_url_option(func: F) -> F:
-    return click.option(
-        "--database-url",
-        envvar=["CONVEYOR_DATABASE_URL", "DATABASE_URL"],
-        show_envvar=True,
-        metavar="URL",
-        help="PostgreSQL connection URL (or libpq conninfo).",
-    )(func)
-
-
-def _require_url(database_url: str | None) -> str:
-    if not database_url:
-        _fail("no database: pass --database-url or set DATABASE_URL")
-    assert database_url is not None
-    return database_url
 
 
 #: ``-v``/``--version``, on the group and on ``worker`` (``conveyor worker -v``
@@ -201,7 +156,7 @@ def _priorities(ctx: click.Context, param: click.Parameter, value: str | None) -
 
 @cli.command()
 @click.argument("modules", nargs=-1, metavar="[MODULE]...")
-@_database_url_option
+@database_url_option
 @click.option(
     "--connection-url",
     envvar="CONVEYOR_CONNECTION_URL",
@@ -317,7 +272,7 @@ def _priorities(ctx: click.Context, param: click.Parameter, value: str | None) -
     "on). Off by default: after a server crash the last resolved jobs may run again.",
 )
 @_version_option
-@_errors_as_one_line
+@errors_as_one_line
 def worker(
     modules: tuple[str, ...],
     database_url: str | None,
@@ -342,7 +297,7 @@ def worker(
     and lets running jobs finish for up to --shutdown-timeout seconds; a
     second signal exits at once. Exit status 0 after a clean shutdown.
     """
-    url = _require_url(database_url)
+    url = require_url(database_url)
     if minimum_buffer_size > maximum_buffer_size:
         raise click.BadParameter(
             "must not exceed --maximum-buffer-size", param_hint="--minimum-buffer-size"
@@ -395,7 +350,7 @@ def worker(
     fatal = process.fatal_error
     logging.shutdown()
     if fatal is not None:
-        _fail(_first_line(fatal))
+        fail(first_line(fatal))
     sys.exit(0 if clean else 1)
 
 
@@ -403,13 +358,13 @@ def worker(
 
 
 @cli.command()
-@_database_url_option
+@database_url_option
 @click.option(
     "--check",
     is_flag=True,
     help="Change nothing: list the pending changes and exit with status 1 if there are any.",
 )
-@_errors_as_one_line
+@errors_as_one_line
 def migrate(database_url: str | None, check: bool) -> None:
     """Install or upgrade the conveyor schema from the sqitch plan bundled
     with this package.
@@ -419,7 +374,7 @@ def migrate(database_url: str | None, check: bool) -> None:
     transaction, so a failure changes nothing. A schema that sqitch deployed
     is upgraded with `sqitch deploy` (on PATH) on the bundled plan.
     """
-    result = _migrate(_require_url(database_url), check=check)
+    result = _migrate(require_url(database_url), check=check)
     click.echo(result.describe())
     if check and result.pending:
         for change in result.pending:
@@ -430,30 +385,20 @@ def migrate(database_url: str | None, check: bool) -> None:
 # --- stats ----------------------------------------------------------------------------
 
 
-def _table(headers: list[str], rows: list[tuple[Any, ...]]) -> str:
-    cells = [headers] + [["" if v is None else str(v) for v in row] for row in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    lines = [
-        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
-    ]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
 @cli.command()
-@_database_url_option
+@database_url_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.option(
     "--queues",
     is_flag=True,
     help="Per-queue counts (queue_stats) instead of per-class (job_stats).",
 )
-@_errors_as_one_line
+@errors_as_one_line
 def stats(database_url: str | None, as_json: bool, queues: bool) -> None:
     """Show job_stats(): per job class, the jobs, working, errored, the
     highest error count and the oldest run_at (or queue_stats with --queues)."""
     query = sql.QUEUE_STATS if queues else sql.JOB_STATS
-    with psycopg.connect(_require_url(database_url), autocommit=True) as conn:
+    with psycopg.connect(require_url(database_url), autocommit=True) as conn:
         require_schema(conn)
         cursor = conn.execute(query)
         headers = [column.name for column in cursor.description or []]
@@ -465,28 +410,10 @@ def stats(database_url: str | None, as_json: bool, queues: bool) -> None:
             )
         )
     else:
-        click.echo(_table(headers, rows))
+        click.echo(table(headers, rows))
 
 
 # --- enqueue --------------------------------------------------------------------------
-
-
-def _check_text(value: str, what: str) -> None:
-    """Bytes that are not UTF-8 reach Python as lone surrogates, which no
-    database text can hold: an input error, said as one."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ConveyorError(f"{what} is not valid UTF-8: {value!r}") from None
-
-
-def _json_arg(value: str, what: str) -> Any:
-    try:
-        return json.loads(value)
-    except ValueError as error:
-        raise ConveyorError(f"{what} is not valid JSON: {error}") from None
-    except RecursionError:
-        raise ConveyorError(f"{what} is nested too deeply") from None
 
 
 def _importable_job_class(name: str, modules: tuple[str, ...]) -> type[Job] | None:
@@ -520,7 +447,7 @@ def _importable_job_class(name: str, modules: tuple[str, ...]) -> type[Job] | No
 @cli.command()
 @click.argument("job_class")
 @click.argument("args_json", default="[]", metavar="[ARGS_JSON]")
-@_database_url_option
+@database_url_option
 @click.option(
     "-m",
     "--module",
@@ -543,7 +470,7 @@ def _importable_job_class(name: str, modules: tuple[str, ...]) -> type[Job] | No
     type=int,
     help="Errors before the job expires. [default: the class's, else 15]",
 )
-@_errors_as_one_line
+@errors_as_one_line
 def enqueue(
     job_class: str,
     args_json: str,
@@ -564,14 +491,14 @@ def enqueue(
     defaults, as from Python; the options given here win. The job is stored
     under JOB_CLASS as typed, and always inserted (never run here).
     """
-    _check_text(job_class, "JOB_CLASS")
+    check_text(job_class, "JOB_CLASS")
     cls = _importable_job_class(job_class, modules)
     if queue is not None:
-        _check_text(queue, "--queue")
-    args = _json_arg(args_json, "ARGS_JSON")
+        check_text(queue, "--queue")
+    args = json_arg(args_json, "ARGS_JSON")
     if not isinstance(args, list):
         raise ConveyorError("ARGS_JSON must be a JSON array, such as '[1, \"two\"]'")
-    data = _json_arg(data_json, "--data") if data_json is not None else None
+    data = json_arg(data_json, "--data") if data_json is not None else None
     if data is not None and not isinstance(data, dict):
         raise ConveyorError("--data must be a JSON object")
     when: datetime | None = None
@@ -589,7 +516,7 @@ def enqueue(
         maximum_retry_count=maximum_retry_count,
         kwargs=None,
     )
-    with psycopg.connect(_require_url(database_url)) as conn:
+    with psycopg.connect(require_url(database_url)) as conn:
         job_id = enqueueing.insert_job(conn, job_class, args, options)
     click.echo(job_id)
 

@@ -13,7 +13,7 @@ import click
 import psycopg
 
 from . import schedules as _schedules
-from .cli import _database_url_option, _errors_as_one_line, _json_arg, _require_url, _table
+from .cli_support import database_url_option, errors_as_one_line, json_arg, require_url, table
 from .errors import ConveyorError
 
 __all__ = ["schedules"]
@@ -28,12 +28,12 @@ def schedules() -> None:
 
 
 @schedules.command("list")
-@_database_url_option
+@database_url_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-@_errors_as_one_line
+@errors_as_one_line
 def list_(database_url: str | None, as_json: bool) -> None:
     """List the schedules with their next run."""
-    with psycopg.connect(_require_url(database_url), autocommit=True) as conn:
+    with psycopg.connect(require_url(database_url), autocommit=True) as conn:
         rows = _schedules.list_schedules(conn)
     if as_json:
         click.echo(json.dumps([asdict(row) for row in rows], default=str, indent=2))
@@ -50,7 +50,7 @@ def list_(database_url: str | None, as_json: bool) -> None:
         "next_run_at",
     ]
     click.echo(
-        _table(
+        table(
             headers,
             [
                 (
@@ -75,14 +75,14 @@ def list_(database_url: str | None, as_json: bool) -> None:
 @click.argument("cron")
 @click.argument("job_class")
 @click.argument("args_json", default="[]", metavar="[ARGS_JSON]")
-@_database_url_option
+@database_url_option
 @click.option("--queue", help="Queue of the jobs. [default: default]")
 @click.option("--priority", type=int, help="Priority of the jobs. [default: 100]")
 @click.option("--data", "data_json", metavar="JSON", help="A JSON object of metadata.")
 @click.option("--time-zone", default="UTC", show_default=True, help="Wall clock to read CRON on.")
 @click.option("--catch-up", is_flag=True, help="After downtime, enqueue every missed run.")
 @click.option("--disabled", is_flag=True, help="Create it disabled.")
-@_errors_as_one_line
+@errors_as_one_line
 def add(
     name: str,
     cron: str,
@@ -98,10 +98,10 @@ def add(
 ) -> None:
     """Create or replace schedule NAME: JOB_CLASS with ARGS_JSON (a JSON
     array) at each occurrence of CRON (5 fields or @daily etc., quoted)."""
-    args = _json_arg(args_json, "ARGS_JSON")
+    args = json_arg(args_json, "ARGS_JSON")
     if not isinstance(args, list):
         raise ConveyorError("ARGS_JSON must be a JSON array, such as '[1, \"two\"]'")
-    data: Any = _json_arg(data_json, "--data") if data_json is not None else {}
+    data: Any = json_arg(data_json, "--data") if data_json is not None else {}
     if not isinstance(data, dict):
         raise ConveyorError("--data must be a JSON object")
     item = _schedules.Schedule(
@@ -116,7 +116,7 @@ def add(
         enabled=not disabled,
         catch_up=catch_up,
     )
-    with psycopg.connect(_require_url(database_url)) as conn:
+    with psycopg.connect(require_url(database_url)) as conn:
         _schedules.apply_schedules(conn, [item])
         row = next(r for r in _schedules.list_schedules(conn) if r.name == name)
     click.echo(f"{name}: next run {row.next_run_at}")
@@ -126,7 +126,7 @@ def _named(action: str) -> Callable[[Callable[..., None]], click.Command]:
     """A subcommand taking a schedule NAME and --database-url."""
 
     def decorate(func: Callable[..., None]) -> click.Command:
-        wrapped = click.argument("name")(_database_url_option(_errors_as_one_line(func)))
+        wrapped = click.argument("name")(database_url_option(errors_as_one_line(func)))
         return schedules.command(action)(wrapped)
 
     return decorate
@@ -135,7 +135,7 @@ def _named(action: str) -> Callable[[Callable[..., None]], click.Command]:
 @_named("remove")
 def remove(name: str, database_url: str | None) -> None:
     """Delete schedule NAME (jobs it enqueued stay)."""
-    with psycopg.connect(_require_url(database_url)) as conn:
+    with psycopg.connect(require_url(database_url)) as conn:
         if not _schedules.delete_schedule(conn, name):
             raise ConveyorError(f"no schedule named {name!r}")
     click.echo(f"{name}: removed")
@@ -144,7 +144,7 @@ def remove(name: str, database_url: str | None) -> None:
 @_named("enable")
 def enable(name: str, database_url: str | None) -> None:
     """Enable schedule NAME; it resumes at its next occurrence from now."""
-    with psycopg.connect(_require_url(database_url)) as conn:
+    with psycopg.connect(require_url(database_url)) as conn:
         if not _schedules.set_schedule_enabled(conn, name, True):
             raise ConveyorError(f"no schedule named {name!r}")
     click.echo(f"{name}: enabled")
@@ -153,7 +153,7 @@ def enable(name: str, database_url: str | None) -> None:
 @_named("disable")
 def disable(name: str, database_url: str | None) -> None:
     """Disable schedule NAME."""
-    with psycopg.connect(_require_url(database_url)) as conn:
+    with psycopg.connect(require_url(database_url)) as conn:
         if not _schedules.set_schedule_enabled(conn, name, False):
             raise ConveyorError(f"no schedule named {name!r}")
     click.echo(f"{name}: disabled")
@@ -165,7 +165,7 @@ def run_now(name: str, database_url: str | None) -> None:
     has the name and "at": null), and print its id. Its occurrences are untouched."""
     from .client import enqueue
 
-    with psycopg.connect(_require_url(database_url)) as conn:
+    with psycopg.connect(require_url(database_url)) as conn:
         row = next((r for r in _schedules.list_schedules(conn) if r.name == name), None)
         if row is None:
             raise ConveyorError(f"no schedule named {name!r}")

@@ -1,0 +1,110 @@
+"""What the ``conveyor`` commands share: one-line errors, the database URL
+option, JSON arguments, plain-text tables."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+import psycopg
+
+from .errors import ConveyorError
+
+__all__ = [
+    "check_text",
+    "database_url_option",
+    "errors_as_one_line",
+    "fail",
+    "first_line",
+    "json_arg",
+    "require_url",
+    "table",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def fail(message: str) -> None:
+    click.echo(f"conveyor: error: {message}", err=True)
+    sys.exit(1)
+
+
+def first_line(error: BaseException) -> str:
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0]
+
+
+def errors_as_one_line(func: F) -> F:
+    """Expected failures -- the database unreachable or refusing a statement,
+    a module that cannot be imported, a ConveyorError -- become one line on
+    stderr and exit status 1 (with ``--debug``, after their traceback).
+    Anything else is a bug: its traceback goes out as Python prints it."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except psycopg.OperationalError as error:
+            _expected(error, f"cannot connect to the database: {first_line(error)}")
+        except (ConveyorError, psycopg.Error) as error:
+            _expected(error, first_line(error))
+        return None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _expected(error: BaseException, message: str) -> None:
+    context = click.get_current_context(silent=True)
+    if context is not None and context.find_root().params.get("debug"):
+        traceback.print_exception(error, file=sys.stderr)
+    fail(message)
+
+
+def database_url_option(func: F) -> F:
+    return click.option(
+        "--database-url",
+        envvar=["CONVEYOR_DATABASE_URL", "DATABASE_URL"],
+        show_envvar=True,
+        metavar="URL",
+        help="PostgreSQL connection URL (or libpq conninfo).",
+    )(func)
+
+
+def require_url(database_url: str | None) -> str:
+    if not database_url:
+        fail("no database: pass --database-url or set DATABASE_URL")
+    assert database_url is not None
+    return database_url
+
+
+def table(headers: list[str], rows: list[tuple[Any, ...]]) -> str:
+    cells = [headers] + [["" if v is None else str(v) for v in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def check_text(value: str, what: str) -> None:
+    """Bytes that are not UTF-8 reach Python as lone surrogates, which no
+    database text can hold: an input error, said as one."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ConveyorError(f"{what} is not valid UTF-8: {value!r}") from None
+
+
+def json_arg(value: str, what: str) -> Any:
+    try:
+        return json.loads(value)
+    except ValueError as error:
+        raise ConveyorError(f"{what} is not valid JSON: {error}") from None
+    except RecursionError:
+        raise ConveyorError(f"{what} is nested too deeply") from None
