@@ -7,19 +7,40 @@ over :func:`enqueue_job` and :func:`enqueue_jobs` here.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib
+import inspect
 import json
 import logging
 import math
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
+from contextlib import (
+    AbstractAsyncContextManager,
+    AbstractContextManager,
+    asynccontextmanager,
+    contextmanager,
+)
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Protocol
 
 from . import enqueueing, sql
 from ._hooks import run_chain
+from .connections import (
+    AsyncConnectable,
+    Connectable,
+    async_psycopg_connection,
+    psycopg_connection,
+)
 from .errors import ConveyorError, UnknownJobClassError, describe, format_error
 from .protocol import Action, LockedJob, Resolution
 
@@ -41,8 +62,18 @@ class JobContext(Protocol):
 
     def connection(self) -> AbstractContextManager[psycopg.Connection[Any]]: ...
 
+    def aconnection(self) -> AbstractAsyncContextManager[psycopg.AsyncConnection[Any]]: ...
+
     def leftovers(self) -> int:
         """Close connections the current job still holds; return how many."""
+        ...
+
+    def run_coroutine(self, awaitable: Awaitable[Any]) -> Any:
+        """Run ``awaitable`` to completion from a synchronous caller."""
+        ...
+
+    async def aleftovers(self) -> int:
+        """Close async connections the current async job still holds."""
         ...
 
 
@@ -175,8 +206,11 @@ class Job:
         self._error = None
         self._error_count = row.error_count if row is not None else 0
 
-    def run(self, *args: Any, **kwargs: Any) -> None:
-        """The job's work. Receives the job's ``args`` (and ``kwargs``)."""
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        """The job's work. Receives the job's ``args`` (and ``kwargs``).
+
+        It may be ``async def run``: a worker runs it on its event loop (see
+        the asyncio how-to), alongside the other async jobs of the process."""
         raise NotImplementedError(f"{type(self).__name__}.run is not defined")
 
     # --- the job's row ------------------------------------------------------
@@ -289,13 +323,62 @@ class Job:
             raise ConveyorError("this job is not running in a worker: it has no connection")
         return self._context.connection()
 
+    def aconnection(self) -> AbstractAsyncContextManager[psycopg.AsyncConnection[Any]]:
+        """The async twin of :meth:`connection`, for ``async def run``::
+
+            async with self.aconnection() as conn:
+                await conn.execute("UPDATE widgets SET price = %s WHERE id = %s", ...)
+                await self.adestroy(conn=conn)
+
+        In a worker it comes from the worker's
+        :class:`psycopg_pool.AsyncConnectionPool` (opened with the first
+        async job that asks) and commits when the block ends. Under
+        :func:`conveyor.aio.enqueue`'s synchronous mode it is the enqueuing
+        connection, in a savepoint.
+        """
+        if self._context is None:
+            raise ConveyorError("this job is not running in a worker: it has no connection")
+        return self._context.aconnection()
+
+    # The async twins of the helpers that take a connection: with an
+    # AsyncConnection they resolve the job in its transaction; without one they
+    # are the same as the plain helpers.
+
+    async def adestroy(self, *, conn: psycopg.AsyncConnection[Any] | None = None) -> bool:
+        """:meth:`destroy` on an async connection."""
+        return await self._aresolve(Action.DESTROY, sql.DESTROY_JOB, conn)
+
+    async def afinish(self, *, conn: psycopg.AsyncConnection[Any] | None = None) -> bool:
+        """:meth:`finish` on an async connection."""
+        return await self._aresolve(Action.FINISH, sql.FINISH_JOB, conn)
+
+    async def aexpire(self, *, conn: psycopg.AsyncConnection[Any] | None = None) -> bool:
+        """:meth:`expire` on an async connection."""
+        return await self._aresolve(Action.EXPIRE, sql.EXPIRE_JOB, conn)
+
+    async def aretry_in(
+        self, seconds: float | None, *, conn: psycopg.AsyncConnection[Any] | None = None
+    ) -> bool:
+        """:meth:`retry_in` on an async connection."""
+        if conn is None or self.id is None:
+            return self.retry_in(seconds)
+        self.retry_in(seconds)  # validates and records; then the statement
+        assert self._resolution is not None
+        done = self._resolution
+        cursor = await conn.execute(
+            sql.RETRY_JOB, (done.job_id, done.message, done.backtrace, done.delay)
+        )
+        rows = await cursor.fetchall()
+        self._resolution = Resolution(Action.UNLOCK, done.job_id)
+        return bool(rows)
+
     # --- enqueueing -----------------------------------------------------------
 
     @classmethod
     def enqueue(
         cls,
         *args: Any,
-        conn: psycopg.Connection[Any],
+        conn: Connectable,
         queue: str | None = None,
         priority: int | None = None,
         run_at: datetime | None = None,
@@ -305,7 +388,10 @@ class Job:
     ) -> int | None:
         """Enqueue this job class in ``conn``'s current transaction and return
         the new job's id (None when it ran synchronously). Options default to
-        the class attributes, then to the SQL defaults."""
+        the class attributes, then to the SQL defaults. ``conn`` is a
+        psycopg connection or a SQLAlchemy Session or Connection (see
+        :func:`conveyor.enqueue`); :func:`conveyor.aio.enqueue` takes the
+        async ones."""
         options = enqueueing.options(
             cls,
             queue=queue,
@@ -322,7 +408,7 @@ class Job:
         cls,
         args_list: Sequence[Sequence[Any]],
         *,
-        conn: psycopg.Connection[Any],
+        conn: Connectable,
         queue: str | None = None,
         priority: int | None = None,
         run_at: datetime | None = None,
@@ -341,15 +427,41 @@ class Job:
         given = {key: value for key, value in options.items() if value is not None}
         return enqueue_jobs(conn, [{"job_class": cls, "args": list(a), **given} for a in args_list])
 
-    def _invoke(self, args: Sequence[Any], data: Mapping[str, Any]) -> None:
-        """Run the job with its arguments (``data["kwargs"]`` as keyword
-        arguments), then resolve it by default if :meth:`run` did not."""
+    # --- running the job: the one place that calls run() ----------------------
+
+    @classmethod
+    def _is_async(cls) -> bool:
+        """Whether ``run`` is ``async def`` (a worker runs it on its loop)."""
+        return inspect.iscoroutinefunction(cls.run)
+
+    def _call_run(self, args: Sequence[Any], data: Mapping[str, Any]) -> Any:
         if data and "kwargs" in data:
-            self.run(*args, **data["kwargs"])
-        else:
-            self.run(*args)
+            return self.run(*args, **data["kwargs"])
+        return self.run(*args)
+
+    def _invoke(self, args: Sequence[Any], data: Mapping[str, Any]) -> Any:
+        """Run the job with its arguments (``data["kwargs"]`` as keyword
+        arguments), then resolve it by default if :meth:`run` did not; returns
+        what run returned. A run that returns an awaitable (``async def
+        run``) is awaited through the context: on the worker's loop, or with
+        ``asyncio.run`` in synchronous mode."""
+        result = self._call_run(args, data)
+        if inspect.isawaitable(result):
+            if self._context is None:
+                raise ConveyorError("an async job needs a context to run its coroutine")
+            result = self._context.run_coroutine(result)
         if self._resolution is None:
             self.default_resolve_action()
+        return result
+
+    async def _ainvoke(self, args: Sequence[Any], data: Mapping[str, Any]) -> Any:
+        """:meth:`_invoke` on an event loop: a coroutine is awaited here."""
+        result = self._call_run(args, data)
+        if inspect.isawaitable(result):
+            result = await result
+        if self._resolution is None:
+            self.default_resolve_action()
+        return result
 
     # --- internals ---------------------------------------------------------------
 
@@ -367,6 +479,18 @@ class Job:
             self._resolution = Resolution(action, job_id)
             return True
         rows = self._execute(conn, statement, (job_id,))
+        self._resolution = Resolution(Action.UNLOCK, job_id)
+        return bool(rows and rows[0][0])
+
+    async def _aresolve(
+        self, action: Action, statement: str, conn: psycopg.AsyncConnection[Any] | None
+    ) -> bool:
+        job_id = self.id
+        if job_id is None or conn is None:
+            self._resolution = Resolution(action, job_id)
+            return True
+        cursor = await conn.execute(statement, (job_id,))
+        rows = await cursor.fetchall()
         self._resolution = Resolution(Action.UNLOCK, job_id)
         return bool(rows and rows[0][0])
 
@@ -394,7 +518,7 @@ def job_class_and_name(job_class: str | type[Job]) -> tuple[type[Job] | None, st
 
 
 def enqueue_job(
-    conn: psycopg.Connection[Any],
+    conn: Connectable,
     cls: type[Job] | None,
     name: str,
     args: Sequence[Any],
@@ -402,15 +526,39 @@ def enqueue_job(
 ) -> int | None:
     """Insert one job (see :func:`conveyor.enqueue`), or run it now in
     synchronous mode and return None."""
+    conn = psycopg_connection(conn)
     if enqueueing.synchronous(cls, options):
         _run_now(conn, cls, name, args, options)
         return None
     return enqueueing.insert_job(conn, name, args, options)
 
 
-def enqueue_jobs(conn: psycopg.Connection[Any], jobs: Iterable[Mapping[str, Any]]) -> list[int]:
-    """Insert many jobs in one statement (see :func:`conveyor.enqueue_many`)."""
-    specs: list[dict[str, Any]] = []
+async def aenqueue_job(
+    conn: AsyncConnectable,
+    cls: type[Job] | None,
+    name: str,
+    args: Sequence[Any],
+    options: dict[str, Any],
+) -> int | None:
+    """:func:`enqueue_job` on an async connection (see :func:`conveyor.aio.enqueue`)."""
+    conn = await async_psycopg_connection(conn)
+    if enqueueing.synchronous(cls, options):
+        await _arun_now(conn, cls, name, args, options)
+        return None
+    return await enqueueing.ainsert_job(conn, name, args, options)
+
+
+class _Planned(NamedTuple):
+    cls: type[Job] | None
+    name: str
+    args: list[Any]
+    options: dict[str, Any]
+    now: bool  # synchronous mode: run it instead of inserting it
+
+
+def _plan(jobs: Iterable[Mapping[str, Any]]) -> list[_Planned]:
+    """The jobs of an ``enqueue_many``, checked, with their options."""
+    planned: list[_Planned] = []
     for index, job in enumerate(jobs):
         unknown = set(job) - enqueueing.JOB_KEYS
         if unknown:
@@ -428,11 +576,32 @@ def enqueue_jobs(conn: psycopg.Connection[Any], jobs: Iterable[Mapping[str, Any]
             kwargs=job.get("kwargs"),
         )
         args = list(job.get("args") or ())
-        if enqueueing.synchronous(cls, options):
-            _run_now(conn, cls, name, args, options)
+        planned.append(_Planned(cls, name, args, options, enqueueing.synchronous(cls, options)))
+    return planned
+
+
+def enqueue_jobs(conn: Connectable, jobs: Iterable[Mapping[str, Any]]) -> list[int]:
+    """Insert many jobs in one statement (see :func:`conveyor.enqueue_many`)."""
+    conn = psycopg_connection(conn)
+    specs: list[dict[str, Any]] = []
+    for job in _plan(jobs):
+        if job.now:
+            _run_now(conn, job.cls, job.name, job.args, job.options)
         else:
-            specs.append(enqueueing.job_spec(name, args, options))
+            specs.append(enqueueing.job_spec(job.name, job.args, job.options))
     return enqueueing.insert_jobs(conn, specs)
+
+
+async def aenqueue_jobs(conn: AsyncConnectable, jobs: Iterable[Mapping[str, Any]]) -> list[int]:
+    """:func:`enqueue_jobs` on an async connection."""
+    conn = await async_psycopg_connection(conn)
+    specs: list[dict[str, Any]] = []
+    for job in _plan(jobs):
+        if job.now:
+            await _arun_now(conn, job.cls, job.name, job.args, job.options)
+        else:
+            specs.append(enqueueing.job_spec(job.name, job.args, job.options))
+    return await enqueueing.ainsert_jobs(conn, specs)
 
 
 class _SyncContext:
@@ -448,8 +617,71 @@ class _SyncContext:
         with self._conn.transaction():
             yield self._conn
 
+    def aconnection(self) -> AbstractAsyncContextManager[psycopg.AsyncConnection[Any]]:
+        raise ConveyorError(
+            "a job run synchronously by conveyor.enqueue has no async connection "
+            "(enqueue it with conveyor.aio.enqueue to give it one)"
+        )
+
     def leftovers(self) -> int:
         return 0
+
+    async def aleftovers(self) -> int:
+        return 0
+
+    def run_coroutine(self, awaitable: Awaitable[Any]) -> Any:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(_awaited(awaitable))
+        raise ConveyorError(
+            "an async job cannot run synchronously inside a running event loop: "
+            "enqueue it with conveyor.aio.enqueue"
+        )
+
+
+class _AsyncSyncContext:
+    """A synchronous job's context under :mod:`conveyor.aio`: the enqueuing
+    async connection, in a savepoint."""
+
+    sql_middleware: Sequence[sql.SQLMiddleware] = ()
+
+    def __init__(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        self._conn = conn
+
+    def connection(self) -> AbstractContextManager[psycopg.Connection[Any]]:
+        raise ConveyorError(
+            "a job run synchronously by conveyor.aio.enqueue has no blocking connection: "
+            "use self.aconnection()"
+        )
+
+    @asynccontextmanager
+    async def aconnection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        async with self._conn.transaction():
+            yield self._conn
+
+    def leftovers(self) -> int:
+        return 0
+
+    async def aleftovers(self) -> int:
+        return 0
+
+    def run_coroutine(self, awaitable: Awaitable[Any]) -> Any:
+        raise ConveyorError("conveyor.aio runs a job with _ainvoke, never run_coroutine")
+
+
+async def _awaited(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
+
+
+def _loaded(
+    cls: type[Job] | None, name: str, args: Sequence[Any], options: Mapping[str, Any]
+) -> tuple[type[Job], list[Any], dict[str, Any]]:
+    """A synchronous job's class, and its args and data through a JSON round trip."""
+    job_cls = cls if cls is not None else resolve_job_class(name)
+    loaded_args = json.loads(enqueueing.dumps(list(args), "args"))
+    data = json.loads(enqueueing.dumps(dict(options.get("data") or {}), "data"))
+    return job_cls, loaded_args, data
 
 
 def _run_now(
@@ -459,10 +691,19 @@ def _run_now(
     args: Sequence[Any],
     options: Mapping[str, Any],
 ) -> None:
-    job_cls = cls if cls is not None else resolve_job_class(name)
-    loaded_args = json.loads(enqueueing.dumps(list(args), "args"))
-    data = json.loads(enqueueing.dumps(dict(options.get("data") or {}), "data"))
+    job_cls, loaded_args, data = _loaded(cls, name, args, options)
     job_cls._from_row(None, _SyncContext(conn))._invoke(loaded_args, data)
+
+
+async def _arun_now(
+    conn: psycopg.AsyncConnection[Any],
+    cls: type[Job] | None,
+    name: str,
+    args: Sequence[Any],
+    options: Mapping[str, Any],
+) -> None:
+    job_cls, loaded_args, data = _loaded(cls, name, args, options)
+    await job_cls._from_row(None, _AsyncSyncContext(conn))._ainvoke(loaded_args, data)
 
 
 # --- for error notifiers and Job.attrs ---------------------------------------------
