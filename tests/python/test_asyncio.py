@@ -5,7 +5,11 @@ watchdog, and ``conveyor.aio``'s enqueue in the caller's transaction."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -289,3 +293,71 @@ def test_async_jobs_share_the_async_pool(
     start_worker(worker_count=2)
     wait_for(lambda: len(done) == 20, what="20 async jobs")
     assert scalar(conn, "SELECT count(*) FROM results") == 20
+
+
+# --- the CLI ----------------------------------------------------------------------
+
+CLI_JOBS = """
+import asyncio
+import time
+
+import conveyor
+
+
+class AsyncRecords(conveyor.Job):
+    async def run(self, value):
+        await asyncio.sleep(0.05)
+        async with self.aconnection() as conn:
+            await conn.execute("INSERT INTO results (value) VALUES (%s)", (value,))
+            await self.adestroy(conn=conn)
+
+
+class AsyncBlocks(conveyor.Job):
+    async def run(self):
+        time.sleep(0.5)
+"""
+
+
+def test_conveyor_worker_runs_async_jobs_with_its_async_options(
+    db_url: str, conn: psycopg.Connection[Any], tmp_path: Any
+) -> None:
+    conn.execute("CREATE TABLE results (value int)")
+    (tmp_path / "async_cli_jobs.py").write_text(CLI_JOBS)
+    conveyor.enqueue_many(
+        conn, [{"job_class": "AsyncRecords", "args": [n]} for n in range(50)]
+    )
+    conveyor.enqueue(conn, "AsyncBlocks")
+    log = tmp_path / "worker.log"
+    with log.open("wb") as handle:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "conveyor",
+                "worker",
+                str(tmp_path / "async_cli_jobs.py"),
+                "--database-url",
+                db_url,
+                "--worker-count",
+                "2",
+                "--async-concurrency",
+                "5",
+                "--async-block-threshold",
+                "0.1",
+            ],
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+        )
+        try:
+            wait_for(lambda: count_jobs(conn) == 0, timeout=30, what="every job done")
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(15) == 0
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait(10)
+    assert scalar(conn, "SELECT count(DISTINCT value) FROM results") == 50
+    events = [json.loads(line)["event"] for line in log.read_text().splitlines()]
+    assert "event_loop_blocked" in events and "event_loop_unblocked" in events
+    assert "job_errored" not in events
