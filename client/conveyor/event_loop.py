@@ -57,6 +57,8 @@ class EventLoopThread:
         self._thread: threading.Thread | None = None
         self._watchdog: threading.Thread | None = None
         self._closing = threading.Event()
+        #: The submitted jobs' futures, until they end.
+        self._in_flight: set[concurrent.futures.Future[Any]] = set()
         #: Called on the loop thread when the loop closes (the async pool's close).
         self.on_close: list[Callable[[], Awaitable[None]]] = []
 
@@ -70,6 +72,7 @@ class EventLoopThread:
         self._slots.acquire()
 
         def finished(future: concurrent.futures.Future[T]) -> None:
+            self._in_flight.discard(future)
             self._slots.release()
             if future.cancelled():
                 return
@@ -85,6 +88,7 @@ class EventLoopThread:
             self._slots.release()
             coroutine.close()
             raise
+        self._in_flight.add(future)
         future.add_done_callback(finished)
 
     def run(self, awaitable: Awaitable[T]) -> T:
@@ -151,24 +155,32 @@ class EventLoopThread:
     def close(self, timeout: float) -> bool:
         """Cancel the tasks still running (their jobs were given up at the
         shutdown deadline: their locks go with the locker's session), run the
-        close callbacks, stop the loop and its threads. True if all ended."""
+        close callbacks, stop the loop and its threads. True if no task had
+        to be cancelled and every thread ended."""
         with self._lock:
             self._closing.set()
             loop, thread, watchdog = self._loop, self._thread, self._watchdog
         if loop is None or thread is None or not thread.is_alive():
             return True
 
+        # The jobs first (each one's task sees CancelledError), then the close
+        # callbacks (the async pool), then whatever tasks are left.
+        abandoned = [future for future in list(self._in_flight) if not future.done()]
+        for future in abandoned:
+            future.cancel()
+        concurrent.futures.wait(abandoned, timeout=max(0.1, timeout / 2))
+
         async def shutdown() -> None:
-            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-            for task in tasks:
-                task.cancel()
-            if tasks:
-                await asyncio.wait(tasks, timeout=max(0.1, timeout / 2))
             for callback in self.on_close:
                 try:
                     await callback()
                 except Exception as error:
                     log(logging.ERROR, "event_loop_close_failed", error=repr(error))
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                await asyncio.wait(tasks, timeout=max(0.1, timeout / 2))
 
         with contextlib.suppress(Exception):
             asyncio.run_coroutine_threadsafe(shutdown(), loop).result(timeout)
@@ -177,7 +189,8 @@ class EventLoopThread:
         thread.join(timeout)
         if watchdog is not None:
             watchdog.join(timeout)
-        return not any(t.is_alive() for t in (thread, watchdog) if t is not None)
+        ended = not any(t.is_alive() for t in (thread, watchdog) if t is not None)
+        return ended and not abandoned
 
     # --- the watchdog -------------------------------------------------------------------
 
@@ -195,7 +208,9 @@ class EventLoopThread:
                     return
                 if beat.wait(threshold):
                     continue
-                task = asyncio.current_task(loop)
+                task: asyncio.Task[Any] | None = None
+                with contextlib.suppress(Exception):  # read from another thread: best effort
+                    task = asyncio.current_task(loop)
                 frame = sys._current_frames().get(thread.ident or -1)
                 stack = traceback.format_stack(frame, limit=_STACK_FRAMES) if frame else []
                 log(

@@ -20,7 +20,7 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 from . import sql
 from ._hooks import ErrorNotifier, JobMiddleware, hooks
 from .buffer import JobBuffer
-from .errors import ConveyorError
+from .errors import ConveyorError, leaked_connections_error
 from .event_loop import EventLoopThread
 from .locker import Locker, Waker
 from .logs import log
@@ -166,7 +166,20 @@ class _PoolContext:
     # --- async jobs (on the worker's event loop) -------------------------------------
 
     def run_coroutine(self, awaitable: Awaitable[Any]) -> Any:
-        return self.loop.run(awaitable)
+        """An async job run from its worker thread (inside job middleware):
+        on the loop, with the leftovers rule of :meth:`aleftovers`."""
+
+        async def guarded() -> Any:
+            _aborrowed.set([])
+            try:
+                result = await awaitable
+            finally:
+                leaked = await self.aleftovers()
+            if leaked:
+                raise leaked_connections_error(leaked)
+            return result
+
+        return self.loop.run(guarded())
 
     async def _get_apool(self) -> AsyncConnectionPool:
         if self._apool_opened is None:  # the first caller opens it; the others wait
@@ -235,12 +248,15 @@ class _PoolContext:
         if pool is not None:
             await pool.close(timeout=1.0)
 
-    def close(self, timeout: float) -> None:
-        self.loop.close(timeout)
+    def close(self, timeout: float) -> bool:
+        """Close the event loop and the pools; False if async jobs were still
+        running (they are cancelled)."""
+        clean = self.loop.close(timeout)
         with self._lock:
             pool, self._own_pool = self._own_pool, None
         if pool is not None:
             pool.close(timeout=timeout)
+        return clean
 
 
 class Worker:
@@ -434,7 +450,8 @@ class Worker:
         done = self._threads.join(max(deadline, time.monotonic() + 0.5))
         done = done and not self._locker.thread.is_alive()
         if self._context is not None:
-            self._context.close(timeout=max(1.0, deadline - time.monotonic()))
+            closed = self._context.close(timeout=max(1.0, deadline - time.monotonic()))
+            done = closed and done
         if not self._stopped.is_set():
             self._waker.close()
             self._stopped.set()

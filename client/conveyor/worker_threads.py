@@ -30,7 +30,7 @@ from json import loads
 
 from ._hooks import ErrorNotifier, JobMiddleware, run_chain
 from .buffer import JobBuffer, Waiter
-from .errors import ConveyorError, describe, format_error
+from .errors import describe, format_error, leaked_connections_error
 from .event_loop import EventLoopThread
 from .job import Job, JobContext, job_row_dict, resolve_job_class
 from .logs import LEVELS, LOGGER, log
@@ -165,10 +165,7 @@ class WorkerThreads:
                 job._invoke(args, data)
             leaked = self._context.leftovers()
             if leaked:
-                raise ConveyorError(
-                    f"the job kept {leaked} borrowed connection(s) after run() returned: "
-                    "closed, and what was not committed is lost"
-                )
+                raise leaked_connections_error(leaked)
         except BaseException as error:
             return self._errored(job, row, error, time.perf_counter() - start)
         return self._worked(job, row, time.perf_counter() - start)
@@ -185,10 +182,7 @@ class WorkerThreads:
             await job._ainvoke(args, data)
             leaked = await self._context.aleftovers()
             if leaked:
-                raise ConveyorError(
-                    f"the job kept {leaked} borrowed connection(s) after run() returned: "
-                    "closed, and what was not committed is lost"
-                )
+                raise leaked_connections_error(leaked)
         except asyncio.CancelledError as error:
             await self._context.aleftovers()
             if not self._event_loop.closing:  # cancelled by the job's own code
