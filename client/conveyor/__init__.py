@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from . import aio
 from ._hooks import hooks
 from .client import enqueue, enqueue_many, run_synchronously
 from .errors import ConveyorError, SchemaError, UnknownJobClassError
@@ -24,6 +25,7 @@ __all__ = [
     "UnknownJobClassError",
     "Worker",
     "__version__",
+    "aio",
     "enqueue",
     "enqueue_many",
     "hooks",

@@ -91,12 +91,21 @@ class JobBuffer:
     def finish(self, waiter: Waiter, result: Resolution) -> LockedJob | None:
         """Report a worked job's resolution, then take the next job."""
         with self._lock:
-            self._running -= 1
-            self._results.append(result)
-            if not self._wake_pending:
-                self._wake_pending = True
-                self._wake()
+            self._report(result)
             return self._take(waiter)
+
+    def report(self, result: Resolution) -> None:
+        """Report a worked job's resolution without taking another: an async
+        job's, from the event loop (its worker thread went on long ago)."""
+        with self._lock:
+            self._report(result)
+
+    def _report(self, result: Resolution) -> None:
+        self._running -= 1
+        self._results.append(result)
+        if not self._wake_pending:
+            self._wake_pending = True
+            self._wake()
 
     def _take(self, waiter: Waiter) -> LockedJob | None:
         jobs = self._jobs

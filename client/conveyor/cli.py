@@ -240,6 +240,25 @@ def _priorities(ctx: click.Context, param: click.Parameter, value: str | None) -
     help="Seconds running jobs get to finish after SIGTERM/SIGINT.",
 )
 @click.option(
+    "--async-concurrency",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    envvar="CONVEYOR_ASYNC_CONCURRENCY",
+    show_envvar=True,
+    help="Most `async def run` jobs running at once on the process's event loop.",
+)
+@click.option(
+    "--async-block-threshold",
+    type=click.FloatRange(min=0),
+    default=0.25,
+    show_default=True,
+    envvar="CONVEYOR_ASYNC_BLOCK_THRESHOLD",
+    show_envvar=True,
+    help="Log event_loop_blocked when an async job holds the event loop this many "
+    "seconds (0: no watchdog).",
+)
+@click.option(
     "-l",
     "--log-level",
     type=click.Choice(sorted(LEVELS), case_sensitive=False),
@@ -285,6 +304,8 @@ def worker(
     minimum_buffer_size: int,
     maximum_buffer_size: int,
     shutdown_timeout: float,
+    async_concurrency: int,
+    async_block_threshold: float,
     log_level: str,
     log_format: str | None,
     log_internals: bool,
@@ -323,6 +344,8 @@ def worker(
         minimum_buffer_size=minimum_buffer_size,
         maximum_buffer_size=maximum_buffer_size,
         shutdown_timeout=shutdown_timeout,
+        async_concurrency=async_concurrency,
+        async_block_threshold=async_block_threshold or None,
         log_internals=log_internals,
         durable_resolutions=durable_resolutions,
     )

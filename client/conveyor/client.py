@@ -11,9 +11,8 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-import psycopg
-
 from . import enqueueing
+from .connections import Connectable
 from .enqueueing import run_synchronously
 from .job import Job, enqueue_job, enqueue_jobs, job_class_and_name
 
@@ -21,7 +20,7 @@ __all__ = ["enqueue", "enqueue_many", "run_synchronously"]
 
 
 def enqueue(
-    conn: psycopg.Connection[Any],
+    conn: Connectable,
     job_class: str | type[Job],
     *args: Any,
     queue: str | None = None,
@@ -32,6 +31,12 @@ def enqueue(
     kwargs: Mapping[str, Any] | None = None,
 ) -> int | None:
     """Enqueue one job in ``conn``'s current transaction; return its id.
+
+    ``conn`` is a :class:`psycopg.Connection`, or a SQLAlchemy 2 ``Session``
+    or ``Connection`` on the psycopg dialect (``postgresql+psycopg://``):
+    the job is inserted in that session's transaction, begun if it was not,
+    and commits or rolls back with it. A psycopg2 connection is a
+    :class:`TypeError`. The async forms go to :func:`conveyor.aio.enqueue`.
 
     ``job_class`` is a :class:`Job` subclass (whose class attributes give the
     defaults) or any name a worker knows, such as a dotted path. ``args``
@@ -59,7 +64,7 @@ def enqueue(
     return enqueue_job(conn, cls, name, args, options)
 
 
-def enqueue_many(conn: psycopg.Connection[Any], jobs: Iterable[Mapping[str, Any]]) -> list[int]:
+def enqueue_many(conn: Connectable, jobs: Iterable[Mapping[str, Any]]) -> list[int]:
     """Enqueue many jobs in one statement in ``conn``'s current transaction.
 
     Each job is a mapping with ``job_class`` (a name or a Job subclass) and

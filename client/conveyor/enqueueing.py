@@ -112,12 +112,27 @@ def dumps(value: Any, what: str) -> str:
         raise TypeError(f"{what} must be JSON-serializable: nested too deeply") from None
 
 
-def insert_job(conn: psycopg.Connection[Any], name: str, args: Any, options: dict[str, Any]) -> int:
-    """``conveyor.enqueue`` one job; its id."""
+def _insert_job_query(name: str, args: Any, options: dict[str, Any]) -> tuple[str, list[Any]]:
     if "data" in options:
         options["data"] = dumps(dict(options["data"]), "data")
-    statement = sql.enqueue(tuple(options))
-    row = conn.execute(statement, [name, dumps(args, "args"), *options.values()]).fetchone()
+    return sql.enqueue(tuple(options)), [name, dumps(args, "args"), *options.values()]
+
+
+def insert_job(conn: psycopg.Connection[Any], name: str, args: Any, options: dict[str, Any]) -> int:
+    """``conveyor.enqueue`` one job; its id."""
+    statement, params = _insert_job_query(name, args, options)
+    row = conn.execute(statement, params).fetchone()
+    assert row is not None
+    job_id: int = row[0]
+    return job_id
+
+
+async def ainsert_job(
+    conn: psycopg.AsyncConnection[Any], name: str, args: Any, options: dict[str, Any]
+) -> int:
+    """:func:`insert_job` on an async connection."""
+    statement, params = _insert_job_query(name, args, options)
+    row = await (await conn.execute(statement, params)).fetchone()
     assert row is not None
     job_id: int = row[0]
     return job_id
@@ -135,4 +150,14 @@ def insert_jobs(conn: psycopg.Connection[Any], specs: list[dict[str, Any]]) -> l
     if not specs:
         return []
     rows = conn.execute(sql.ENQUEUE_MANY, (dumps(specs, "jobs"),)).fetchall()
+    return [row[0] for row in rows]
+
+
+async def ainsert_jobs(
+    conn: psycopg.AsyncConnection[Any], specs: list[dict[str, Any]]
+) -> list[int]:
+    """:func:`insert_jobs` on an async connection."""
+    if not specs:
+        return []
+    rows = await (await conn.execute(sql.ENQUEUE_MANY, (dumps(specs, "jobs"),))).fetchall()
     return [row[0] for row in rows]

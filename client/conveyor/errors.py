@@ -64,6 +64,14 @@ def permanent_connection_error(error: BaseException) -> bool:
     return any(pattern in text for pattern in _PERMANENT_CONNECTION_ERRORS)
 
 
+def leaked_connections_error(count: int) -> ConveyorError:
+    """A job's error when it kept borrowed connections after run() returned."""
+    return ConveyorError(
+        f"the job kept {count} borrowed connection(s) after run() returned: "
+        "closed, and what was not committed is lost"
+    )
+
+
 # --- how an error is described in logs and in a job's row -----------------------
 
 #: The SQL's limits on ``conveyor.jobs.last_error_message`` and

@@ -7,97 +7,40 @@ over :func:`enqueue_job` and :func:`enqueue_jobs` here.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import importlib
 import inspect
 import json
 import logging
 import math
-import threading
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import (
+    Callable,
+    Iterable,
+    Mapping,
+    Sequence,
+)
+from contextlib import (
+    AbstractAsyncContextManager,
+    AbstractContextManager,
+)
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 from . import enqueueing, sql
 from ._hooks import run_chain
-from .errors import ConveyorError, UnknownJobClassError, describe, format_error
-from .protocol import Action, LockedJob, Resolution
+from .connections import (
+    AsyncConnectable,
+    Connectable,
+    async_psycopg_connection,
+    psycopg_connection,
+)
+from .errors import ConveyorError, format_error
+from .job_context import AsyncSyncContext, JobContext, SyncContext
+from .protocol import Action, LockedJob, Resolution, job_row_dict
+from .registry import register, resolve_job_class
 
 if TYPE_CHECKING:
     import psycopg
 
 __all__ = ["Job", "resolve_job_class"]
-
-_registry: dict[str, type[Job]] = {}
-_registry_lock = threading.Lock()
-
-
-class JobContext(Protocol):
-    """What a running job gets from whoever runs it (a worker, or the
-    synchronous mode): connections for its own transactions, and the SQL
-    middleware its helper statements go through."""
-
-    sql_middleware: Sequence[sql.SQLMiddleware]
-
-    def connection(self) -> AbstractContextManager[psycopg.Connection[Any]]: ...
-
-    def leftovers(self) -> int:
-        """Close connections the current job still holds; return how many."""
-        ...
-
-
-def resolve_job_class(name: str) -> type[Job]:
-    """The :class:`Job` subclass a ``job_class`` value names.
-
-    A name registered by a subclass definition (its class name, or the
-    ``job_class`` it sets) wins; otherwise a dotted path
-    ``package.module.ClassName`` is imported on demand. Raises
-    :class:`UnknownJobClassError` when neither works.
-    """
-    cls = _registry.get(name)
-    if cls is not None:
-        return cls
-    module_name, _, attribute = name.rpartition(".")
-    if not module_name:
-        raise UnknownJobClassError(
-            f"unknown job class {name!r}: no Job subclass of that name is loaded "
-            "(pass its module to `conveyor worker`, or enqueue it by dotted path)"
-        )
-    try:
-        module = importlib.import_module(module_name)
-        found = getattr(module, attribute)
-    except Exception as error:  # ImportError, AttributeError, or the module's own
-        raise UnknownJobClassError(
-            f"unknown job class {name!r}: cannot import it ({describe(error)})"
-        ) from error
-    if not (isinstance(found, type) and issubclass(found, Job)):
-        raise UnknownJobClassError(f"unknown job class {name!r}: it is not a conveyor.Job")
-    with _registry_lock:
-        _registry[name] = found
-    return found
-
-
-def _register(cls: type[Job]) -> None:
-    """Register ``cls`` under its ``job_class``. Another class under the same
-    name is an error: a worker would run whichever module was imported last.
-    The same class defined again (same module and qualified name: a module
-    reloaded, or a class defined in a function called twice) replaces it."""
-    name = cls.job_class
-    with _registry_lock:
-        known = _registry.get(name)
-        if known is not None and (known.__module__, known.__qualname__) != (
-            cls.__module__,
-            cls.__qualname__,
-        ):
-            raise ConveyorError(
-                f"job_class {name!r} is already registered by "
-                f"{known.__module__}.{known.__qualname__}; "
-                f"{cls.__module__}.{cls.__qualname__} cannot take it too "
-                "(set a distinct job_class on one of them)"
-            )
-        _registry[name] = cls
 
 
 class Job:
@@ -143,7 +86,7 @@ class Job:
         super().__init_subclass__(**kwargs)
         if "job_class" not in cls.__dict__:
             cls.job_class = cls.__name__
-        _register(cls)
+        register(cls)
 
     def __init__(self) -> None:
         self._bind(None, None, [], {})
@@ -177,12 +120,11 @@ class Job:
         self._error = None
         self._error_count = row.error_count if row is not None else 0
 
-    def run(self, *args: Any, **kwargs: Any) -> Awaitable[None] | None:
+    def run(self, *args: Any, **kwargs: Any) -> Any:
         """The job's work. Receives the job's ``args`` (and ``kwargs``).
 
-        It may be ``async def``: the coroutine runs to completion with
-        :func:`asyncio.run` in the worker thread, on an event loop of its own
-        that lives as long as the job (see :meth:`_invoke`)."""
+        It may be ``async def run``: a worker runs it on its event loop (see
+        the asyncio how-to), alongside the other async jobs of the process."""
         raise NotImplementedError(f"{type(self).__name__}.run is not defined")
 
     # --- the job's row ------------------------------------------------------
@@ -295,13 +237,62 @@ class Job:
             raise ConveyorError("this job is not running in a worker: it has no connection")
         return self._context.connection()
 
+    def aconnection(self) -> AbstractAsyncContextManager[psycopg.AsyncConnection[Any]]:
+        """The async twin of :meth:`connection`, for ``async def run``::
+
+            async with self.aconnection() as conn:
+                await conn.execute("UPDATE widgets SET price = %s WHERE id = %s", ...)
+                await self.adestroy(conn=conn)
+
+        In a worker it comes from the worker's
+        :class:`psycopg_pool.AsyncConnectionPool` (opened with the first
+        async job that asks) and commits when the block ends. Under
+        :func:`conveyor.aio.enqueue`'s synchronous mode it is the enqueuing
+        connection, in a savepoint.
+        """
+        if self._context is None:
+            raise ConveyorError("this job is not running in a worker: it has no connection")
+        return self._context.aconnection()
+
+    # The async twins of the helpers that take a connection: with an
+    # AsyncConnection they resolve the job in its transaction; without one they
+    # are the same as the plain helpers.
+
+    async def adestroy(self, *, conn: psycopg.AsyncConnection[Any] | None = None) -> bool:
+        """:meth:`destroy` on an async connection."""
+        return await self._aresolve(Action.DESTROY, sql.DESTROY_JOB, conn)
+
+    async def afinish(self, *, conn: psycopg.AsyncConnection[Any] | None = None) -> bool:
+        """:meth:`finish` on an async connection."""
+        return await self._aresolve(Action.FINISH, sql.FINISH_JOB, conn)
+
+    async def aexpire(self, *, conn: psycopg.AsyncConnection[Any] | None = None) -> bool:
+        """:meth:`expire` on an async connection."""
+        return await self._aresolve(Action.EXPIRE, sql.EXPIRE_JOB, conn)
+
+    async def aretry_in(
+        self, seconds: float | None, *, conn: psycopg.AsyncConnection[Any] | None = None
+    ) -> bool:
+        """:meth:`retry_in` on an async connection."""
+        if conn is None or self.id is None:
+            return self.retry_in(seconds)
+        self.retry_in(seconds)  # validates and records; then the statement
+        assert self._resolution is not None
+        done = self._resolution
+        cursor = await conn.execute(
+            sql.RETRY_JOB, (done.job_id, done.message, done.backtrace, done.delay)
+        )
+        rows = await cursor.fetchall()
+        self._resolution = Resolution(Action.UNLOCK, done.job_id)
+        return bool(rows)
+
     # --- enqueueing -----------------------------------------------------------
 
     @classmethod
     def enqueue(
         cls,
         *args: Any,
-        conn: psycopg.Connection[Any],
+        conn: Connectable,
         queue: str | None = None,
         priority: int | None = None,
         run_at: datetime | None = None,
@@ -311,7 +302,10 @@ class Job:
     ) -> int | None:
         """Enqueue this job class in ``conn``'s current transaction and return
         the new job's id (None when it ran synchronously). Options default to
-        the class attributes, then to the SQL defaults."""
+        the class attributes, then to the SQL defaults. ``conn`` is a
+        psycopg connection or a SQLAlchemy Session or Connection (see
+        :func:`conveyor.enqueue`); :func:`conveyor.aio.enqueue` takes the
+        async ones."""
         options = enqueueing.options(
             cls,
             queue=queue,
@@ -328,7 +322,7 @@ class Job:
         cls,
         args_list: Sequence[Sequence[Any]],
         *,
-        conn: psycopg.Connection[Any],
+        conn: Connectable,
         queue: str | None = None,
         priority: int | None = None,
         run_at: datetime | None = None,
@@ -347,15 +341,41 @@ class Job:
         given = {key: value for key, value in options.items() if value is not None}
         return enqueue_jobs(conn, [{"job_class": cls, "args": list(a), **given} for a in args_list])
 
-    def _invoke(self, args: Sequence[Any], data: Mapping[str, Any]) -> None:
+    # --- running the job: the one place that calls run() ----------------------
+
+    @classmethod
+    def _is_async(cls) -> bool:
+        """Whether ``run`` is ``async def`` (a worker runs it on its loop)."""
+        return inspect.iscoroutinefunction(cls.run)
+
+    def _call_run(self, args: Sequence[Any], data: Mapping[str, Any]) -> Any:
+        if data and "kwargs" in data:
+            return self.run(*args, **data["kwargs"])
+        return self.run(*args)
+
+    def _invoke(self, args: Sequence[Any], data: Mapping[str, Any]) -> Any:
         """Run the job with its arguments (``data["kwargs"]`` as keyword
-        arguments), then resolve it by default if :meth:`run` did not."""
-        kwargs = data.get("kwargs") if data else None
-        result = self.run(*args, **kwargs) if kwargs is not None else self.run(*args)
+        arguments), then resolve it by default if :meth:`run` did not; returns
+        what run returned. A run that returns an awaitable (``async def
+        run``) is awaited through the context: on the worker's loop, or with
+        ``asyncio.run`` in synchronous mode."""
+        result = self._call_run(args, data)
         if inspect.isawaitable(result):
-            _run_to_completion(result)
+            if self._context is None:
+                raise ConveyorError("an async job needs a context to run its coroutine")
+            result = self._context.run_coroutine(result)
         if self._resolution is None:
             self.default_resolve_action()
+        return result
+
+    async def _ainvoke(self, args: Sequence[Any], data: Mapping[str, Any]) -> Any:
+        """:meth:`_invoke` on an event loop: a coroutine is awaited here."""
+        result = self._call_run(args, data)
+        if inspect.isawaitable(result):
+            result = await result
+        if self._resolution is None:
+            self.default_resolve_action()
+        return result
 
     # --- internals ---------------------------------------------------------------
 
@@ -376,6 +396,18 @@ class Job:
         self._resolution = Resolution(Action.UNLOCK, job_id)
         return bool(rows and rows[0][0])
 
+    async def _aresolve(
+        self, action: Action, statement: str, conn: psycopg.AsyncConnection[Any] | None
+    ) -> bool:
+        job_id = self.id
+        if job_id is None or conn is None:
+            self._resolution = Resolution(action, job_id)
+            return True
+        cursor = await conn.execute(statement, (job_id,))
+        rows = await cursor.fetchall()
+        self._resolution = Resolution(Action.UNLOCK, job_id)
+        return bool(rows and rows[0][0])
+
     def _execute(
         self, conn: psycopg.Connection[Any], statement: str, params: Sequence[Any]
     ) -> list[Any]:
@@ -385,29 +417,6 @@ class Job:
             return conn.execute(statement, params).fetchall()
 
         return run_chain(middleware, (statement, params), proceed)
-
-
-def _run_to_completion(awaitable: Awaitable[Any]) -> None:
-    """Await what an ``async def run`` returned, on a new event loop in this
-    thread (a worker thread has none). In a thread that already runs a loop
-    (synchronous mode called from async code) it cannot be awaited here:
-    that is the job's error, and the coroutine is closed, not leaked."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        pass
-    else:
-        if inspect.iscoroutine(awaitable):
-            awaitable.close()
-        raise ConveyorError(
-            "an async job cannot run synchronously inside a running event loop: "
-            "enqueue it for a worker, or await its run() yourself"
-        )
-
-    async def main() -> None:
-        await awaitable
-
-    asyncio.run(main())
 
 
 # --- enqueueing -------------------------------------------------------------------
@@ -423,7 +432,7 @@ def job_class_and_name(job_class: str | type[Job]) -> tuple[type[Job] | None, st
 
 
 def enqueue_job(
-    conn: psycopg.Connection[Any],
+    conn: Connectable,
     cls: type[Job] | None,
     name: str,
     args: Sequence[Any],
@@ -431,15 +440,39 @@ def enqueue_job(
 ) -> int | None:
     """Insert one job (see :func:`conveyor.enqueue`), or run it now in
     synchronous mode and return None."""
+    conn = psycopg_connection(conn)
     if enqueueing.synchronous(cls, options):
         _run_now(conn, cls, name, args, options)
         return None
     return enqueueing.insert_job(conn, name, args, options)
 
 
-def enqueue_jobs(conn: psycopg.Connection[Any], jobs: Iterable[Mapping[str, Any]]) -> list[int]:
-    """Insert many jobs in one statement (see :func:`conveyor.enqueue_many`)."""
-    specs: list[dict[str, Any]] = []
+async def aenqueue_job(
+    conn: AsyncConnectable,
+    cls: type[Job] | None,
+    name: str,
+    args: Sequence[Any],
+    options: dict[str, Any],
+) -> int | None:
+    """:func:`enqueue_job` on an async connection (see :func:`conveyor.aio.enqueue`)."""
+    conn = await async_psycopg_connection(conn)
+    if enqueueing.synchronous(cls, options):
+        await _arun_now(conn, cls, name, args, options)
+        return None
+    return await enqueueing.ainsert_job(conn, name, args, options)
+
+
+class _Planned(NamedTuple):
+    cls: type[Job] | None
+    name: str
+    args: list[Any]
+    options: dict[str, Any]
+    now: bool  # synchronous mode: run it instead of inserting it
+
+
+def _plan(jobs: Iterable[Mapping[str, Any]]) -> list[_Planned]:
+    """The jobs of an ``enqueue_many``, checked, with their options."""
+    planned: list[_Planned] = []
     for index, job in enumerate(jobs):
         unknown = set(job) - enqueueing.JOB_KEYS
         if unknown:
@@ -457,28 +490,42 @@ def enqueue_jobs(conn: psycopg.Connection[Any], jobs: Iterable[Mapping[str, Any]
             kwargs=job.get("kwargs"),
         )
         args = list(job.get("args") or ())
-        if enqueueing.synchronous(cls, options):
-            _run_now(conn, cls, name, args, options)
+        planned.append(_Planned(cls, name, args, options, enqueueing.synchronous(cls, options)))
+    return planned
+
+
+def enqueue_jobs(conn: Connectable, jobs: Iterable[Mapping[str, Any]]) -> list[int]:
+    """Insert many jobs in one statement (see :func:`conveyor.enqueue_many`)."""
+    conn = psycopg_connection(conn)
+    specs: list[dict[str, Any]] = []
+    for job in _plan(jobs):
+        if job.now:
+            _run_now(conn, job.cls, job.name, job.args, job.options)
         else:
-            specs.append(enqueueing.job_spec(name, args, options))
+            specs.append(enqueueing.job_spec(job.name, job.args, job.options))
     return enqueueing.insert_jobs(conn, specs)
 
 
-class _SyncContext:
-    """A synchronous job's context: the enqueuing connection, in a savepoint."""
+async def aenqueue_jobs(conn: AsyncConnectable, jobs: Iterable[Mapping[str, Any]]) -> list[int]:
+    """:func:`enqueue_jobs` on an async connection."""
+    conn = await async_psycopg_connection(conn)
+    specs: list[dict[str, Any]] = []
+    for job in _plan(jobs):
+        if job.now:
+            await _arun_now(conn, job.cls, job.name, job.args, job.options)
+        else:
+            specs.append(enqueueing.job_spec(job.name, job.args, job.options))
+    return await enqueueing.ainsert_jobs(conn, specs)
 
-    sql_middleware: Sequence[sql.SQLMiddleware] = ()
 
-    def __init__(self, conn: psycopg.Connection[Any]) -> None:
-        self._conn = conn
-
-    @contextmanager
-    def connection(self) -> Iterator[psycopg.Connection[Any]]:
-        with self._conn.transaction():
-            yield self._conn
-
-    def leftovers(self) -> int:
-        return 0
+def _loaded(
+    cls: type[Job] | None, name: str, args: Sequence[Any], options: Mapping[str, Any]
+) -> tuple[type[Job], list[Any], dict[str, Any]]:
+    """A synchronous job's class, and its args and data through a JSON round trip."""
+    job_cls = cls if cls is not None else resolve_job_class(name)
+    loaded_args = json.loads(enqueueing.dumps(list(args), "args"))
+    data = json.loads(enqueueing.dumps(dict(options.get("data") or {}), "data"))
+    return job_cls, loaded_args, data
 
 
 def _run_now(
@@ -488,23 +535,16 @@ def _run_now(
     args: Sequence[Any],
     options: Mapping[str, Any],
 ) -> None:
-    job_cls = cls if cls is not None else resolve_job_class(name)
-    loaded_args = json.loads(enqueueing.dumps(list(args), "args"))
-    data = json.loads(enqueueing.dumps(dict(options.get("data") or {}), "data"))
-    job_cls._from_row(None, _SyncContext(conn))._invoke(loaded_args, data)
+    job_cls, loaded_args, data = _loaded(cls, name, args, options)
+    job_cls._from_row(None, SyncContext(conn))._invoke(loaded_args, data)
 
 
-# --- for error notifiers and Job.attrs ---------------------------------------------
-
-
-def job_row_dict(row: LockedJob | None, error_count: int | None = None) -> dict[str, Any]:
-    """A job row as the dict error notifiers and ``Job.attrs`` get."""
-    if row is None:
-        return {}
-    result = row._asdict()
-    for key in ("args", "data"):
-        with contextlib.suppress(Exception):  # keep the text if it does not load
-            result[key] = json.loads(str(result[key]))
-    if error_count is not None:
-        result["error_count"] = error_count
-    return result
+async def _arun_now(
+    conn: psycopg.AsyncConnection[Any],
+    cls: type[Job] | None,
+    name: str,
+    args: Sequence[Any],
+    options: Mapping[str, Any],
+) -> None:
+    job_cls, loaded_args, data = _loaded(cls, name, args, options)
+    await job_cls._from_row(None, AsyncSyncContext(conn))._ainvoke(loaded_args, data)

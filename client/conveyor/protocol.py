@@ -11,6 +11,7 @@ first three fields.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import json
 from datetime import datetime
@@ -100,3 +101,19 @@ class Notification(NamedTuple):
         if not all(0 < job.id <= _MAX_ID for job in jobs):
             raise ValueError("job id out of range")
         return cls(jobs, bool(message.get("more")))
+
+
+# --- for error notifiers and Job.attrs ---------------------------------------------
+
+
+def job_row_dict(row: LockedJob | None, error_count: int | None = None) -> dict[str, Any]:
+    """A job row as the dict error notifiers and ``Job.attrs`` get."""
+    if row is None:
+        return {}
+    result = row._asdict()
+    for key in ("args", "data"):
+        with contextlib.suppress(Exception):  # keep the text if it does not load
+            result[key] = json.loads(str(result[key]))
+    if error_count is not None:
+        result["error_count"] = error_count
+    return result

@@ -3,22 +3,25 @@ worker``): a locker thread, a buffer and a pool of worker threads."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import contextvars
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from types import TracebackType
 from typing import Any
 
 import psycopg
-from psycopg_pool import ConnectionPool
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from . import sql
 from ._hooks import ErrorNotifier, JobMiddleware, hooks
 from .buffer import JobBuffer
-from .errors import ConveyorError
+from .errors import ConveyorError, leaked_connections_error
+from .event_loop import EventLoopThread
 from .locker import Locker
 from .logs import log
 from .poolers import configure_pooled_connection
@@ -47,6 +50,30 @@ def _reset_connection(conn: psycopg.Connection[Any]) -> None:
     conn.deferrable = None
 
 
+async def _areset_connection(conn: psycopg.AsyncConnection[Any]) -> None:
+    """:func:`_reset_connection` for the async pool."""
+    await conn.set_autocommit(True)
+    await conn.execute(sql.RESET_SESSION, prepare=False)
+    await conn.set_autocommit(False)
+    await conn.set_isolation_level(None)
+    await conn.set_read_only(None)
+    await conn.set_deferrable(None)
+
+
+async def _aconfigure_pooled_connection(conn: psycopg.AsyncConnection[Any]) -> None:
+    """The async pool's :func:`configure_pooled_connection`."""
+    row = await (await conn.execute("SELECT pg_backend_pid()", prepare=False)).fetchone()
+    await conn.commit()
+    if row is None or row[0] != conn.info.backend_pid:
+        conn.prepare_threshold = None
+
+
+#: The async connections the current async job holds (one list per job's task).
+_aborrowed: contextvars.ContextVar[list[psycopg.AsyncConnection[Any]]] = contextvars.ContextVar(
+    "conveyor_aborrowed"
+)
+
+
 class _PoolContext:
     """What running jobs get from the worker: pooled connections (the pool is
     opened on first use) and the SQL middleware.
@@ -62,6 +89,8 @@ class _PoolContext:
         size: int,
         pool: ConnectionPool | None,
         sql_middleware: Sequence[sql.SQLMiddleware],
+        loop: EventLoopThread,
+        async_pool_size: int,
     ) -> None:
         self._url = url
         self._size = size
@@ -70,6 +99,12 @@ class _PoolContext:
         self._lock = threading.Lock()
         self._local = threading.local()
         self.sql_middleware: Sequence[sql.SQLMiddleware] = tuple(sql_middleware)
+        self.loop = loop
+        self._async_pool_size = async_pool_size
+        # Both touched only on the loop's thread.
+        self._apool: AsyncConnectionPool | None = None
+        self._apool_opened: Any = None  # an asyncio.Future, made on the loop
+        loop.on_close.append(self._aclose)
 
     def _get_pool(self) -> ConnectionPool:
         if self._pool is not None:
@@ -129,11 +164,100 @@ class _PoolContext:
         borrowed.clear()
         return count
 
-    def close(self, timeout: float) -> None:
+    # --- async jobs (on the worker's event loop) -------------------------------------
+
+    def run_coroutine(self, awaitable: Awaitable[Any]) -> Any:
+        """An async job run from its worker thread (inside job middleware):
+        on the loop, with the leftovers rule of :meth:`aleftovers`."""
+
+        async def guarded() -> Any:
+            _aborrowed.set([])
+            try:
+                result = await awaitable
+            finally:
+                leaked = await self.aleftovers()
+            if leaked:
+                raise leaked_connections_error(leaked)
+            return result
+
+        return self.loop.run(guarded())
+
+    async def _get_apool(self) -> AsyncConnectionPool:
+        if self._apool_opened is None:  # the first caller opens it; the others wait
+            self._apool_opened = asyncio.get_running_loop().create_future()
+            pool = AsyncConnectionPool(
+                self._url,
+                min_size=0,
+                max_size=self._async_pool_size,
+                open=False,
+                name="conveyor-async-jobs",
+                configure=_aconfigure_pooled_connection,
+                reset=_areset_connection,
+            )
+            try:
+                await pool.open()
+            except BaseException as error:
+                self._apool_opened.set_exception(error)
+                self._apool_opened = None
+                raise
+            self._apool = pool
+            self._apool_opened.set_result(pool)
+            return pool
+        opened: AsyncConnectionPool = await asyncio.shield(self._apool_opened)
+        return opened
+
+    @asynccontextmanager
+    async def aconnection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        pool = await self._get_apool()
+        borrowed = _aborrowed.get(None)
+        if borrowed is None:
+            borrowed = []
+            _aborrowed.set(borrowed)
+        async with pool.connection() as conn:
+            borrowed.append(conn)
+            try:
+                yield conn
+                if conn.closed:
+                    raise ConveyorError(
+                        "the job closed its connection inside the block: nothing was committed"
+                    )
+                if conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
+                    raise ConveyorError(
+                        "the job's transaction was aborted by an error it caught: "
+                        "nothing was committed"
+                    )
+            finally:
+                if conn in borrowed:
+                    borrowed.remove(conn)
+
+    async def aleftovers(self) -> int:
+        """Close the async connections the current async job still holds."""
+        borrowed = _aborrowed.get(None)
+        if not borrowed or self._apool is None:
+            return 0
+        count = len(borrowed)
+        for conn in borrowed:
+            with contextlib.suppress(Exception):
+                await conn.close()
+            with contextlib.suppress(Exception):
+                await self._apool.putconn(conn)
+        borrowed.clear()
+        return count
+
+    async def _aclose(self) -> None:
+        pool, self._apool = self._apool, None
+        if pool is not None:
+            await pool.close(timeout=1.0)
+
+    def close(self, timeout: float) -> bool:
+        """Close the event loop and the pools; False if async jobs were still
+        running (they are cancelled)."""
+        clean = self.loop.close(timeout)
         with self._lock:
             pool, self._own_pool = self._own_pool, None
         if pool is not None:
             pool.close(timeout=timeout)
+        return clean
 
 
 class Worker:
@@ -170,6 +294,15 @@ class Worker:
     ``job_middleware`` and ``sql_middleware`` default to
     :data:`conveyor.hooks`. ``pool`` lends job code your own
     :class:`psycopg_pool.ConnectionPool` instead of one the worker opens.
+
+    ``async def run`` jobs run on one event loop per worker process (a
+    thread of its own, started with the first async job): a worker thread
+    hands the job over and takes the next, so up to ``async_concurrency``
+    async jobs run at once however many worker threads there are. Their
+    :meth:`~conveyor.Job.aconnection` comes from an
+    :class:`psycopg_pool.AsyncConnectionPool` as large as the blocking pool.
+    A job that blocks the loop for longer than ``async_block_threshold``
+    seconds is logged (``event_loop_blocked``; None turns the watchdog off).
     """
 
     def __init__(
@@ -191,6 +324,8 @@ class Worker:
         log_internals: bool = False,
         durable_resolutions: bool = False,
         pool: ConnectionPool | None = None,
+        async_concurrency: int = 100,
+        async_block_threshold: float | None = 0.25,
     ) -> None:
         if isinstance(queues, str):
             queues = [queues]
@@ -217,6 +352,11 @@ class Worker:
         self._job_middleware = job_middleware
         self._sql_middleware = sql_middleware
         self._user_pool = pool
+        self.async_concurrency = async_concurrency
+        self.async_block_threshold = async_block_threshold
+        self._event_loop = EventLoopThread(
+            concurrency=async_concurrency, block_threshold=async_block_threshold
+        )
         self._waker = Waker()
         self.buffer = JobBuffer(
             minimum_size=minimum_buffer_size,
@@ -249,7 +389,12 @@ class Worker:
         )
         notifier = self._error_notifier or hooks.error_notifier
         self._context = _PoolContext(
-            self.database_url, len(self.worker_priorities), self._user_pool, sql_middleware
+            self.database_url,
+            len(self.worker_priorities),
+            self._user_pool,
+            sql_middleware,
+            self._event_loop,
+            len(self.worker_priorities),
         )
         self._locker = Locker(
             buffer=self.buffer,
@@ -267,6 +412,7 @@ class Worker:
             self.buffer,
             self.worker_priorities,
             context=self._context,
+            event_loop=self._event_loop,
             error_notifier=notifier,
             job_middleware=job_middleware,
         )
@@ -307,7 +453,8 @@ class Worker:
         done = self._threads.join(max(deadline, time.monotonic() + 0.5))
         done = done and not self._locker.thread.is_alive()
         if self._context is not None:
-            self._context.close(timeout=max(1.0, deadline - time.monotonic()))
+            closed = self._context.close(timeout=max(1.0, deadline - time.monotonic()))
+            done = closed and done
         if not self._stopped.is_set():
             self._waker.close()
             self._stopped.set()
@@ -348,8 +495,8 @@ class Worker:
 
     @property
     def threads(self) -> list[threading.Thread]:
-        """The locker and worker threads."""
+        """The locker and worker threads (and the event loop's, once started)."""
         threads = [] if self._locker is None else [self._locker.thread]
         if self._threads is not None:
             threads += self._threads.threads
-        return threads
+        return threads + self._event_loop.threads

@@ -10,10 +10,18 @@ the locker, which sends them in batches.
 Anything a job raises is that job's error, including ``SystemExit``,
 ``KeyboardInterrupt`` and ``GeneratorExit``: the thread records it and goes
 on. So do an unknown job class and arguments that do not fit ``run``.
+
+An ``async def run`` job is handed to the process's event loop
+(:mod:`conveyor.event_loop`) and the thread takes its next job at once; the
+job's task reports its resolution to the buffer when it ends. With job
+middleware installed, an async job runs inside the middleware chain on its
+worker thread instead (the chain is synchronous), so it holds that thread
+until it ends: concurrency is then the number of worker threads.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -22,10 +30,12 @@ from json import loads
 
 from ._hooks import ErrorNotifier, JobMiddleware, run_chain
 from .buffer import JobBuffer, Waiter
-from .errors import ConveyorError, describe, format_error
-from .job import Job, JobContext, job_row_dict, resolve_job_class
+from .errors import describe, format_error, leaked_connections_error
+from .event_loop import EventLoopThread
+from .job import Job, resolve_job_class
+from .job_context import JobContext
 from .logs import LEVELS, LOGGER, log
-from .protocol import Action, LockedJob, Resolution
+from .protocol import Action, LockedJob, Resolution, job_row_dict
 
 __all__ = ["DEFAULT_WORKER_PRIORITIES", "parse_worker_priorities", "worker_priorities"]
 
@@ -87,11 +97,13 @@ class WorkerThreads:
         priorities: Sequence[int | None],
         *,
         context: JobContext,
+        event_loop: EventLoopThread,
         error_notifier: ErrorNotifier | None,
         job_middleware: Sequence[JobMiddleware],
     ) -> None:
         self._buffer = buffer
         self._context = context
+        self._event_loop = event_loop
         self._error_notifier = error_notifier
         self._middleware = tuple(job_middleware)
         self.threads = [
@@ -124,14 +136,15 @@ class WorkerThreads:
         try:
             row = buffer.take(waiter)
             while row is not None:
-                result = work(row)
-                row = buffer.finish(waiter, result)
+                result = work(row)  # None: an async job, which its task reports
+                row = buffer.take(waiter) if result is None else buffer.finish(waiter, result)
         except BaseException as error:  # a bug in conveyor: say so, don't die silently
             log(logging.CRITICAL, "worker_crashed", exc_info=error, error=describe(error))
             raise
 
-    def _work(self, row: LockedJob) -> Resolution:
-        """Run one job; never raises."""
+    def _work(self, row: LockedJob) -> Resolution | None:
+        """Run one job, or hand an async one to the event loop (None); never
+        raises."""
         try:
             cls = resolve_job_class(row.job_class)
             args = loads(row.args)
@@ -139,6 +152,12 @@ class WorkerThreads:
         except BaseException as error:
             return self._errored(None, row, error, 0.0)
         job = cls._from_row(row, self._context, args, data)
+        if not self._middleware and cls._is_async():
+            try:
+                self._event_loop.submit(self._awork(job, row, args, data), self._buffer.report)
+            except BaseException as error:
+                return self._errored(job, row, error, 0.0)
+            return None
         start = time.perf_counter()
         try:
             if self._middleware:
@@ -147,13 +166,39 @@ class WorkerThreads:
                 job._invoke(args, data)
             leaked = self._context.leftovers()
             if leaked:
-                raise ConveyorError(
-                    f"the job kept {leaked} borrowed connection(s) after run() returned: "
-                    "closed, and what was not committed is lost"
-                )
+                raise leaked_connections_error(leaked)
         except BaseException as error:
             return self._errored(job, row, error, time.perf_counter() - start)
-        elapsed = time.perf_counter() - start
+        return self._worked(job, row, time.perf_counter() - start)
+
+    async def _awork(
+        self, job: Job, row: LockedJob, args: list[object], data: dict[str, object]
+    ) -> Resolution:
+        """Run one async job on the event loop; never raises."""
+        task = asyncio.current_task()
+        if task is not None:  # the blocked-loop watchdog names the job by it
+            task.set_name(f"conveyor-job-{row.id} {row.job_class}")
+        start = time.perf_counter()
+        try:
+            await job._ainvoke(args, data)
+            leaked = await self._context.aleftovers()
+            if leaked:
+                raise leaked_connections_error(leaked)
+        except asyncio.CancelledError as error:
+            await self._context.aleftovers()
+            if not self._event_loop.closing:  # cancelled by the job's own code
+                return self._errored(job, row, error, time.perf_counter() - start, own_thread=False)
+            # Given up at the shutdown deadline: the locker is gone, and the
+            # job's lock with its session, so the job runs again elsewhere.
+            log(logging.WARNING, "job_abandoned", job_id=row.id, job_class=row.job_class)
+            return Resolution(Action.UNLOCK, row.id)
+        except BaseException as error:
+            await self._context.aleftovers()
+            return self._errored(job, row, error, time.perf_counter() - start, own_thread=False)
+        return self._worked(job, row, time.perf_counter() - start)
+
+    def _worked(self, job: Job, row: LockedJob, elapsed: float) -> Resolution:
+        """A job that returned: its resolution, and its ``job_worked`` line."""
         resolution = job._resolution
         if resolution is None:
             resolution = Resolution(Action.DESTROY, row.id)
@@ -183,15 +228,24 @@ class WorkerThreads:
         return resolution
 
     def _errored(
-        self, job: Job | None, row: LockedJob, error: BaseException, elapsed: float
+        self,
+        job: Job | None,
+        row: LockedJob,
+        error: BaseException,
+        elapsed: float,
+        *,
+        own_thread: bool = True,
     ) -> Resolution:
-        """Handle a job's error the way Que does; never raises."""
+        """Handle a job's error the way Que does; never raises. ``own_thread``:
+        the job ran on this thread, whose leftover connections are its own
+        (not so on the event loop's thread, shared by every async job)."""
         job_id = row.id
         error_count = row.error_count + 1
         resolution: Resolution | None = None
         notify = True
         try:
-            self._context.leftovers()
+            if own_thread:
+                self._context.leftovers()
             if job is not None:
                 job._error = error
                 job._error_count = error_count

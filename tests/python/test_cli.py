@@ -89,6 +89,8 @@ def test_help_lists_the_commands_and_every_worker_option() -> None:
         "--minimum-buffer-size",
         "--wait-period",
         "--shutdown-timeout",
+        "--async-concurrency",
+        "--async-block-threshold",
         "--database-url",
         "CONVEYOR_POLL_INTERVAL",
         "CONVEYOR_QUEUE_NAME",
