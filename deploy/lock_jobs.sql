@@ -1,107 +1,18 @@
 -- Deploy conveyor:lock_jobs to pg
--- requires: job_locks
+-- requires: lock_jobs@v0.1.0
 
 BEGIN;
 
-CREATE FUNCTION conveyor.recheck_locked_jobs(ids bigint[], keep integer DEFAULT NULL)
-RETURNS SETOF bigint
-LANGUAGE plpgsql
-VOLATILE
-SET search_path = pg_catalog, pg_temp
--- Plans are made once per session (generic plans), not on every call, which
--- tripled the cost of a small call. Such a plan is kept however the table
--- grows, so it must never scan the jobs table: enable_seqscan = off, and the
--- queries are written so that only the right index can serve them
--- (tests/python/test_sql_plans.py).
-SET enable_seqscan = off
-SET plan_cache_mode = force_generic_plan
-AS $$
-DECLARE
-  v_ready bigint[];
-BEGIN
-  -- This statement takes a new snapshot. A job the caller's lock statement saw
-  -- as ready may since have been resolved and unlocked by another session
-  -- (destroyed, finished, expired or retried into the future): the lock is
-  -- then worthless, so release it instead of handing the job out again.
-  -- Ids only: the callers read the rows once, at the end.
-  v_ready := ARRAY(
-    SELECT j.id
-      -- OFFSET 0 keeps the readiness test out of the scan, so that even a
-      -- cached generic plan can only probe the primary key: with the test
-      -- inside, a plan made on stale statistics may walk jobs_ready_idx (the
-      -- whole backlog) instead.
-      FROM (SELECT * FROM conveyor.jobs AS c WHERE c.id = ANY (recheck_locked_jobs.ids) OFFSET 0) AS j
-     WHERE j.finished_at IS NULL AND j.expired_at IS NULL
-       AND j.run_at <= now()
-     ORDER BY j.priority, j.run_at, j.id
-     LIMIT recheck_locked_jobs.keep);
+-- Reworked after v0.1.0 (issue 11): a lock_jobs or lock_jobs_by_id that
+-- failed part-way (a cancel, statement_timeout, "out of shared memory" when
+-- the lock table is full) kept every lock it had taken, and the caller never
+-- learnt which: those jobs looked "working" until the session ended. Now the
+-- body after the argument checks is a block whose handler gives back the
+-- locks the call took and raises the error again. The block costs a
+-- subtransaction per call (no XID: lock_jobs writes nothing); measured in
+-- docs/performance.md.
 
-  IF cardinality(v_ready) < cardinality(recheck_locked_jobs.ids) THEN
-    PERFORM pg_catalog.pg_advisory_unlock(conveyor.job_lock_key1(i), conveyor.job_lock_key2(i))
-       FROM unnest(recheck_locked_jobs.ids) AS i
-      WHERE i <> ALL (v_ready);
-  END IF;
-
-  RETURN QUERY SELECT unnest(v_ready);
-END
-$$;
-
-COMMENT ON FUNCTION conveyor.recheck_locked_jobs(bigint[], integer) IS
-  'Internal. Given jobs the caller has just locked, returns the ids of those still ready, '
-  're-read with a fresh snapshot, most urgent first and at most keep of them (all when NULL), '
-  'and releases the locks of the others. Used by lock_jobs and lock_jobs_by_id.';
-
-CREATE FUNCTION conveyor.require_read_committed(caller text)
-RETURNS void
-LANGUAGE plpgsql
-STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-  IF current_setting('transaction_isolation') <> 'read committed' THEN
-    -- The recheck after locking needs a snapshot newer than the one the
-    -- candidates were read with; above READ COMMITTED a transaction keeps its
-    -- first snapshot, and a job resolved meanwhile would be handed out again.
-    RAISE EXCEPTION 'conveyor.%: needs READ COMMITTED isolation, not %', require_read_committed.caller, current_setting('transaction_isolation')
-      USING ERRCODE = '25000',
-            HINT = 'Run the locker''s connection at the default isolation level (check default_transaction_isolation).';
-  END IF;
-END
-$$;
-
-COMMENT ON FUNCTION conveyor.require_read_committed(text) IS
-  'Internal. Raises 25000, naming the caller, unless the transaction runs at READ COMMITTED '
-  'isolation: lock_jobs and lock_jobs_by_id recheck the rows they locked with a fresh snapshot, '
-  'which a stricter level never takes. Locks nothing.';
-
--- A caller that passes held sends it before it reads what its earlier calls
--- in the same transaction locked (the locker pipelines a poll behind a lock of
--- announced jobs): conveyor remembers those jobs itself, until the transaction
--- ends, in a transaction-local setting.
-CREATE FUNCTION conveyor.locked_in_transaction(add bigint[] DEFAULT '{}')
-RETURNS bigint[]
-LANGUAGE plpgsql
-VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-  v_ids bigint[] := coalesce(nullif(current_setting('conveyor.locked_in_transaction', true), '')::bigint[], '{}');
-BEGIN
-  IF cardinality(locked_in_transaction.add) > 0 THEN
-    v_ids := v_ids || locked_in_transaction.add;
-    PERFORM set_config('conveyor.locked_in_transaction', v_ids::text, true);
-  END IF;
-  RETURN v_ids;
-END
-$$;
-
-COMMENT ON FUNCTION conveyor.locked_in_transaction(bigint[]) IS
-  'Internal. Adds the given job ids to the jobs lock_jobs and lock_jobs_by_id locked earlier '
-  'in the calling transaction while given held, and returns them all; they count as held for '
-  'the rest of the transaction. Kept in the transaction-local setting '
-  'conveyor.locked_in_transaction.';
-
-CREATE FUNCTION conveyor.lock_jobs(
+CREATE OR REPLACE FUNCTION conveyor.lock_jobs(
   queues text[] DEFAULT ARRAY['default'],
   max_jobs integer DEFAULT 1,
   max_priority integer DEFAULT NULL,
@@ -134,6 +45,8 @@ DECLARE
   v_locked bigint[];
   v_new bigint[];
   v_kept bigint[] := '{}';
+  v_taken bigint[];
+  v_state text;
 BEGIN
   -- Outline:
   --   1. rounds: up to c_max_rounds walks, each with a new snapshot;
@@ -153,6 +66,10 @@ BEGIN
   ELSIF lock_jobs.max_jobs = 0 OR lock_jobs.max_priority < 0 THEN
     RETURN;
   END IF;
+  -- From here on, a failure (a cancel, statement_timeout, a full lock
+  -- table, any error) gives back every lock this call took: see the
+  -- handler at the end.
+  BEGIN
   v_ceiling := least(coalesce(lock_jobs.max_priority, conveyor.job_limit('priority')), conveyor.job_limit('priority'));
   IF lock_jobs.held IS NULL THEN
     v_held := conveyor.held_job_ids();
@@ -231,6 +148,26 @@ BEGIN
   SELECT j.* FROM conveyor.jobs AS j
    WHERE j.id = ANY (v_kept)
    ORDER BY j.priority, j.run_at, j.id;
+  EXCEPTION WHEN query_canceled OR OTHERS THEN  -- OTHERS does not catch query_canceled
+    -- The locks this call took are the jobs the session holds now and did
+    -- not hold before: v_held lists those it held, and those it kept from
+    -- earlier rounds (v_kept). Not v_kept || v_locked: a cancel can land
+    -- between a lock try and the statement that records it. The walk never
+    -- locks a job the session held before, so each of these is held once.
+    v_taken := ARRAY(SELECT t FROM unnest(conveyor.held_job_ids()) AS t
+                      WHERE v_held IS NOT NULL  -- else the call failed before it locked anything
+                        AND (NOT conveyor.sorted_array_contains(v_held, t) OR t = ANY (v_kept)));
+    PERFORM pg_catalog.pg_advisory_unlock(conveyor.job_lock_key1(t), conveyor.job_lock_key2(t))
+       FROM unnest(v_taken) AS t;
+    GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE;
+    IF v_state = '53200' THEN
+      RAISE EXCEPTION 'conveyor.lock_jobs: the server''s lock table is full (out of shared memory) after this call locked % jobs; it released them', cardinality(v_taken)
+        USING ERRCODE = '53200',
+              HINT = 'Lock fewer jobs at a time (max_jobs, the worker''s --maximum-buffer-size) or raise max_locks_per_transaction: '
+                     'all sessions share about max_locks_per_transaction * (max_connections + max_prepared_transactions) locks.';
+    END IF;
+    RAISE;
+  END;
 END
 $$;
 
@@ -252,7 +189,7 @@ COMMENT ON FUNCTION conveyor.lock_jobs(text[], integer, integer, bigint[]) IS
   'max_jobs; 22023 empty queues or negative max_jobs; 25000 a stricter isolation level (the '
   'recheck needs a fresh snapshot).';
 
-CREATE FUNCTION conveyor.lock_jobs_by_id(
+CREATE OR REPLACE FUNCTION conveyor.lock_jobs_by_id(
   ids bigint[],
   queues text[] DEFAULT ARRAY['default'],
   held bigint[] DEFAULT NULL
@@ -269,8 +206,12 @@ DECLARE
   v_held bigint[];
   v_locked bigint[];
   v_kept bigint[];
+  v_taken bigint[];
 BEGIN
   PERFORM conveyor.require_read_committed('lock_jobs_by_id');
+
+  -- As in lock_jobs: a failure gives back every lock this call took.
+  BEGIN
 
   IF lock_jobs_by_id.held IS NULL THEN
     v_held := conveyor.held_job_ids();
@@ -303,6 +244,17 @@ BEGIN
   SELECT j.* FROM conveyor.jobs AS j
    WHERE j.id = ANY (v_kept)
    ORDER BY j.priority, j.run_at, j.id;
+  EXCEPTION WHEN query_canceled OR OTHERS THEN  -- OTHERS does not catch query_canceled
+    -- The lock statement may have failed part-way, before v_locked was
+    -- set: the locks this call took are the given jobs the session holds
+    -- now and did not hold before.
+    v_taken := conveyor.held_job_ids();
+    v_taken := ARRAY(SELECT DISTINCT t FROM unnest(lock_jobs_by_id.ids) AS t
+                      WHERE t = ANY (v_taken) AND NOT t = ANY (v_held));  -- none while v_held is NULL
+    PERFORM pg_catalog.pg_advisory_unlock(conveyor.job_lock_key1(t), conveyor.job_lock_key2(t))
+       FROM unnest(v_taken) AS t;
+    RAISE;
+  END;
 END
 $$;
 
@@ -312,16 +264,5 @@ COMMENT ON FUNCTION conveyor.lock_jobs_by_id(bigint[], text[], bigint[]) IS
   'returns the rows it locked, most urgent first. For jobs announced by NOTIFY: an announced '
   'job may already be gone, taken or resolved, and is then simply not returned. Needs READ '
   'COMMITTED isolation, as lock_jobs does (25000 otherwise). held: as for lock_jobs.';
-
-REVOKE ALL ON FUNCTION conveyor.require_read_committed(text) FROM PUBLIC;
-REVOKE ALL ON FUNCTION conveyor.recheck_locked_jobs(bigint[], integer) FROM PUBLIC;
-REVOKE ALL ON FUNCTION conveyor.locked_in_transaction(bigint[]) FROM PUBLIC;
-REVOKE ALL ON FUNCTION conveyor.lock_jobs(text[], integer, integer, bigint[]) FROM PUBLIC;
-REVOKE ALL ON FUNCTION conveyor.lock_jobs_by_id(bigint[], text[], bigint[]) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION conveyor.require_read_committed(text) TO conveyor_worker;
-GRANT EXECUTE ON FUNCTION conveyor.recheck_locked_jobs(bigint[], integer) TO conveyor_worker;
-GRANT EXECUTE ON FUNCTION conveyor.locked_in_transaction(bigint[]) TO conveyor_worker;
-GRANT EXECUTE ON FUNCTION conveyor.lock_jobs(text[], integer, integer, bigint[]) TO conveyor_worker;
-GRANT EXECUTE ON FUNCTION conveyor.lock_jobs_by_id(bigint[], text[], bigint[]) TO conveyor_worker;
 
 COMMIT;
