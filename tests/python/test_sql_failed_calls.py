@@ -118,18 +118,22 @@ def test_pg_cancel_backend_during_lock_jobs_releases_what_it_took(
     pytest.fail("no cancel landed inside lock_jobs in 50 tries")
 
 
-def unlock_line(conn: psycopg.Connection[Any]) -> int:
-    """The line of release_job_locks' body where the session locks are
-    released (the statement a cancel must land in to test the restore)."""
+def unlock_lines(conn: psycopg.Connection[Any]) -> range:
+    """The lines of release_job_locks' body where the session locks are
+    released (the loop a cancel must land in to test the take-back)."""
     row = conn.execute(
         "SELECT prosrc FROM pg_proc WHERE oid = "
         "'conveyor.release_job_locks(bigint[], bigint[])'::regprocedure"
     ).fetchone()
     assert row is not None
-    for number, line in enumerate(row[0].splitlines(), 1):
-        if "v_released := ARRAY(" in line:
-            return number
-    raise AssertionError("release_job_locks has no v_released statement")
+    lines = row[0].splitlines()
+    first = next(
+        n for n, line in enumerate(lines, 1) if "FOREACH v_job IN ARRAY v_mine" in line
+    )
+    last = next(
+        n for n, line in enumerate(lines, 1) if n > first and "END LOOP" in line
+    )
+    return range(first, last + 1)
 
 
 @pytest.mark.timeout(300)
@@ -144,7 +148,7 @@ def test_destroy_jobs_cancelled_part_way_keeps_its_locks(
     worker.execute("SELECT count(*) FROM conveyor.lock_jobs(max_jobs => %s)", [BACKLOG])
     before = locks_of(conn, pid)
     assert len(before) == BACKLOG
-    target = unlock_line(conn)
+    target = unlock_lines(conn)
     where_re = re.compile(
         r"function conveyor\.release_job_locks\(bigint\[\],bigint\[\]\) line (\d+)"
     )
@@ -166,9 +170,9 @@ def test_destroy_jobs_cancelled_part_way_keeps_its_locks(
             match = where_re.search(error.diag.context or "")
             line = int(match.group(1)) if match else 0
             phases.append(f"{timeout:.2f}ms:line {line}")
-            if line == target:
+            if line in target:
                 return
-            if line < target:  # too early: the DELETE or the lock tries
+            if line < target.start:  # too early: the DELETE or the lock tries
                 low = timeout
             else:
                 high = timeout
