@@ -88,7 +88,8 @@ FINISH_JOBS = "SELECT conveyor.finish_jobs(%s::bigint[], %s::bigint[])"
 EXPIRE_JOBS = "SELECT conveyor.expire_jobs(%s::bigint[], %s::bigint[])"
 UNLOCK_JOBS = "SELECT conveyor.unlock_jobs(%s::bigint[], %s::bigint[])"
 RETRY_JOB = (
-    "SELECT id FROM conveyor.retry_job(%s::bigint, %s::text, %s::text, %s::double precision)"
+    "SELECT id FROM conveyor.retry_job("
+    "%s::bigint, %s::text, %s::text, %s::double precision, %s::boolean)"
 )
 
 

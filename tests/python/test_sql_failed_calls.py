@@ -46,9 +46,7 @@ def test_statement_timeout_in_lock_jobs_releases_what_it_took(
     before = locks_of(conn, worker.info.backend_pid)
     worker.execute("SET statement_timeout = '5ms'")
     with pytest.raises(errors.QueryCanceled):
-        worker.execute(
-            "SELECT count(*) FROM conveyor.lock_jobs(max_jobs => %s)", [BACKLOG]
-        )
+        worker.execute("SELECT count(*) FROM conveyor.lock_jobs(max_jobs => %s)", [BACKLOG])
     worker.execute("RESET statement_timeout")
     assert locks_of(conn, worker.info.backend_pid) == before
     # The session works on normally: the next call locks new jobs.
@@ -70,9 +68,7 @@ def test_statement_timeout_in_lock_jobs_by_id_releases_what_it_took(
     assert locks_of(conn, worker.info.backend_pid) == before
 
 
-def cancel_when_running(
-    observer: psycopg.Connection[Any], pid: int, stop: threading.Event
-) -> None:
+def cancel_when_running(observer: psycopg.Connection[Any], pid: int, stop: threading.Event) -> None:
     """Cancel backend pid's statement as soon as it runs a lock_jobs call."""
     while not stop.is_set():
         row = observer.execute(
@@ -96,9 +92,7 @@ def test_pg_cancel_backend_during_lock_jobs_releases_what_it_took(
     # lands inside it.
     for _ in range(50):
         stop = threading.Event()
-        thread = threading.Thread(
-            target=cancel_when_running, args=(canceller, pid, stop)
-        )
+        thread = threading.Thread(target=cancel_when_running, args=(canceller, pid, stop))
         thread.start()
         try:
             rows = worker.execute(
@@ -111,9 +105,7 @@ def test_pg_cancel_backend_during_lock_jobs_releases_what_it_took(
             stop.set()
             thread.join()
         # Too late: the call succeeded. Give its jobs back and try again.
-        worker.execute(
-            "SELECT conveyor.unlock_jobs(%s::bigint[])", [[r[0] for r in rows]]
-        )
+        worker.execute("SELECT conveyor.unlock_jobs(%s::bigint[])", [[r[0] for r in rows]])
         assert locks_of(observer, pid) == before
     pytest.fail("no cancel landed inside lock_jobs in 50 tries")
 
@@ -127,12 +119,8 @@ def unlock_lines(conn: psycopg.Connection[Any]) -> range:
     ).fetchone()
     assert row is not None
     lines = row[0].splitlines()
-    first = next(
-        n for n, line in enumerate(lines, 1) if "FOREACH v_job IN ARRAY v_mine" in line
-    )
-    last = next(
-        n for n, line in enumerate(lines, 1) if n > first and "END LOOP" in line
-    )
+    first = next(n for n, line in enumerate(lines, 1) if "FOREACH v_job IN ARRAY v_mine" in line)
+    last = next(n for n, line in enumerate(lines, 1) if n > first and "END LOOP" in line)
     return range(first, last + 1)
 
 
@@ -163,9 +151,7 @@ def test_destroy_jobs_cancelled_part_way_keeps_its_locks(
             )
         except errors.QueryCanceled as error:
             worker.execute("RESET statement_timeout")
-            assert locks_of(conn, pid) == before, (
-                f"locks changed (timeout {timeout} ms)"
-            )
+            assert locks_of(conn, pid) == before, f"locks changed (timeout {timeout} ms)"
             assert job_count(conn) == BACKLOG
             match = where_re.search(error.diag.context or "")
             line = int(match.group(1)) if match else 0
@@ -182,9 +168,7 @@ def test_destroy_jobs_cancelled_part_way_keeps_its_locks(
         assert locks_of(conn, pid) == set()
         high = timeout
         enqueue_many(conn, BACKLOG)
-        worker.execute(
-            "SELECT count(*) FROM conveyor.lock_jobs(max_jobs => %s)", [BACKLOG]
-        )
+        worker.execute("SELECT count(*) FROM conveyor.lock_jobs(max_jobs => %s)", [BACKLOG])
         before = locks_of(conn, pid)
         if high - low < 0.05:
             low, high = max(1.0, low - 20), high + 20

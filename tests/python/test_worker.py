@@ -165,6 +165,22 @@ class WQuiet(conveyor.Job):
         return False
 
 
+class WGivesUp(conveyor.Job):
+    """Expires itself from handle_error (Que's way to give up), through the
+    locker or, with ``own_connection``, on a connection of its own."""
+
+    def run(self, own_connection: bool) -> None:
+        raise LookupError("no such user")
+
+    def handle_error(self, error: BaseException) -> bool:
+        if self.attrs["args"][0]:
+            with self.connection() as conn:
+                assert self.expire(conn=conn)
+        else:
+            self.expire()
+        return False
+
+
 class WRaises(conveyor.Job):
     def run(self, kind: str) -> None:
         if kind == "SystemExit":
@@ -309,6 +325,35 @@ def test_errors_are_retried_then_expired_and_notified(
     assert all(n[1]["id"] == job_id and n[1]["job_class"] == "WAlwaysFails" for n in notified)
     errored = [r for r in caplog.records if r.msg == "job_errored"]
     assert len(errored) == 3 and all(r.levelno == logging.ERROR for r in errored)
+
+
+@pytest.mark.parametrize("own_connection", [False, True], ids=["by-locker", "own-connection"])
+def test_expire_from_handle_error_records_the_error(
+    conn: psycopg.Connection[Any],
+    start_worker: Callable[..., conveyor.Worker],
+    own_connection: bool,
+) -> None:
+    """Que's expire: the expired job says why (issue 11, item 5)."""
+    job_id = WGivesUp.enqueue(own_connection, conn=conn)
+    run_at = job_row(conn, job_id)["run_at"]  # type: ignore[index]
+    worker = start_worker(worker_count=1)
+    row = wait_for(lambda: (r := job_row(conn, job_id)) and r["expired_at"] and r, what="expiry")
+    assert row["error_count"] == 1
+    assert row["last_error_message"] == "LookupError: no such user"
+    assert "raise LookupError" in row["last_error_backtrace"]
+    assert row["run_at"] == run_at  # expired, not rescheduled
+    assert row["finished_at"] is None
+    wait_for(lambda: locks_held(conn, locker_pid(conn)) == 0, what="the lock released")
+    assert worker.connected
+
+
+def test_expire_outside_handle_error_records_no_error(
+    conn: psycopg.Connection[Any], start_worker: Callable[..., conveyor.Worker]
+) -> None:
+    job_id = WExpire.enqueue(conn=conn)
+    start_worker(worker_count=1)
+    row = wait_for(lambda: (r := job_row(conn, job_id)) and r["expired_at"] and r, what="expiry")
+    assert (row["error_count"], row["last_error_message"]) == (0, None)
 
 
 def test_a_raising_notifier_and_a_quiet_handle_error_do_not_break_the_worker(
