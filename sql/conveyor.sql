@@ -2818,9 +2818,12 @@ COMMENT ON FUNCTION conveyor.lock_jobs(text[], integer, integer, bigint[]) IS
   'transaction (their transaction-level locks remain); it replaces the pg_locks read (a few '
   'hundred microseconds a call), so it must be complete: a held job left out is locked a '
   'second time. Jobs that lock_jobs and lock_jobs_by_id locked earlier in the same transaction '
-  'while given held count as held without being listed. Errors: 22004 NULL queues or '
-  'max_jobs; 22023 empty queues or negative max_jobs; 25000 a stricter isolation level (the '
-  'recheck needs a fresh snapshot).';
+  'while given held count as held without being listed. A call that fails (cancelled, '
+  'statement_timeout, any error) releases the locks it took before raising the error: the '
+  'session holds what it held before. Errors: 22004 NULL queues or max_jobs; 22023 empty '
+  'queues or negative max_jobs; 25000 a stricter isolation level (the recheck needs a fresh '
+  'snapshot); 53200 the server''s lock table is full (lock fewer jobs per call or raise '
+  'max_locks_per_transaction).';
 
 CREATE OR REPLACE FUNCTION conveyor.lock_jobs_by_id(
   ids bigint[],
@@ -2896,7 +2899,8 @@ COMMENT ON FUNCTION conveyor.lock_jobs_by_id(bigint[], text[], bigint[]) IS
   'queues (default {default}) and no session holds them; '
   'returns the rows it locked, most urgent first. For jobs announced by NOTIFY: an announced '
   'job may already be gone, taken or resolved, and is then simply not returned. Needs READ '
-  'COMMITTED isolation, as lock_jobs does (25000 otherwise). held: as for lock_jobs.';
+  'COMMITTED isolation, as lock_jobs does (25000 otherwise). held: as for lock_jobs. A call '
+  'that fails releases the locks it took, as lock_jobs does.';
 
 COMMIT;
 
