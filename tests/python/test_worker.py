@@ -539,6 +539,46 @@ def test_the_locker_reconnects_after_its_session_is_terminated(
     assert events.count("locker_connected") >= 2
 
 
+def test_the_locker_starts_a_new_session_after_a_cancelled_statement(
+    conn: psycopg.Connection[Any],
+    connect: Connect,
+    start_worker: Callable[..., conveyor.Worker],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An error on the locker's session that is not a lost connection (here
+    a cancel, as statement_timeout would give) makes the locker close that
+    session and open a new one: the old session's locks go with it, the
+    locker's count of held jobs starts afresh, and every job is worked."""
+    WCount.enqueue_many([[i] for i in range(3000)], conn=conn)
+    canceller = connect()
+    with caplog.at_level(logging.INFO, logger="conveyor"):
+        start_worker(worker_count=2, maximum_buffer_size=500, poll_interval=0.05)
+        old = locker_pid(conn)
+
+        def lost() -> bool:
+            return any(r.msg == "locker_connection_lost" for r in caplog.records)
+
+        deadline = time.monotonic() + 20
+        while not lost() and time.monotonic() < deadline:
+            canceller.execute(
+                "SELECT pg_cancel_backend(pid) FROM pg_stat_activity"
+                " WHERE pid = %s AND state = 'active'",
+                (old,),
+            )
+        assert lost(), "no cancel landed in a locker statement"
+        wait_for(
+            lambda: (
+                scalar(conn, "SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (old,)) == 0
+            ),
+            what="the old session closed",
+        )
+        assert locks_held(conn, old) == 0
+        wait_for(lambda: scalar(conn, "SELECT count(*) FROM conveyor.jobs") == 0, timeout=60)
+    assert set(done) == set(range(3000))
+    [first] = [r for r in caplog.records if r.msg == "locker_connection_lost"][:1]
+    assert first.conveyor["error"].startswith("canceling statement")  # type: ignore[attr-defined]
+
+
 def test_an_unreachable_database_is_retried_and_logged(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
