@@ -2787,9 +2787,10 @@ BEGIN
     -- earlier rounds (v_kept). Not v_kept || v_locked: a cancel can land
     -- between a lock try and the statement that records it. The walk never
     -- locks a job the session held before, so each of these is held once.
+    -- = ANY, not sorted_array_contains: v_held may not be sorted yet.
     v_taken := ARRAY(SELECT t FROM unnest(conveyor.held_job_ids()) AS t
                       WHERE v_held IS NOT NULL  -- else the call failed before it locked anything
-                        AND (NOT conveyor.sorted_array_contains(v_held, t) OR t = ANY (v_kept)));
+                        AND (NOT t = ANY (v_held) OR t = ANY (v_kept)));
     PERFORM pg_catalog.pg_advisory_unlock(conveyor.job_lock_key1(t), conveyor.job_lock_key2(t))
        FROM unnest(v_taken) AS t;
     GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE;
