@@ -1,9 +1,12 @@
 -- Deploy conveyor:lock_jobs to pg
--- requires: job_locks
+-- requires: lock_jobs@v0.1.0
 
 BEGIN;
 
-CREATE FUNCTION conveyor.recheck_locked_jobs(ids bigint[], keep integer DEFAULT NULL)
+-- The released objects of this change, unchanged (CREATE OR REPLACE), so
+-- that this script alone installs the whole change; the reworked ones follow.
+
+CREATE OR REPLACE FUNCTION conveyor.recheck_locked_jobs(ids bigint[], keep integer DEFAULT NULL)
 RETURNS SETOF bigint
 LANGUAGE plpgsql
 VOLATILE
@@ -51,7 +54,7 @@ COMMENT ON FUNCTION conveyor.recheck_locked_jobs(bigint[], integer) IS
   're-read with a fresh snapshot, most urgent first and at most keep of them (all when NULL), '
   'and releases the locks of the others. Used by lock_jobs and lock_jobs_by_id.';
 
-CREATE FUNCTION conveyor.require_read_committed(caller text)
+CREATE OR REPLACE FUNCTION conveyor.require_read_committed(caller text)
 RETURNS void
 LANGUAGE plpgsql
 STABLE
@@ -78,7 +81,7 @@ COMMENT ON FUNCTION conveyor.require_read_committed(text) IS
 -- in the same transaction locked (the locker pipelines a poll behind a lock of
 -- announced jobs): conveyor remembers those jobs itself, until the transaction
 -- ends, in a transaction-local setting.
-CREATE FUNCTION conveyor.locked_in_transaction(add bigint[] DEFAULT '{}')
+CREATE OR REPLACE FUNCTION conveyor.locked_in_transaction(add bigint[] DEFAULT '{}')
 RETURNS bigint[]
 LANGUAGE plpgsql
 VOLATILE
@@ -101,7 +104,16 @@ COMMENT ON FUNCTION conveyor.locked_in_transaction(bigint[]) IS
   'the rest of the transaction. Kept in the transaction-local setting '
   'conveyor.locked_in_transaction.';
 
-CREATE FUNCTION conveyor.lock_jobs(
+-- Reworked after v0.1.0: a lock_jobs or lock_jobs_by_id that
+-- failed part-way (a cancel, statement_timeout, "out of shared memory" when
+-- the lock table is full) kept every lock it had taken, and the caller never
+-- learnt which: those jobs looked "working" until the session ended. Now the
+-- body after the argument checks is a block whose handler gives back the
+-- locks the call took and raises the error again. The block costs a
+-- subtransaction per call (no XID: lock_jobs writes nothing); measured in
+-- docs/performance.md.
+
+CREATE OR REPLACE FUNCTION conveyor.lock_jobs(
   queues text[] DEFAULT ARRAY['default'],
   max_jobs integer DEFAULT 1,
   max_priority integer DEFAULT NULL,
@@ -134,6 +146,8 @@ DECLARE
   v_locked bigint[];
   v_new bigint[];
   v_kept bigint[] := '{}';
+  v_taken bigint[];
+  v_state text;
 BEGIN
   -- Outline:
   --   1. rounds: up to c_max_rounds walks, each with a new snapshot;
@@ -153,6 +167,10 @@ BEGIN
   ELSIF lock_jobs.max_jobs = 0 OR lock_jobs.max_priority < 0 THEN
     RETURN;
   END IF;
+  -- From here on, a failure (a cancel, statement_timeout, a full lock
+  -- table, any error) gives back every lock this call took: see the
+  -- handler at the end.
+  BEGIN
   v_ceiling := least(coalesce(lock_jobs.max_priority, conveyor.job_limit('priority')), conveyor.job_limit('priority'));
   IF lock_jobs.held IS NULL THEN
     v_held := conveyor.held_job_ids();
@@ -231,6 +249,27 @@ BEGIN
   SELECT j.* FROM conveyor.jobs AS j
    WHERE j.id = ANY (v_kept)
    ORDER BY j.priority, j.run_at, j.id;
+  EXCEPTION WHEN query_canceled OR OTHERS THEN  -- OTHERS does not catch query_canceled
+    -- The locks this call took are the jobs the session holds now and did
+    -- not hold before: v_held lists those it held, and those it kept from
+    -- earlier rounds (v_kept). Not v_kept || v_locked: a cancel can land
+    -- between a lock try and the statement that records it. The walk never
+    -- locks a job the session held before, so each of these is held once.
+    -- = ANY, not sorted_array_contains: v_held may not be sorted yet.
+    v_taken := ARRAY(SELECT t FROM unnest(conveyor.held_job_ids()) AS t
+                      WHERE v_held IS NOT NULL  -- else the call failed before it locked anything
+                        AND (NOT t = ANY (v_held) OR t = ANY (v_kept)));
+    PERFORM pg_catalog.pg_advisory_unlock(conveyor.job_lock_key1(t), conveyor.job_lock_key2(t))
+       FROM unnest(v_taken) AS t;
+    GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE;
+    IF v_state = '53200' THEN
+      RAISE EXCEPTION 'conveyor.lock_jobs: the server''s lock table is full (out of shared memory) after this call locked % jobs; it released them', cardinality(v_taken)
+        USING ERRCODE = '53200',
+              HINT = 'Lock fewer jobs at a time (max_jobs, the worker''s --maximum-buffer-size) or raise max_locks_per_transaction: '
+                     'all sessions share about max_locks_per_transaction * (max_connections + max_prepared_transactions) locks.';
+    END IF;
+    RAISE;
+  END;
 END
 $$;
 
@@ -248,11 +287,14 @@ COMMENT ON FUNCTION conveyor.lock_jobs(text[], integer, integer, bigint[]) IS
   'transaction (their transaction-level locks remain); it replaces the pg_locks read (a few '
   'hundred microseconds a call), so it must be complete: a held job left out is locked a '
   'second time. Jobs that lock_jobs and lock_jobs_by_id locked earlier in the same transaction '
-  'while given held count as held without being listed. Errors: 22004 NULL queues or '
-  'max_jobs; 22023 empty queues or negative max_jobs; 25000 a stricter isolation level (the '
-  'recheck needs a fresh snapshot).';
+  'while given held count as held without being listed. A call that fails (cancelled, '
+  'statement_timeout, any error) releases the locks it took before raising the error: the '
+  'session holds what it held before. Errors: 22004 NULL queues or max_jobs; 22023 empty '
+  'queues or negative max_jobs; 25000 a stricter isolation level (the recheck needs a fresh '
+  'snapshot); 53200 the server''s lock table is full (lock fewer jobs per call or raise '
+  'max_locks_per_transaction).';
 
-CREATE FUNCTION conveyor.lock_jobs_by_id(
+CREATE OR REPLACE FUNCTION conveyor.lock_jobs_by_id(
   ids bigint[],
   queues text[] DEFAULT ARRAY['default'],
   held bigint[] DEFAULT NULL
@@ -269,8 +311,12 @@ DECLARE
   v_held bigint[];
   v_locked bigint[];
   v_kept bigint[];
+  v_taken bigint[];
 BEGIN
   PERFORM conveyor.require_read_committed('lock_jobs_by_id');
+
+  -- As in lock_jobs: a failure gives back every lock this call took.
+  BEGIN
 
   IF lock_jobs_by_id.held IS NULL THEN
     v_held := conveyor.held_job_ids();
@@ -303,6 +349,17 @@ BEGIN
   SELECT j.* FROM conveyor.jobs AS j
    WHERE j.id = ANY (v_kept)
    ORDER BY j.priority, j.run_at, j.id;
+  EXCEPTION WHEN query_canceled OR OTHERS THEN  -- OTHERS does not catch query_canceled
+    -- The lock statement may have failed part-way, before v_locked was
+    -- set: the locks this call took are the given jobs the session holds
+    -- now and did not hold before.
+    v_taken := conveyor.held_job_ids();
+    v_taken := ARRAY(SELECT DISTINCT t FROM unnest(lock_jobs_by_id.ids) AS t
+                      WHERE t = ANY (v_taken) AND NOT t = ANY (v_held));  -- none while v_held is NULL
+    PERFORM pg_catalog.pg_advisory_unlock(conveyor.job_lock_key1(t), conveyor.job_lock_key2(t))
+       FROM unnest(v_taken) AS t;
+    RAISE;
+  END;
 END
 $$;
 
@@ -311,7 +368,8 @@ COMMENT ON FUNCTION conveyor.lock_jobs_by_id(bigint[], text[], bigint[]) IS
   'queues (default {default}) and no session holds them; '
   'returns the rows it locked, most urgent first. For jobs announced by NOTIFY: an announced '
   'job may already be gone, taken or resolved, and is then simply not returned. Needs READ '
-  'COMMITTED isolation, as lock_jobs does (25000 otherwise). held: as for lock_jobs.';
+  'COMMITTED isolation, as lock_jobs does (25000 otherwise). held: as for lock_jobs. A call '
+  'that fails releases the locks it took, as lock_jobs does.';
 
 REVOKE ALL ON FUNCTION conveyor.require_read_committed(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION conveyor.recheck_locked_jobs(bigint[], integer) FROM PUBLIC;

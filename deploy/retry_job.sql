@@ -1,13 +1,25 @@
 -- Deploy conveyor:retry_job to pg
+-- requires: retry_job@v0.1.0
 -- requires: job_locks
 
 BEGIN;
+
+-- Reworked after v0.1.0: a worker that gives up on a job after an
+-- error (Que's expire in handle_error) had only expire_job, which records no
+-- error: the expired job said nothing of why. retry_job gains expire, which
+-- records the error as a retry does and expires the job at once. A new
+-- argument is a new signature, so the old function is dropped and the new
+-- one granted afresh; callers by name or by position are unchanged. IF
+-- EXISTS: an install from nothing runs only a reworked change's newest
+-- script (conveyor.plan.install_order), so the old function is not there.
+DROP FUNCTION IF EXISTS conveyor.retry_job(bigint, text, text, double precision);
 
 CREATE FUNCTION conveyor.retry_job(
   id bigint,
   error_message text DEFAULT NULL,
   error_backtrace text DEFAULT NULL,
-  delay double precision DEFAULT NULL
+  delay double precision DEFAULT NULL,
+  expire boolean DEFAULT false
 )
 RETURNS SETOF conveyor.jobs
 LANGUAGE plpgsql
@@ -21,20 +33,24 @@ BEGIN
   IF retry_job.delay < 0 OR retry_job.delay = 'NaN' THEN
     RAISE EXCEPTION 'conveyor.retry_job: delay must be a number of seconds >= 0, not %', retry_job.delay
       USING ERRCODE = '22023';
+  ELSIF retry_job.expire IS NULL THEN
+    RAISE EXCEPTION 'conveyor.retry_job: expire must be true or false, not NULL'
+      USING ERRCODE = '22004';
   END IF;
 
   -- The backoff is Que's: error_count^4 + 3 seconds after the error_count-th
-  -- error (4 s, 19 s, 84 s, 259 s ...). Past maximum_retry_count the job is
-  -- expired instead, and keeps its run_at.
+  -- error (4 s, 19 s, 84 s, 259 s ...). Past maximum_retry_count, or when
+  -- the caller gives up (expire), the job is expired instead and keeps its
+  -- run_at.
   RETURN QUERY
   UPDATE conveyor.jobs AS j
      SET error_count = j.error_count + 1,
          last_error_message = left(retry_job.error_message, conveyor.job_limit('last_error_message')),
          last_error_backtrace = left(retry_job.error_backtrace, conveyor.job_limit('last_error_backtrace')),
-         run_at = CASE WHEN j.error_count + 1 > j.maximum_retry_count THEN j.run_at
+         run_at = CASE WHEN retry_job.expire OR j.error_count + 1 > j.maximum_retry_count THEN j.run_at
                        ELSE now() + make_interval(secs => coalesce(retry_job.delay, (j.error_count + 1)::double precision ^ 4 + 3))
                   END,
-         expired_at = CASE WHEN j.error_count + 1 > j.maximum_retry_count THEN now() END
+         expired_at = CASE WHEN retry_job.expire OR j.error_count + 1 > j.maximum_retry_count THEN now() END
    WHERE j.id = retry_job.id AND j.finished_at IS NULL AND j.expired_at IS NULL
   RETURNING j.*;
 
@@ -42,16 +58,19 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION conveyor.retry_job(bigint, text, text, double precision) IS
+COMMENT ON FUNCTION conveyor.retry_job(bigint, text, text, double precision, boolean) IS
   'Records an error on a job and schedules its next run: increments error_count, stores '
   'error_message (cut to 1,000 characters) and error_backtrace (cut to 10,000), and sets '
   'run_at = now() + delay seconds, by default error_count^4 + 3 (4, 19, 84, 259 ... seconds). '
-  'When the new error_count exceeds maximum_retry_count the job is expired instead. Returns '
+  'When the new error_count exceeds maximum_retry_count, or when expire is true (a worker '
+  'giving up on the job after an error, as Que''s expire in handle_error), the job is expired '
+  'instead (expired_at = now(), run_at kept), with the error recorded all the same. Returns '
   'the updated row, or no row when the id does not exist or the job is already finished or '
   'expired. Releases the caller''s lock on the job as the resolution functions do. Errors: '
-  '22023 a negative or NaN delay; 22008 a delay too large for a timestamp.';
+  '22023 a negative or NaN delay; 22004 a NULL expire; 22008 a delay too large for a '
+  'timestamp.';
 
-REVOKE ALL ON FUNCTION conveyor.retry_job(bigint, text, text, double precision) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION conveyor.retry_job(bigint, text, text, double precision) TO conveyor_worker;
+REVOKE ALL ON FUNCTION conveyor.retry_job(bigint, text, text, double precision, boolean) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION conveyor.retry_job(bigint, text, text, double precision, boolean) TO conveyor_worker;
 
 COMMIT;

@@ -16,6 +16,8 @@ BEGIN
   ASSERT conveyor.job_lock_id(0, 1) IS NULL;  -- not a job's lock
   ASSERT conveyor.sorted_array_contains('{1,5,9}', 5) AND NOT conveyor.sorted_array_contains('{1,5,9}', 4)
      AND NOT conveyor.sorted_array_contains('{1,5,9}', 0) AND NOT conveyor.sorted_array_contains('{}', 1);
+  -- The rework: a failed release gives the locks back.
+  ASSERT (SELECT p.prosrc FROM pg_catalog.pg_proc AS p WHERE p.oid = 'conveyor.release_job_locks(bigint[], bigint[])'::regprocedure) LIKE '%query_canceled%';
 END
 $$;
 

@@ -418,8 +418,9 @@ def migrate(database_url: str | None, check: bool) -> None:
 )
 @errors_as_one_line
 def stats(database_url: str | None, as_json: bool, queues: bool) -> None:
-    """Show job_stats(): per job class, the jobs, working, errored, the
-    highest error count and the oldest run_at (or queue_stats with --queues)."""
+    """Show job_stats(): per job class, the jobs, locked (being worked or
+    waiting in a worker's buffer), errored, the highest error count and the
+    oldest run_at (or queue_stats with --queues)."""
     query = sql.QUEUE_STATS if queues else sql.JOB_STATS
     with psycopg.connect(require_url(database_url), autocommit=True) as conn:
         require_schema(conn)

@@ -175,8 +175,15 @@ class Job:
         return self._resolve(Action.FINISH, sql.FINISH_JOB, conn)
 
     def expire(self, *, conn: psycopg.Connection[Any] | None = None) -> bool:
-        """Mark the job expired: kept in the table and never retried."""
-        return self._resolve(Action.EXPIRE, sql.EXPIRE_JOB, conn)
+        """Mark the job expired: kept in the table and never retried.
+
+        From :meth:`handle_error` it also records the error being handled,
+        as a retry does and as Que's ``expire`` does: error_count goes up and
+        last_error_message and last_error_backtrace say why the job expired.
+        """
+        if self._error is None:
+            return self._resolve(Action.EXPIRE, sql.EXPIRE_JOB, conn)
+        return self._record_error(None, conn, expire=True)
 
     def retry_in(
         self, seconds: float | None, *, conn: psycopg.Connection[Any] | None = None
@@ -190,17 +197,7 @@ class Job:
             seconds = float(seconds)
             if not math.isfinite(seconds) or seconds < 0:
                 raise ValueError(f"retry_in: seconds must be a number >= 0, not {seconds}")
-        message: str | None = None
-        backtrace: str | None = None
-        if self._error is not None:
-            message, backtrace = format_error(self._error)
-        job_id = self.id
-        if job_id is None or conn is None:
-            self._resolution = Resolution(Action.RETRY, job_id, message, backtrace, seconds)
-            return True
-        rows = self._execute(conn, sql.RETRY_JOB, (job_id, message, backtrace, seconds))
-        self._resolution = Resolution(Action.UNLOCK, job_id)
-        return bool(rows)
+        return self._record_error(seconds, conn, expire=False)
 
     def default_resolve_action(self) -> None:
         """Called when :meth:`run` returned without resolving the job:
@@ -384,6 +381,23 @@ class Job:
         if callable(interval):
             return float(interval(self._error_count))
         return interval
+
+    def _record_error(
+        self, seconds: float | None, conn: psycopg.Connection[Any] | None, *, expire: bool
+    ) -> bool:
+        """retry_job: count the error (the current one, if any, recorded),
+        then retry in ``seconds`` or, with ``expire``, expire the job."""
+        message: str | None = None
+        backtrace: str | None = None
+        if self._error is not None:
+            message, backtrace = format_error(self._error)
+        job_id = self.id
+        if job_id is None or conn is None:
+            self._resolution = Resolution(Action.RETRY, job_id, message, backtrace, seconds, expire)
+            return True
+        rows = self._execute(conn, sql.RETRY_JOB, (job_id, message, backtrace, seconds, expire))
+        self._resolution = Resolution(Action.UNLOCK, job_id)
+        return bool(rows)
 
     def _resolve(
         self, action: Action, statement: str, conn: psycopg.Connection[Any] | None

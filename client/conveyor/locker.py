@@ -345,7 +345,7 @@ class Locker:
             if action is Action.UNLOCK:
                 self._unlock.append(job_id)
             elif action is Action.RETRY:
-                params = (job_id, result.message, result.backtrace, result.delay)
+                params = (job_id, result.message, result.backtrace, result.delay, result.expire)
                 statements.append(Statement(sql.RETRY_JOB, params, StatementKind.RESOLVE))
                 released.append(job_id)
             else:

@@ -59,8 +59,8 @@ class Action(enum.Enum):
 
 
 class Resolution(NamedTuple):
-    """A worked job's outcome. ``message``, ``backtrace`` and ``delay``
-    (seconds, None for the SQL backoff) are a retry's."""
+    """A worked job's outcome. ``message``, ``backtrace``, ``delay``
+    (seconds, None for the SQL backoff) and ``expire`` are a retry's."""
 
     action: Action
     #: None for a job run synchronously (it has no row).
@@ -68,6 +68,9 @@ class Resolution(NamedTuple):
     message: str | None = None
     backtrace: str | None = None
     delay: float | None = None
+    #: A retry that gives up: the error is recorded and the job expired
+    #: (``expire()`` from ``handle_error``).
+    expire: bool = False
 
 
 class AnnouncedJob(NamedTuple):

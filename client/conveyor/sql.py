@@ -88,7 +88,8 @@ FINISH_JOBS = "SELECT conveyor.finish_jobs(%s::bigint[], %s::bigint[])"
 EXPIRE_JOBS = "SELECT conveyor.expire_jobs(%s::bigint[], %s::bigint[])"
 UNLOCK_JOBS = "SELECT conveyor.unlock_jobs(%s::bigint[], %s::bigint[])"
 RETRY_JOB = (
-    "SELECT id FROM conveyor.retry_job(%s::bigint, %s::text, %s::text, %s::double precision)"
+    "SELECT id FROM conveyor.retry_job("
+    "%s::bigint, %s::text, %s::text, %s::double precision, %s::boolean)"
 )
 
 
@@ -125,13 +126,16 @@ def listen(channel: str) -> _sql.Composed:
 
 # --- inspection and schema ----------------------------------------------------
 
+# `conveyor stats` names the "working" columns for what they count: jobs some
+# session holds the lock of, those waiting in a worker's buffer included
+# (job_stats keeps Que's column names).
 JOB_STATS = (
-    "SELECT job_class, count, count_working, count_errored, highest_error_count, oldest_run_at"
-    " FROM conveyor.job_stats()"
+    "SELECT job_class, count, count_working AS count_locked, count_errored,"
+    " highest_error_count, oldest_run_at FROM conveyor.job_stats()"
 )
 QUEUE_STATS = (
-    "SELECT queue, ready, scheduled, working, errored, expired, finished, oldest_ready_age"
-    " FROM conveyor.queue_stats()"
+    "SELECT queue, ready, scheduled, working AS locked, errored, expired, finished,"
+    " oldest_ready_age FROM conveyor.queue_stats()"
 )
 SCHEMA_EXISTS = "SELECT to_regnamespace('conveyor') IS NOT NULL"
 SCHEMA_VERSION = "SELECT conveyor.schema_version()"

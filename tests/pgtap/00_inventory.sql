@@ -190,7 +190,7 @@ SELECT results_eq(
     ('release_job_locks', 'ids bigint[], held bigint[]', 'SETOF bigint', 'v'),
     ('require_read_committed', 'caller text', 'void', 's'),
     ('resolve_jobs', 'action text, ids bigint[], held bigint[]', 'SETOF bigint', 'v'),
-    ('retry_job', 'id bigint, error_message text, error_backtrace text, delay double precision', 'SETOF conveyor.jobs', 'v'),
+    ('retry_job', 'id bigint, error_message text, error_backtrace text, delay double precision, expire boolean', 'SETOF conveyor.jobs', 'v'),
     ('schema_version', '', 'text', 'i'),
     ('set_schedule', 'name text, cron text, job_class text, args jsonb, queue text, priority integer, data jsonb, time_zone text, enabled boolean, catch_up boolean', 'conveyor.schedules', 'v'),
     ('set_schedule_enabled', 'name text, enabled boolean', 'boolean', 'v'),

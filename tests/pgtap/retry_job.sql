@@ -1,12 +1,14 @@
--- conveyor.retry_job(id, error_message, error_backtrace, delay)
+-- conveyor.retry_job(id, error_message, error_backtrace, delay, expire)
 --
 -- now() is fixed for the whole transaction, so run_at - now() is exact.
 BEGIN;
-SELECT plan(43);
+SELECT plan(48);
 
-SELECT has_function('conveyor', 'retry_job', ARRAY['bigint', 'text', 'text', 'double precision'],
-  'conveyor.retry_job(bigint, text, text, double precision) exists');
-SELECT function_returns('conveyor', 'retry_job', ARRAY['bigint', 'text', 'text', 'double precision'],
+SELECT has_function('conveyor', 'retry_job', ARRAY['bigint', 'text', 'text', 'double precision', 'boolean'],
+  'conveyor.retry_job(bigint, text, text, double precision, boolean) exists');
+SELECT hasnt_function('conveyor', 'retry_job', ARRAY['bigint', 'text', 'text', 'double precision'],
+  'v0.1.0''s retry_job without expire is gone (no second overload)');
+SELECT function_returns('conveyor', 'retry_job', ARRAY['bigint', 'text', 'text', 'double precision', 'boolean'],
   'setof conveyor.jobs', 'conveyor.retry_job returns SETOF conveyor.jobs');
 
 CREATE TEMP TABLE fx (name text PRIMARY KEY, id bigint NOT NULL);
@@ -22,6 +24,8 @@ INSERT INTO fx SELECT 'finished', id FROM conveyor.enqueue('tap.retry.Job', queu
 INSERT INTO fx SELECT 'expired', id FROM conveyor.enqueue('tap.retry.Job', queue => 'tap_retry_other');
 UPDATE conveyor.jobs SET finished_at = '2001-01-01 00:00:00+00' WHERE id = (SELECT id FROM fx WHERE name = 'finished');
 UPDATE conveyor.jobs SET expired_at = '2001-01-01 00:00:00+00' WHERE id = (SELECT id FROM fx WHERE name = 'expired');
+INSERT INTO fx SELECT 'give_up', id FROM conveyor.enqueue('tap.retry.Job', queue => 'tap_retry_other',
+                                                          run_at => '2020-02-02 00:00:00+00');
 INSERT INTO fx SELECT 'missing', max(id) + 1000000 FROM fx;
 
 SELECT id AS backoff FROM fx WHERE name = 'backoff' \gset
@@ -130,6 +134,22 @@ SELECT is((SELECT count(*) FROM conveyor.retry_job(:max_default, 'again')), 0::b
   'an expired job is not retried again: no row');
 SELECT is((SELECT error_count FROM conveyor.jobs WHERE id = :max_default), 16,
   'retrying an expired job leaves its error_count alone');
+
+-- expire => true: giving up after an error records it ---------------------------------------
+
+SELECT results_eq(
+  $$SELECT error_count, expired_at, run_at, last_error_message, last_error_backtrace
+      FROM conveyor.retry_job((SELECT id FROM fx WHERE name = 'give_up'), 'gave up', 'at line 3', expire => true)$$,
+  $$VALUES (1, now(), '2020-02-02 00:00:00+00'::timestamptz, 'gave up'::text, 'at line 3'::text)$$,
+  'expire => true under maximum_retry_count: the error is recorded, the job expired at once, its run_at kept');
+SELECT is((SELECT count(*) FROM conveyor.retry_job((SELECT id FROM fx WHERE name = 'give_up'), 'again', expire => true)), 0::bigint,
+  'expire => true on an expired job: no row');
+SELECT results_eq(
+  $$SELECT error_count, last_error_message FROM conveyor.jobs WHERE id = (SELECT id FROM fx WHERE name = 'give_up')$$,
+  $$VALUES (1, 'gave up'::text)$$,
+  'a second expire leaves the recorded error alone');
+SELECT throws_ok($$SELECT * FROM conveyor.retry_job((SELECT id FROM fx WHERE name = 'delay'), 'x', expire => NULL)$$, '22004',
+  'conveyor.retry_job: expire must be true or false, not NULL', 'a NULL expire raises 22004');
 
 -- Missing, finished, expired -----------------------------------------------------------------
 

@@ -148,7 +148,7 @@ def test_enqueue_and_stats(db_url: str, conn: psycopg.Connection[Any]) -> None:
     assert lines[0].split() == [
         "job_class",
         "count",
-        "count_working",
+        "count_locked",
         "count_errored",
         "highest_error_count",
         "oldest_run_at",
@@ -160,6 +160,7 @@ def test_enqueue_and_stats(db_url: str, conn: psycopg.Connection[Any]) -> None:
     result = run("stats", "--queues", "--json", "--database-url", db_url)
     queues = {q["queue"]: q for q in json.loads(result.output)}
     assert queues["mail"]["ready"] == 1 and queues["default"]["scheduled"] == 1
+    assert queues["mail"]["locked"] == 0 and "working" not in queues["mail"]
 
 
 @pytest.mark.parametrize(

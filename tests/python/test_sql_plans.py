@@ -16,6 +16,9 @@ reported to the statistics system, nested function calls included.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -80,3 +83,54 @@ def test_no_hot_function_reads_the_jobs_table_sequentially_even_after_it_grew(
     # along some index either).
     assert {name: seq for name, (seq, _) in scans.items() if seq} == {}
     assert {name: rows for name, (_, rows) in scans.items() if rows > 100} == {}
+
+
+# --- docs/operations.md's clean-up of old resolved jobs ---------------------------------
+
+OPERATIONS = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
+
+
+def cleanup_statement() -> str:
+    """The DELETE of old finished and expired jobs that operations.md gives."""
+    blocks = re.findall(r"```sql\n(.*?)```", OPERATIONS.read_text(), flags=re.DOTALL)
+    [statement] = [b for b in blocks if "DELETE FROM conveyor.jobs" in b]
+    return statement.strip().rstrip(";")
+
+
+def plan_nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from plan_nodes(child)
+
+
+def test_the_documented_cleanup_uses_the_resolved_index(conn: psycopg.Connection[Any]) -> None:
+    """A backlog of ready jobs and many resolved ones, old and recent: the
+    statement finds the old ones through jobs_resolved_idx, deletes by
+    primary key, reads the table sequentially nowhere, and deletes exactly
+    the old resolved jobs, in batches."""
+    conn.execute(
+        "INSERT INTO conveyor.jobs (job_class, args, finished_at, expired_at)"
+        " SELECT 'Plan', jsonb_build_array(g),"
+        "        CASE WHEN g % 4 = 1 THEN now() - interval '40 days'"
+        "             WHEN g % 4 = 2 THEN now() - interval '1 day' END,"
+        "        CASE WHEN g % 4 = 3 THEN now() - interval '60 days' END"
+        "   FROM generate_series(1, 40000) AS g"
+    )
+    conn.execute("ANALYZE conveyor.jobs")
+    statement = cleanup_statement()
+    row = conn.execute(f"EXPLAIN (FORMAT JSON) {statement}").fetchone()
+    assert row is not None
+    nodes = list(plan_nodes(row[0][0]["Plan"]))
+    node_types = [node["Node Type"] for node in nodes]
+    assert "Seq Scan" not in node_types, node_types
+    assert "jobs_resolved_idx" in {node.get("Index Name") for node in nodes}, nodes
+    deleted = []
+    while count := conn.execute(statement).rowcount:
+        deleted.append(count)
+    assert deleted == [5000, 5000, 5000, 5000]  # 10,000 finished + 10,000 expired, all old
+    remaining = conn.execute(
+        "SELECT count(*) FILTER (WHERE finished_at IS NULL AND expired_at IS NULL),"
+        " count(*) FILTER (WHERE finished_at > now() - interval '2 days'), count(*)"
+        " FROM conveyor.jobs"
+    ).fetchone()
+    assert remaining == (10000, 10000, 20000)

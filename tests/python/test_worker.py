@@ -153,6 +153,22 @@ class WQuiet(conveyor.Job):
         return False
 
 
+class WGivesUp(conveyor.Job):
+    """Expires itself from handle_error (Que's way to give up), through the
+    locker or, with ``own_connection``, on a connection of its own."""
+
+    def run(self, own_connection: bool) -> None:
+        raise LookupError("no such user")
+
+    def handle_error(self, error: BaseException) -> bool:
+        if self.attrs["args"][0]:
+            with self.connection() as conn:
+                assert self.expire(conn=conn)
+        else:
+            self.expire()
+        return False
+
+
 class WRaises(conveyor.Job):
     def run(self, kind: str) -> None:
         if kind == "SystemExit":
@@ -297,6 +313,35 @@ def test_errors_are_retried_then_expired_and_notified(
     assert all(n[1]["id"] == job_id and n[1]["job_class"] == "WAlwaysFails" for n in notified)
     errored = [r for r in caplog.records if r.msg == "job_errored"]
     assert len(errored) == 3 and all(r.levelno == logging.ERROR for r in errored)
+
+
+@pytest.mark.parametrize("own_connection", [False, True], ids=["by-locker", "own-connection"])
+def test_expire_from_handle_error_records_the_error(
+    conn: psycopg.Connection[Any],
+    start_worker: Callable[..., conveyor.Worker],
+    own_connection: bool,
+) -> None:
+    """Que's expire: the expired job says why (issue 11, item 5)."""
+    job_id = WGivesUp.enqueue(own_connection, conn=conn)
+    run_at = job_row(conn, job_id)["run_at"]  # type: ignore[index]
+    worker = start_worker(worker_count=1)
+    row = wait_for(lambda: (r := job_row(conn, job_id)) and r["expired_at"] and r, what="expiry")
+    assert row["error_count"] == 1
+    assert row["last_error_message"] == "LookupError: no such user"
+    assert "raise LookupError" in row["last_error_backtrace"]
+    assert row["run_at"] == run_at  # expired, not rescheduled
+    assert row["finished_at"] is None
+    wait_for(lambda: locks_held(conn, locker_pid(conn)) == 0, what="the lock released")
+    assert worker.connected
+
+
+def test_expire_outside_handle_error_records_no_error(
+    conn: psycopg.Connection[Any], start_worker: Callable[..., conveyor.Worker]
+) -> None:
+    job_id = WExpire.enqueue(conn=conn)
+    start_worker(worker_count=1)
+    row = wait_for(lambda: (r := job_row(conn, job_id)) and r["expired_at"] and r, what="expiry")
+    assert (row["error_count"], row["last_error_message"]) == (0, None)
 
 
 def test_a_raising_notifier_and_a_quiet_handle_error_do_not_break_the_worker(
@@ -506,6 +551,46 @@ def test_the_locker_reconnects_after_its_session_is_terminated(
     events = [r.msg for r in caplog.records]
     assert "locker_connection_lost" in events
     assert events.count("locker_connected") >= 2
+
+
+def test_the_locker_starts_a_new_session_after_a_cancelled_statement(
+    conn: psycopg.Connection[Any],
+    connect: Connect,
+    start_worker: Callable[..., conveyor.Worker],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An error on the locker's session that is not a lost connection (here
+    a cancel, as statement_timeout would give) makes the locker close that
+    session and open a new one: the old session's locks go with it, the
+    locker's count of held jobs starts afresh, and every job is worked."""
+    WCount.enqueue_many([[i] for i in range(3000)], conn=conn)
+    canceller = connect()
+    with caplog.at_level(logging.INFO, logger="conveyor"):
+        start_worker(worker_count=2, maximum_buffer_size=500, poll_interval=0.05)
+        old = locker_pid(conn)
+
+        def lost() -> bool:
+            return any(r.msg == "locker_connection_lost" for r in caplog.records)
+
+        deadline = time.monotonic() + 20
+        while not lost() and time.monotonic() < deadline:
+            canceller.execute(
+                "SELECT pg_cancel_backend(pid) FROM pg_stat_activity"
+                " WHERE pid = %s AND state = 'active'",
+                (old,),
+            )
+        assert lost(), "no cancel landed in a locker statement"
+        wait_for(
+            lambda: (
+                scalar(conn, "SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (old,)) == 0
+            ),
+            what="the old session closed",
+        )
+        assert locks_held(conn, old) == 0
+        wait_for(lambda: scalar(conn, "SELECT count(*) FROM conveyor.jobs") == 0, timeout=60)
+    assert set(done) == set(range(3000))
+    [first] = [r for r in caplog.records if r.msg == "locker_connection_lost"][:1]
+    assert first.conveyor["error"].startswith("canceling statement")  # type: ignore[attr-defined]
 
 
 def test_an_unreachable_database_is_retried_and_logged(
