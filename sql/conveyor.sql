@@ -2841,9 +2841,11 @@ BEGIN
 
     -- With unique keys. ON CONFLICT DO NOTHING skips an element whose key an
     -- unresolved job holds, including a job inserted by an earlier element of
-    -- this very statement (rows go in input order, so the first occurrence of
-    -- a key wins). A key held by another transaction's uncommitted job makes
-    -- the insert wait for that transaction.
+    -- this very statement. A key held by another transaction's uncommitted job
+    -- makes the insert wait for that transaction. Rows go in (key, input)
+    -- order, jobs without a key first: the first occurrence of a key wins, and
+    -- two calls that share keys take them in the same order, so they wait for
+    -- each other instead of deadlocking.
     WITH inserted AS (
       INSERT INTO conveyor.jobs (job_class, args, queue, priority, run_at, data, maximum_retry_count, unique_key)
     SELECT CASE WHEN jsonb_typeof(e.job -> 'job_class') = 'string' THEN e.job ->> 'job_class' END,
@@ -2872,7 +2874,7 @@ BEGIN
                 -- fold it into an error at plan time), then explain below
                 ELSE e.i / 0 = 0
            END
-     ORDER BY e.i
+     ORDER BY e.job ->> 'unique_key' NULLS FIRST, e.i
       ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND finished_at IS NULL AND expired_at IS NULL
       DO NOTHING
       RETURNING id, unique_key
@@ -2918,7 +2920,8 @@ COMMENT ON FUNCTION conveyor.enqueue_many(jsonb) IS
   'take enqueue''s defaults when absent; run_at is an ISO 8601 string; unique_key a string). '
   'An element whose unique_key an unresolved job holds inserts nothing and returns that job''s '
   'id; within one call the first element with a key wins and later ones with the same key '
-  'return its id. Keys are race-free as in enqueue: a key another transaction is inserting '
+  'return its id. Jobs with keys are inserted in key order (their ids follow it), so two '
+  'calls sharing keys cannot deadlock each other. Keys are race-free as in enqueue: a key another transaction is inserting '
   'makes the call wait for it. All or nothing: a bad '
   'element inserts no job and raises enqueue''s SQLSTATE for the fault, naming the element '
   '(jobs[0] is the first); 22023 also for an element that is not an object or has an unknown '

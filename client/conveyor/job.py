@@ -128,6 +128,12 @@ class Job:
     #: Run this class's jobs at once in the enqueuing thread (see
     #: :func:`conveyor.run_synchronously`).
     run_synchronously: ClassVar[bool] = False
+    #: Default unique key for :meth:`enqueue` (None: no key). A string, or a
+    #: function (a ``staticmethod`` or ``classmethod``) called with the job's
+    #: arguments and keyword arguments that returns the key or None. While a
+    #: job with the key is unresolved, enqueueing another returns its id and
+    #: inserts nothing (see docs/how-to/unique-jobs.md).
+    unique_key: ClassVar[str | Callable[..., str | None] | None] = None
 
     _row: LockedJob | None
     _args: list[Any]
@@ -302,10 +308,13 @@ class Job:
         data: Mapping[str, Any] | None = None,
         maximum_retry_count: int | None = None,
         kwargs: Mapping[str, Any] | None = None,
+        unique_key: str | None = None,
     ) -> int | None:
         """Enqueue this job class in ``conn``'s current transaction and return
         the new job's id (None when it ran synchronously). Options default to
-        the class attributes, then to the SQL defaults."""
+        the class attributes, then to the SQL defaults. With a ``unique_key``
+        (given, or the class's) that an unresolved job holds, nothing is
+        inserted and that job's id is returned."""
         options = enqueueing.options(
             cls,
             queue=queue,
@@ -314,6 +323,8 @@ class Job:
             data=data,
             maximum_retry_count=maximum_retry_count,
             kwargs=kwargs,
+            unique_key=unique_key,
+            args=args,
         )
         return enqueue_job(conn, cls, cls.job_class, args, options)
 
@@ -330,7 +341,9 @@ class Job:
         maximum_retry_count: int | None = None,
     ) -> list[int]:
         """Enqueue one job of this class per entry of ``args_list`` in a single
-        statement; returns the new ids in order."""
+        statement; returns the ids in order. The class's ``unique_key``
+        applies to each entry; of entries with the same key the first is
+        inserted and the others return its id."""
         options: dict[str, Any] = {
             "queue": queue,
             "priority": priority,
@@ -426,6 +439,8 @@ def enqueue_jobs(conn: psycopg.Connection[Any], jobs: Iterable[Mapping[str, Any]
             data=job.get("data"),
             maximum_retry_count=job.get("maximum_retry_count"),
             kwargs=job.get("kwargs"),
+            unique_key=job.get("unique_key"),
+            args=list(job.get("args") or ()),
         )
         args = list(job.get("args") or ())
         if enqueueing.synchronous(cls, options):

@@ -29,6 +29,7 @@ _ENQUEUE_OPTIONS = {
     "run_at": "%s::timestamptz",
     "data": "%s::jsonb",
     "maximum_retry_count": "%s::integer",
+    "unique_key": "%s::text",
 }
 _enqueue_cache: dict[tuple[str, ...], str] = {}
 
