@@ -62,7 +62,7 @@ BEGIN
     RETURN v_job;
   ELSIF enqueue.unique_key = '' THEN
     RAISE EXCEPTION 'conveyor.enqueue: unique_key must not be empty' USING ERRCODE = '22023';
-  ELSIF char_length(enqueue.unique_key) > 500 THEN  -- jobs_unique_key_length
+  ELSIF char_length(enqueue.unique_key) > 500 THEN  -- the one check of it, with enqueue_many's
     RAISE EXCEPTION 'conveyor.enqueue: unique_key must be at most 500 characters, not %',
       char_length(enqueue.unique_key) USING ERRCODE = '22001';
   END IF;

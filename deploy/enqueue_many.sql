@@ -64,7 +64,7 @@ BEGIN
   IF job ->> 'unique_key' = '' THEN
     error_code := '22023'; error_message := 'unique_key must not be empty';
     RETURN;
-  ELSIF char_length(job ->> 'unique_key') > 500 THEN  -- jobs_unique_key_length
+  ELSIF char_length(job ->> 'unique_key') > 500 THEN  -- as enqueue checks it
     error_code := '22001'; error_message := format('unique_key must be at most 500 characters, not %s', char_length(job ->> 'unique_key'));
     RETURN;
   END IF;
@@ -159,9 +159,11 @@ BEGIN
            coalesce(e.job -> 'data', '{}'),
            CASE WHEN NOT e.job ? 'maximum_retry_count' THEN 15
                 WHEN jsonb_typeof(e.job -> 'maximum_retry_count') = 'number' THEN (e.job ->> 'maximum_retry_count')::integer END,
-           -- absent is no key; a key that is not a string fails (by row), explained below
+           -- absent is no key; a key that is not a string of 1 to 500 characters
+           -- (no table constraint checks it) fails (by row), explained below
            CASE WHEN NOT e.job ? 'unique_key' THEN NULL
-                WHEN jsonb_typeof(e.job -> 'unique_key') = 'string' THEN e.job ->> 'unique_key'
+                WHEN jsonb_typeof(e.job -> 'unique_key') = 'string'
+                 AND char_length(e.job ->> 'unique_key') BETWEEN 1 AND 500 THEN e.job ->> 'unique_key'
                 ELSE (e.i / 0)::text END
       FROM jsonb_array_elements(jobs) WITH ORDINALITY AS e(job, i)
      WHERE CASE WHEN jsonb_typeof(e.job) = 'object'

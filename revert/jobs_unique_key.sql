@@ -3,6 +3,6 @@
 BEGIN;
 
 DROP INDEX conveyor.jobs_unique_key_idx;
-ALTER TABLE conveyor.jobs DROP COLUMN unique_key;  -- drops jobs_unique_key_length with it
+ALTER TABLE conveyor.jobs DROP COLUMN unique_key;
 
 COMMIT;

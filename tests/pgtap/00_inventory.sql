@@ -85,8 +85,7 @@ SELECT set_eq(
   ARRAY['jobs_priority_in_range', 'jobs_job_class_length', 'jobs_queue_length',
         'jobs_args_is_array', 'jobs_data_is_object', 'jobs_error_count_not_negative',
         'jobs_maximum_retry_count_not_negative', 'jobs_last_error_message_length',
-        'jobs_last_error_backtrace_length', 'jobs_not_both_finished_and_expired',
-        'jobs_unique_key_length'],
+        'jobs_last_error_backtrace_length', 'jobs_not_both_finished_and_expired'],
   'conveyor.jobs has exactly the named check constraints');
 
 SELECT set_eq(
