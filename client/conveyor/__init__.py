@@ -14,11 +14,13 @@ from .client import enqueue, enqueue_many, run_synchronously
 from .errors import ConveyorError, SchemaError, UnknownJobClassError
 from .job import Job
 from .migrations import migrate
+from .schedules import Schedule, schedule
 from .worker import Worker
 
 __all__ = [
     "ConveyorError",
     "Job",
+    "Schedule",
     "SchemaError",
     "UnknownJobClassError",
     "Worker",
@@ -28,4 +30,5 @@ __all__ = [
     "hooks",
     "migrate",
     "run_synchronously",
+    "schedule",
 ]

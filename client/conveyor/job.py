@@ -26,6 +26,8 @@ from .protocol import Action, LockedJob, Resolution
 if TYPE_CHECKING:
     import psycopg
 
+    from .schedules import Schedule
+
 __all__ = ["Job", "resolve_job_class"]
 
 _registry: dict[str, type[Job]] = {}
@@ -75,6 +77,12 @@ def resolve_job_class(name: str) -> type[Job]:
     with _registry_lock:
         _registry[name] = found
     return found
+
+
+def job_classes() -> list[type[Job]]:
+    """The registered job classes, by ``job_class``."""
+    with _registry_lock:
+        return [_registry[name] for name in sorted(_registry)]
 
 
 def _register(cls: type[Job]) -> None:
@@ -134,6 +142,12 @@ class Job:
     #: job with the key is unresolved, enqueueing another returns its id and
     #: inserts nothing (see docs/how-to/unique-jobs.md).
     unique_key: ClassVar[str | Callable[..., str | None] | None] = None
+    #: Run this job on a schedule: a cron expression (``"0 3 * * *"``, UTC),
+    #: or a :class:`conveyor.Schedule` for arguments, a time zone and the
+    #: other options (its ``name`` and ``job_class`` default to this class's
+    #: ``job_class``). ``conveyor worker`` declares it at start-up (see
+    #: docs/how-to/recurring-jobs.md). Not inherited by subclasses.
+    schedule: ClassVar[str | Schedule | None] = None
 
     _row: LockedJob | None
     _args: list[Any]
