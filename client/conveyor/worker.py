@@ -297,7 +297,7 @@ class Worker:
         if not declared:
             return
         try:
-            with psycopg.connect(self.connection_url) as conn:
+            with psycopg.connect(self.connection_url, connect_timeout=10) as conn:
                 names = schedules.apply_schedules(conn, declared)
         except psycopg.Error as error:
             log(

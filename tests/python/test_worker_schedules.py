@@ -154,8 +154,8 @@ def test_no_schedule_costs_two_statements_per_poll_interval(
     worker.stop()
     due = [s for s in statements if "enqueue_due_schedules" in s]
     nexts = [s for s in statements if "next_schedule_at" in s]
-    # At start-up, then once per interval: 5 calls in 2.2 s (4 or 6 with timing).
-    assert 4 <= len(due) <= 6, statements
+    # At start-up, then once per interval: 5 calls in 2.2 s (fewer on a loaded machine).
+    assert 3 <= len(due) <= 6, statements
     assert len(nexts) == len(due)
 
 
