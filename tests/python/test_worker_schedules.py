@@ -82,14 +82,16 @@ def start_worker(db_url: str) -> Iterator[Callable[..., conveyor.Worker]]:
 
 @pytest.fixture
 def forget_declarations() -> Iterator[None]:
-    """Undo the schedules and job classes a test declares (both are process-wide)."""
+    """Start the test with no declared schedule (other tests' declarations
+    are process-wide too) and undo the schedules and job classes it declares."""
     classes = set(job_module._registry)
-    declared = set(schedules_module._declared)
+    declared = dict(schedules_module._declared)
+    schedules_module._declared.clear()
     yield
     for name in set(job_module._registry) - classes:
         del job_module._registry[name]
-    for name in set(schedules_module._declared) - declared:
-        del schedules_module._declared[name]
+    schedules_module._declared.clear()
+    schedules_module._declared.update(declared)
 
 
 # --- the clock -------------------------------------------------------------------------
