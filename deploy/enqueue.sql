@@ -1,58 +1,14 @@
 -- Deploy conveyor:enqueue to pg
--- requires: jobs
+-- requires: enqueue@v0.1.0
+-- requires: jobs_unique_key
 
 BEGIN;
 
-CREATE FUNCTION conveyor.job_problem(
-  job_class text, args jsonb, queue text, priority integer, run_at timestamptz,
-  data jsonb, maximum_retry_count integer,
-  OUT error_code text, OUT error_message text
-)
-LANGUAGE plpgsql
-IMMUTABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-  -- One rule each, in column order; the first broken rule is reported.
-  IF job_problem.job_class IS NULL THEN
-    error_code := '22004'; error_message := 'job_class must not be NULL';
-  ELSIF job_problem.job_class = '' THEN
-    error_code := '22023'; error_message := 'job_class must not be empty';
-  ELSIF char_length(job_problem.job_class) > conveyor.job_limit('job_class') THEN
-    error_code := '22001'; error_message := format('job_class must be at most %s characters, not %s', conveyor.job_limit('job_class'), char_length(job_problem.job_class));
-  ELSIF job_problem.args IS NULL THEN
-    error_code := '22004'; error_message := 'args must not be NULL';
-  ELSIF jsonb_typeof(job_problem.args) <> 'array' THEN
-    error_code := '22023'; error_message := format('args must be a JSON array, not %s', jsonb_typeof(job_problem.args));
-  ELSIF job_problem.queue IS NULL THEN
-    error_code := '22004'; error_message := 'queue must not be NULL';
-  ELSIF job_problem.queue = '' THEN
-    error_code := '22023'; error_message := 'queue must not be empty';
-  ELSIF char_length(job_problem.queue) > conveyor.job_limit('queue') THEN
-    error_code := '22001'; error_message := format('queue must be at most %s characters, not %s', conveyor.job_limit('queue'), char_length(job_problem.queue));
-  ELSIF job_problem.priority IS NULL THEN
-    error_code := '22004'; error_message := 'priority must not be NULL';
-  ELSIF job_problem.priority NOT BETWEEN 0 AND conveyor.job_limit('priority') THEN
-    error_code := '22003'; error_message := format('priority must be between 0 and %s, not %s', conveyor.job_limit('priority'), job_problem.priority);
-  ELSIF job_problem.run_at IS NULL THEN
-    error_code := '22004'; error_message := 'run_at must not be NULL';
-  ELSIF job_problem.data IS NULL THEN
-    error_code := '22004'; error_message := 'data must not be NULL';
-  ELSIF jsonb_typeof(job_problem.data) <> 'object' THEN
-    error_code := '22023'; error_message := format('data must be a JSON object, not %s', jsonb_typeof(job_problem.data));
-  ELSIF job_problem.maximum_retry_count IS NULL THEN
-    error_code := '22004'; error_message := 'maximum_retry_count must not be NULL';
-  ELSIF job_problem.maximum_retry_count < 0 THEN
-    error_code := '22023'; error_message := format('maximum_retry_count must not be negative, not %s', job_problem.maximum_retry_count);
-  END IF;
-END
-$$;
-
-COMMENT ON FUNCTION conveyor.job_problem(text, jsonb, text, integer, timestamptz, jsonb, integer) IS
-  'Internal. Checks one job''s fields against the rules enqueue documents and returns the '
-  'SQLSTATE and message of the first rule broken, or two NULLs. Shared by enqueue and '
-  'enqueue_many so both report the same error for the same mistake; both call it only '
-  'to explain a job their own checks rejected, so a valid job never pays for it.';
+-- A new parameter changes the signature, so the released function goes and
+-- the new one takes its place with the same comment style, SECURITY DEFINER,
+-- pinned search_path and grants. Callers in named notation
+-- (enqueue_schedules_due_at) keep working: unique_key has a default.
+DROP FUNCTION conveyor.enqueue(text, jsonb, text, integer, timestamptz, jsonb, integer);
 
 -- The defaults repeat conveyor.jobs' column defaults, so that the signature
 -- documents them (tests/pgtap/jobs_table.sql proves they agree).
@@ -63,7 +19,8 @@ CREATE FUNCTION conveyor.enqueue(
   priority integer DEFAULT 100,
   run_at timestamptz DEFAULT now(),
   data jsonb DEFAULT '{}',
-  maximum_retry_count integer DEFAULT 15
+  maximum_retry_count integer DEFAULT 15,
+  unique_key text DEFAULT NULL
 )
 RETURNS conveyor.jobs
 LANGUAGE plpgsql
@@ -71,6 +28,9 @@ VOLATILE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+-- ON CONFLICT (unique_key) names the column; the parameter is always
+-- written enqueue.unique_key.
+#variable_conflict use_column
 DECLARE
   v_problem record;
   v_job conveyor.jobs;
@@ -93,27 +53,63 @@ BEGIN
     END IF;
   END IF;
 
-  INSERT INTO conveyor.jobs (job_class, args, queue, priority, run_at, data, maximum_retry_count)
-  VALUES (enqueue.job_class, enqueue.args, enqueue.queue, enqueue.priority, enqueue.run_at,
-          enqueue.data, enqueue.maximum_retry_count)
-  RETURNING * INTO v_job;
-  RETURN v_job;
+  IF enqueue.unique_key IS NULL THEN
+    -- The hot path: the released insert, unchanged.
+    INSERT INTO conveyor.jobs (job_class, args, queue, priority, run_at, data, maximum_retry_count)
+    VALUES (enqueue.job_class, enqueue.args, enqueue.queue, enqueue.priority, enqueue.run_at,
+            enqueue.data, enqueue.maximum_retry_count)
+    RETURNING * INTO v_job;
+    RETURN v_job;
+  ELSIF enqueue.unique_key = '' THEN
+    RAISE EXCEPTION 'conveyor.enqueue: unique_key must not be empty' USING ERRCODE = '22023';
+  ELSIF char_length(enqueue.unique_key) > 500 THEN  -- the one check of it, with enqueue_many's
+    RAISE EXCEPTION 'conveyor.enqueue: unique_key must be at most 500 characters, not %',
+      char_length(enqueue.unique_key) USING ERRCODE = '22001';
+  END IF;
+
+  LOOP
+    -- The index decides, not a prior SELECT: when another transaction holds
+    -- an uncommitted job with this key, the INSERT waits for it to end, then
+    -- inserts (it rolled back) or does nothing (it committed).
+    INSERT INTO conveyor.jobs (job_class, args, queue, priority, run_at, data, maximum_retry_count, unique_key)
+    VALUES (enqueue.job_class, enqueue.args, enqueue.queue, enqueue.priority, enqueue.run_at,
+            enqueue.data, enqueue.maximum_retry_count, enqueue.unique_key)
+    ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND finished_at IS NULL AND expired_at IS NULL
+    DO NOTHING
+    RETURNING * INTO v_job;
+    IF FOUND THEN
+      RETURN v_job;
+    END IF;
+    -- A new statement, so (in READ COMMITTED) a fresh snapshot that sees the
+    -- holder that just committed.
+    SELECT * INTO v_job FROM conveyor.jobs AS j
+     WHERE j.unique_key = enqueue.unique_key AND j.finished_at IS NULL AND j.expired_at IS NULL;
+    IF FOUND THEN
+      RETURN v_job;
+    END IF;
+    -- The holder was resolved between the two statements: the key is free, try again.
+  END LOOP;
 END
 $$;
 
-COMMENT ON FUNCTION conveyor.enqueue(text, jsonb, text, integer, timestamptz, jsonb, integer) IS
+COMMENT ON FUNCTION conveyor.enqueue(text, jsonb, text, integer, timestamptz, jsonb, integer, text) IS
   'Inserts one job and returns its row. Parameters (named notation reads best): job_class '
   '(required, 1-500 characters), args (JSON array, default []), queue (1-100 characters, '
   'default ''default''), priority (0-32767, lower runs first, default 100), run_at (default '
-  'now()), data (JSON object, default {}), maximum_retry_count (default 15). Runs in the '
-  'caller''s transaction: a rolled-back enqueue leaves no job. A job ready now is announced '
-  'to a listening worker at commit. Errors: 22004 a NULL field; 22023 an empty name, args not '
-  'an array, data not an object, a negative maximum_retry_count; 22003 priority out of range; '
-  '22001 a name too long. SECURITY DEFINER so conveyor_enqueuer needs no table privileges. '
-  'Locks nothing.';
+  'now()), data (JSON object, default {}), maximum_retry_count (default 15), unique_key '
+  '(default NULL: none; 1-500 characters). With a unique_key held by an unresolved job (ready, '
+  'scheduled, running or awaiting a retry), inserts nothing and returns that job''s row; '
+  'finishing, expiring or destroying the job frees the key. Race-free by the unique index '
+  'jobs_unique_key_idx: an enqueue with the key of another transaction''s uncommitted job '
+  'waits for that transaction to end; under REPEATABLE READ or SERIALIZABLE it may then fail '
+  'with 40001 (retry the transaction). Runs in the caller''s transaction: a rolled-back '
+  'enqueue leaves no job. A job ready now is announced to a listening worker at commit. '
+  'Errors: 22004 a NULL field; 22023 an empty name or unique_key, args not an array, data not '
+  'an object, a negative maximum_retry_count; 22003 priority out of range; 22001 a name or '
+  'unique_key too long. SECURITY DEFINER so conveyor_enqueuer needs no table privileges. '
+  'Locks nothing (but waits, as said, on a key another transaction is inserting).';
 
-REVOKE ALL ON FUNCTION conveyor.job_problem(text, jsonb, text, integer, timestamptz, jsonb, integer) FROM PUBLIC;
-REVOKE ALL ON FUNCTION conveyor.enqueue(text, jsonb, text, integer, timestamptz, jsonb, integer) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION conveyor.enqueue(text, jsonb, text, integer, timestamptz, jsonb, integer) TO conveyor_enqueuer;
+REVOKE ALL ON FUNCTION conveyor.enqueue(text, jsonb, text, integer, timestamptz, jsonb, integer, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION conveyor.enqueue(text, jsonb, text, integer, timestamptz, jsonb, integer, text) TO conveyor_enqueuer;
 
 COMMIT;

@@ -1,9 +1,10 @@
 -- Deploy conveyor:enqueue_many to pg
+-- requires: enqueue_many@v0.1.0
 -- requires: enqueue
 
 BEGIN;
 
-CREATE FUNCTION conveyor.job_json_problem(job jsonb, OUT error_code text, OUT error_message text)
+CREATE OR REPLACE FUNCTION conveyor.job_json_problem(job jsonb, OUT error_code text, OUT error_message text)
 LANGUAGE plpgsql
 STABLE  -- text to timestamptz depends on the TimeZone setting
 SET search_path = pg_catalog, pg_temp
@@ -23,13 +24,13 @@ BEGIN
   END IF;
 
   FOR v_key, v_type IN SELECT k, jsonb_typeof(job -> k) FROM jsonb_object_keys(job) AS k LOOP
-    IF v_key NOT IN ('job_class', 'args', 'queue', 'priority', 'run_at', 'data', 'maximum_retry_count') THEN
-      error_code := '22023'; error_message := format('unknown key %L (known: job_class, args, queue, priority, run_at, data, maximum_retry_count)', v_key);
+    IF v_key NOT IN ('job_class', 'args', 'queue', 'priority', 'run_at', 'data', 'maximum_retry_count', 'unique_key') THEN
+      error_code := '22023'; error_message := format('unknown key %L (known: job_class, args, queue, priority, run_at, data, maximum_retry_count, unique_key)', v_key);
       RETURN;
     ELSIF v_type = 'null' THEN
       error_code := '22004'; error_message := format('%s must not be null', v_key);
       RETURN;
-    ELSIF v_key IN ('job_class', 'queue', 'run_at') AND v_type <> 'string' THEN
+    ELSIF v_key IN ('job_class', 'queue', 'run_at', 'unique_key') AND v_type <> 'string' THEN
       error_code := '22023'; error_message := format('%s must be a JSON string, not %s', v_key, v_type);
       RETURN;
     ELSIF v_key IN ('priority', 'maximum_retry_count') AND v_type <> 'number' THEN
@@ -60,6 +61,14 @@ BEGIN
     RETURN;
   END;
 
+  IF job ->> 'unique_key' = '' THEN
+    error_code := '22023'; error_message := 'unique_key must not be empty';
+    RETURN;
+  ELSIF char_length(job ->> 'unique_key') > 500 THEN  -- as enqueue checks it
+    error_code := '22001'; error_message := format('unique_key must be at most 500 characters, not %s', char_length(job ->> 'unique_key'));
+    RETURN;
+  END IF;
+
   SELECT p.error_code, p.error_message INTO error_code, error_message
     FROM conveyor.job_problem(
            CASE WHEN job ? 'job_class' THEN job ->> 'job_class' END,
@@ -73,7 +82,7 @@ COMMENT ON FUNCTION conveyor.job_json_problem(jsonb) IS
   'rules of job_problem) and returns the SQLSTATE and message of the first problem, or two '
   'NULLs. Only called to explain a failed enqueue_many, so the fast path never pays for it.';
 
-CREATE FUNCTION conveyor.enqueue_many(jobs jsonb)
+CREATE OR REPLACE FUNCTION conveyor.enqueue_many(jobs jsonb)
 RETURNS SETOF bigint
 LANGUAGE plpgsql
 VOLATILE
@@ -84,6 +93,8 @@ DECLARE
   v_job jsonb;
   v_index bigint;
   v_problem record;
+  v_plain_ids bigint[];  -- ids of the inserted jobs without a key, in input order
+  v_keyed jsonb;         -- {unique_key: id} of the inserted jobs with a key
 BEGIN
   IF jobs IS NULL THEN
     RAISE EXCEPTION 'conveyor.enqueue_many: jobs must not be NULL' USING ERRCODE = '22004';
@@ -97,8 +108,10 @@ BEGIN
     -- defaults, repeated here; tests/pgtap/jobs_table.sql proves they agree); a key of the
     -- wrong JSON type or with an unknown name yields NULL or an error here,
     -- so the insert fails and the handler below names the element.
-    RETURN QUERY
-    INSERT INTO conveyor.jobs (job_class, args, queue, priority, run_at, data, maximum_retry_count)
+    IF NOT jsonb_path_exists(jobs, 'lax $[*].unique_key') THEN
+      -- The hot path, no unique key: the released statement.
+      RETURN QUERY
+      INSERT INTO conveyor.jobs (job_class, args, queue, priority, run_at, data, maximum_retry_count)
     SELECT CASE WHEN jsonb_typeof(e.job -> 'job_class') = 'string' THEN e.job ->> 'job_class' END,
            coalesce(e.job -> 'args', '[]'),
            CASE WHEN NOT e.job ? 'queue' THEN 'default'
@@ -114,14 +127,81 @@ BEGIN
      WHERE CASE WHEN jsonb_typeof(e.job) = 'object'
                  AND NOT e.job ?| ARRAY(SELECT k FROM jsonb_object_keys(e.job) AS k
                                         WHERE k NOT IN ('job_class', 'args', 'queue', 'priority',
-                                                        'run_at', 'data', 'maximum_retry_count'))
+                                                        'run_at', 'data', 'maximum_retry_count',
+                                                        'unique_key'))
                 THEN true
                 -- not an object, or an unknown key: fail (by row, so the planner cannot
                 -- fold it into an error at plan time), then explain below
                 ELSE e.i / 0 = 0
            END
      ORDER BY e.i
-    RETURNING id;
+      RETURNING id;
+      RETURN;
+    END IF;
+
+    -- With unique keys. ON CONFLICT DO NOTHING skips an element whose key an
+    -- unresolved job holds, including a job inserted by an earlier element of
+    -- this very statement. A key held by another transaction's uncommitted job
+    -- makes the insert wait for that transaction. Rows go in (key, input)
+    -- order, jobs without a key first: the first occurrence of a key wins, and
+    -- two calls that share keys take them in the same order, so they wait for
+    -- each other instead of deadlocking.
+    WITH inserted AS (
+      INSERT INTO conveyor.jobs (job_class, args, queue, priority, run_at, data, maximum_retry_count, unique_key)
+    SELECT CASE WHEN jsonb_typeof(e.job -> 'job_class') = 'string' THEN e.job ->> 'job_class' END,
+           coalesce(e.job -> 'args', '[]'),
+           CASE WHEN NOT e.job ? 'queue' THEN 'default'
+                WHEN jsonb_typeof(e.job -> 'queue') = 'string' THEN e.job ->> 'queue' END,
+           CASE WHEN NOT e.job ? 'priority' THEN 100
+                WHEN jsonb_typeof(e.job -> 'priority') = 'number' THEN (e.job ->> 'priority')::integer END,
+           CASE WHEN NOT e.job ? 'run_at' THEN now()
+                WHEN jsonb_typeof(e.job -> 'run_at') = 'string' THEN (e.job ->> 'run_at')::timestamptz END,
+           coalesce(e.job -> 'data', '{}'),
+           CASE WHEN NOT e.job ? 'maximum_retry_count' THEN 15
+                WHEN jsonb_typeof(e.job -> 'maximum_retry_count') = 'number' THEN (e.job ->> 'maximum_retry_count')::integer END,
+           -- absent is no key; a key that is not a string of 1 to 500 characters
+           -- (no table constraint checks it) fails (by row), explained below
+           CASE WHEN NOT e.job ? 'unique_key' THEN NULL
+                WHEN jsonb_typeof(e.job -> 'unique_key') = 'string'
+                 AND char_length(e.job ->> 'unique_key') BETWEEN 1 AND 500 THEN e.job ->> 'unique_key'
+                ELSE (e.i / 0)::text END
+      FROM jsonb_array_elements(jobs) WITH ORDINALITY AS e(job, i)
+     WHERE CASE WHEN jsonb_typeof(e.job) = 'object'
+                 AND NOT e.job ?| ARRAY(SELECT k FROM jsonb_object_keys(e.job) AS k
+                                        WHERE k NOT IN ('job_class', 'args', 'queue', 'priority',
+                                                        'run_at', 'data', 'maximum_retry_count',
+                                                        'unique_key'))
+                THEN true
+                -- not an object, or an unknown key: fail (by row, so the planner cannot
+                -- fold it into an error at plan time), then explain below
+                ELSE e.i / 0 = 0
+           END
+     ORDER BY e.job ->> 'unique_key' NULLS FIRST, e.i
+      ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND finished_at IS NULL AND expired_at IS NULL
+      DO NOTHING
+      RETURNING id, unique_key
+    )
+    SELECT array_agg(ins.id ORDER BY ins.id) FILTER (WHERE ins.unique_key IS NULL),
+           coalesce(jsonb_object_agg(ins.unique_key, ins.id) FILTER (WHERE ins.unique_key IS NOT NULL), '{}')
+      INTO v_plain_ids, v_keyed
+      FROM inserted AS ins;
+
+    -- Every element's id in input order: a job without a key is the n-th
+    -- inserted one (identity ids grow in insert order); a key maps to the job
+    -- inserted for it, else to the unresolved job holding it, read by this new
+    -- statement (so a holder that committed while we waited is seen), else,
+    -- when that holder was resolved in between, to a fresh enqueue of the element.
+    RETURN QUERY
+    SELECT CASE WHEN e.key IS NULL THEN v_plain_ids[e.n]
+                ELSE coalesce((v_keyed ->> e.key)::bigint,
+                              (SELECT j.id FROM conveyor.jobs AS j
+                                WHERE j.unique_key = e.key AND j.finished_at IS NULL AND j.expired_at IS NULL),
+                              (SELECT r.id FROM conveyor.enqueue_many(jsonb_build_array(e.job)) AS r(id)))
+           END
+      FROM (SELECT x.job, x.job ->> 'unique_key' AS key, x.i,
+                   row_number() OVER (PARTITION BY x.job ->> 'unique_key' IS NULL ORDER BY x.i) AS n
+              FROM jsonb_array_elements(jobs) WITH ORDINALITY AS x(job, i)) AS e
+     ORDER BY e.i;
   EXCEPTION WHEN data_exception OR integrity_constraint_violation THEN
     -- Find the first element at fault and say what is wrong with it.
     FOR v_job, v_index IN SELECT e.job, e.i - 1 FROM jsonb_array_elements(jobs) WITH ORDINALITY AS e(job, i) ORDER BY e.i LOOP
@@ -139,7 +219,12 @@ $$;
 COMMENT ON FUNCTION conveyor.enqueue_many(jsonb) IS
   'Inserts many jobs in one statement and returns their ids in input order. jobs is a JSON '
   'array of objects with enqueue''s parameter names as keys (job_class required; the others '
-  'take enqueue''s defaults when absent; run_at is an ISO 8601 string). All or nothing: a bad '
+  'take enqueue''s defaults when absent; run_at is an ISO 8601 string; unique_key a string). '
+  'An element whose unique_key an unresolved job holds inserts nothing and returns that job''s '
+  'id; within one call the first element with a key wins and later ones with the same key '
+  'return its id. Jobs with keys are inserted in key order (their ids follow it), so two '
+  'calls sharing keys cannot deadlock each other. Keys are race-free as in enqueue: a key another transaction is inserting '
+  'makes the call wait for it. All or nothing: a bad '
   'element inserts no job and raises enqueue''s SQLSTATE for the fault, naming the element '
   '(jobs[0] is the first); 22023 also for an element that is not an object or has an unknown '
   'key, and 22004 for a JSON null value; 22P02/22003/22007/22008 for a value that does not '

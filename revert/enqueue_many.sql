@@ -2,7 +2,149 @@
 
 BEGIN;
 
-DROP FUNCTION conveyor.enqueue_many(jsonb);
-DROP FUNCTION conveyor.job_json_problem(jsonb);
+-- Back to the released (v0.1.0) bodies; the signatures and grants did not change.
+
+CREATE OR REPLACE FUNCTION conveyor.job_json_problem(job jsonb, OUT error_code text, OUT error_message text)
+LANGUAGE plpgsql
+STABLE  -- text to timestamptz depends on the TimeZone setting
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_key text;
+  v_type text;
+  -- Placeholders for absent keys, valid for job_problem: an absent key is
+  -- never at fault (it takes its default), so any valid value will do.
+  v_priority integer := 0;
+  v_run_at timestamptz := '-infinity';
+  v_maximum_retry_count integer := 0;
+BEGIN
+  IF jsonb_typeof(job) IS DISTINCT FROM 'object' THEN
+    error_code := '22023'; error_message := format('must be a JSON object, not %s', coalesce(jsonb_typeof(job), 'NULL'));
+    RETURN;
+  END IF;
+
+  FOR v_key, v_type IN SELECT k, jsonb_typeof(job -> k) FROM jsonb_object_keys(job) AS k LOOP
+    IF v_key NOT IN ('job_class', 'args', 'queue', 'priority', 'run_at', 'data', 'maximum_retry_count') THEN
+      error_code := '22023'; error_message := format('unknown key %L (known: job_class, args, queue, priority, run_at, data, maximum_retry_count)', v_key);
+      RETURN;
+    ELSIF v_type = 'null' THEN
+      error_code := '22004'; error_message := format('%s must not be null', v_key);
+      RETURN;
+    ELSIF v_key IN ('job_class', 'queue', 'run_at') AND v_type <> 'string' THEN
+      error_code := '22023'; error_message := format('%s must be a JSON string, not %s', v_key, v_type);
+      RETURN;
+    ELSIF v_key IN ('priority', 'maximum_retry_count') AND v_type <> 'number' THEN
+      error_code := '22023'; error_message := format('%s must be a JSON number, not %s', v_key, v_type);
+      RETURN;
+    END IF;
+  END LOOP;
+
+  BEGIN
+    IF job ? 'priority' THEN
+      v_key := 'priority';
+      IF (job ->> 'priority')::numeric NOT BETWEEN 0 AND conveyor.job_limit('priority') THEN
+        error_code := '22003'; error_message := format('priority must be between 0 and %s, not %s', conveyor.job_limit('priority'), job ->> 'priority');
+        RETURN;
+      END IF;
+      v_priority := (job ->> 'priority')::integer;
+    END IF;
+    IF job ? 'maximum_retry_count' THEN
+      v_key := 'maximum_retry_count';
+      v_maximum_retry_count := (job ->> 'maximum_retry_count')::integer;
+    END IF;
+    IF job ? 'run_at' THEN
+      v_key := 'run_at';
+      v_run_at := (job ->> 'run_at')::timestamptz;
+    END IF;
+  EXCEPTION WHEN data_exception THEN
+    error_code := SQLSTATE; error_message := format('%s: %s', v_key, SQLERRM);
+    RETURN;
+  END;
+
+  SELECT p.error_code, p.error_message INTO error_code, error_message
+    FROM conveyor.job_problem(
+           CASE WHEN job ? 'job_class' THEN job ->> 'job_class' END,
+           coalesce(job -> 'args', '[]'), coalesce(job ->> 'queue', 'default'), v_priority,
+           v_run_at, coalesce(job -> 'data', '{}'), v_maximum_retry_count) AS p;
+END
+$$;
+
+COMMENT ON FUNCTION conveyor.job_json_problem(jsonb) IS
+  'Internal. Checks one element of enqueue_many''s array (keys, JSON types, casts, then the '
+  'rules of job_problem) and returns the SQLSTATE and message of the first problem, or two '
+  'NULLs. Only called to explain a failed enqueue_many, so the fast path never pays for it.';
+
+CREATE OR REPLACE FUNCTION conveyor.enqueue_many(jobs jsonb)
+RETURNS SETOF bigint
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_job jsonb;
+  v_index bigint;
+  v_problem record;
+BEGIN
+  IF jobs IS NULL THEN
+    RAISE EXCEPTION 'conveyor.enqueue_many: jobs must not be NULL' USING ERRCODE = '22004';
+  ELSIF jsonb_typeof(jobs) <> 'array' THEN
+    RAISE EXCEPTION 'conveyor.enqueue_many: jobs must be a JSON array of job objects, not %', jsonb_typeof(jobs)
+      USING ERRCODE = '22023';
+  END IF;
+
+  BEGIN
+    -- One pass: a key that is absent takes enqueue's default (the column
+    -- defaults, repeated here; tests/pgtap/jobs_table.sql proves they agree); a key of the
+    -- wrong JSON type or with an unknown name yields NULL or an error here,
+    -- so the insert fails and the handler below names the element.
+    RETURN QUERY
+    INSERT INTO conveyor.jobs (job_class, args, queue, priority, run_at, data, maximum_retry_count)
+    SELECT CASE WHEN jsonb_typeof(e.job -> 'job_class') = 'string' THEN e.job ->> 'job_class' END,
+           coalesce(e.job -> 'args', '[]'),
+           CASE WHEN NOT e.job ? 'queue' THEN 'default'
+                WHEN jsonb_typeof(e.job -> 'queue') = 'string' THEN e.job ->> 'queue' END,
+           CASE WHEN NOT e.job ? 'priority' THEN 100
+                WHEN jsonb_typeof(e.job -> 'priority') = 'number' THEN (e.job ->> 'priority')::integer END,
+           CASE WHEN NOT e.job ? 'run_at' THEN now()
+                WHEN jsonb_typeof(e.job -> 'run_at') = 'string' THEN (e.job ->> 'run_at')::timestamptz END,
+           coalesce(e.job -> 'data', '{}'),
+           CASE WHEN NOT e.job ? 'maximum_retry_count' THEN 15
+                WHEN jsonb_typeof(e.job -> 'maximum_retry_count') = 'number' THEN (e.job ->> 'maximum_retry_count')::integer END
+      FROM jsonb_array_elements(jobs) WITH ORDINALITY AS e(job, i)
+     WHERE CASE WHEN jsonb_typeof(e.job) = 'object'
+                 AND NOT e.job ?| ARRAY(SELECT k FROM jsonb_object_keys(e.job) AS k
+                                        WHERE k NOT IN ('job_class', 'args', 'queue', 'priority',
+                                                        'run_at', 'data', 'maximum_retry_count'))
+                THEN true
+                -- not an object, or an unknown key: fail (by row, so the planner cannot
+                -- fold it into an error at plan time), then explain below
+                ELSE e.i / 0 = 0
+           END
+     ORDER BY e.i
+    RETURNING id;
+  EXCEPTION WHEN data_exception OR integrity_constraint_violation THEN
+    -- Find the first element at fault and say what is wrong with it.
+    FOR v_job, v_index IN SELECT e.job, e.i - 1 FROM jsonb_array_elements(jobs) WITH ORDINALITY AS e(job, i) ORDER BY e.i LOOP
+      v_problem := conveyor.job_json_problem(v_job);
+      IF v_problem.error_code IS NOT NULL THEN
+        RAISE EXCEPTION 'conveyor.enqueue_many: jobs[%]: %', v_index, v_problem.error_message
+          USING ERRCODE = v_problem.error_code;
+      END IF;
+    END LOOP;
+    RAISE;
+  END;
+END
+$$;
+
+COMMENT ON FUNCTION conveyor.enqueue_many(jsonb) IS
+  'Inserts many jobs in one statement and returns their ids in input order. jobs is a JSON '
+  'array of objects with enqueue''s parameter names as keys (job_class required; the others '
+  'take enqueue''s defaults when absent; run_at is an ISO 8601 string). All or nothing: a bad '
+  'element inserts no job and raises enqueue''s SQLSTATE for the fault, naming the element '
+  '(jobs[0] is the first); 22023 also for an element that is not an object or has an unknown '
+  'key, and 22004 for a JSON null value; 22P02/22003/22007/22008 for a value that does not '
+  'cast. Sends at most one NOTIFY per listening worker, whatever the number of jobs. '
+  'SECURITY DEFINER so conveyor_enqueuer needs no table privileges. Locks nothing.';
 
 COMMIT;

@@ -15,12 +15,14 @@ from .client import enqueue, enqueue_many, run_synchronously
 from .errors import ConveyorError, SchemaError, UnknownJobClassError
 from .job import Job
 from .migrations import MigrationResult, migrate
+from .schedules import Schedule, schedule
 from .worker import Worker
 
 __all__ = [
     "ConveyorError",
     "Job",
     "MigrationResult",
+    "Schedule",
     "SchemaError",
     "UnknownJobClassError",
     "Worker",
@@ -31,4 +33,5 @@ __all__ = [
     "hooks",
     "migrate",
     "run_synchronously",
+    "schedule",
 ]

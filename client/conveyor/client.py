@@ -29,6 +29,7 @@ def enqueue(
     data: Mapping[str, Any] | None = None,
     maximum_retry_count: int | None = None,
     kwargs: Mapping[str, Any] | None = None,
+    unique_key: str | None = None,
 ) -> int | None:
     """Enqueue one job in ``conn``'s current transaction; return its id.
 
@@ -47,6 +48,12 @@ def enqueue(
     transaction commits, and never if it rolls back. Returns None when the job
     ran synchronously (see :func:`run_synchronously`).
 
+    ``unique_key`` (or the job class's ``unique_key``): while an unresolved
+    job (ready, scheduled, running or awaiting a retry) has this key, nothing
+    is inserted and that job's id is returned; once it is finished, expired
+    or destroyed the key is free again. Race-free: an enqueue of a key that
+    another transaction is inserting waits for that transaction to end.
+
     Errors: :class:`psycopg.errors.DataException` subclasses for rejected
     fields (see the protocol reference), :class:`TypeError` for arguments that
     are not JSON.
@@ -60,6 +67,8 @@ def enqueue(
         data=data,
         maximum_retry_count=maximum_retry_count,
         kwargs=kwargs,
+        unique_key=unique_key,
+        args=args,
     )
     return enqueue_job(conn, cls, name, args, options)
 
@@ -69,7 +78,10 @@ def enqueue_many(conn: Connectable, jobs: Iterable[Mapping[str, Any]]) -> list[i
 
     Each job is a mapping with ``job_class`` (a name or a Job subclass) and
     optionally ``args``, ``kwargs``, ``queue``, ``priority``, ``run_at``,
-    ``data`` and ``maximum_retry_count``. Returns the new ids in input order.
+    ``data``, ``maximum_retry_count`` and ``unique_key``. Returns the ids in
+    input order: a job whose key an unresolved job holds returns that job's
+    id, and of jobs with the same key in one call the first is inserted and
+    the later ones return its id.
     Either every job is inserted or an error is raised. In synchronous mode,
     jobs without ``run_at`` run at once and only the others are inserted.
     """

@@ -9,7 +9,7 @@ is a thin front for a job class given by name.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, Protocol
@@ -22,7 +22,17 @@ __all__ = ["run_synchronously"]
 
 #: Keys a job of ``enqueue_many`` may have.
 JOB_KEYS = frozenset(
-    ("job_class", "args", "kwargs", "queue", "priority", "run_at", "data", "maximum_retry_count")
+    (
+        "job_class",
+        "args",
+        "kwargs",
+        "queue",
+        "priority",
+        "run_at",
+        "data",
+        "maximum_retry_count",
+        "unique_key",
+    )
 )
 
 _run_synchronously = False
@@ -60,6 +70,9 @@ class Defaults(Protocol):
     maximum_retry_count: int | None
     run_synchronously: bool
 
+    @property
+    def unique_key(self) -> str | Callable[..., str | None] | None: ...
+
 
 def options(
     defaults: Defaults | None,
@@ -70,14 +83,20 @@ def options(
     data: Mapping[str, Any] | None,
     maximum_retry_count: int | None,
     kwargs: Mapping[str, Any] | None,
+    unique_key: str | None = None,
+    args: Sequence[Any] = (),
 ) -> dict[str, Any]:
     """The options to send, by SQL parameter name: those given, else the
-    class's defaults; the others are left out so the SQL defaults apply."""
+    class's defaults; the others are left out so the SQL defaults apply.
+    A class's ``unique_key`` that is callable is called with the job's
+    ``args`` and ``kwargs``."""
     if defaults is not None:
         queue = defaults.queue if queue is None else queue
         priority = defaults.priority if priority is None else priority
         if maximum_retry_count is None:
             maximum_retry_count = defaults.maximum_retry_count
+        if unique_key is None:
+            unique_key = default_unique_key(defaults, args, kwargs)
     if kwargs:
         data = {**(data or {}), "kwargs": dict(kwargs)}
     given = {
@@ -86,8 +105,23 @@ def options(
         "run_at": run_at,
         "data": data,
         "maximum_retry_count": maximum_retry_count,
+        "unique_key": unique_key,
     }
     return {name: value for name, value in given.items() if value is not None}
+
+
+def default_unique_key(
+    defaults: Defaults, args: Sequence[Any], kwargs: Mapping[str, Any] | None
+) -> str | None:
+    """The class's unique key for a job with these arguments: its
+    ``unique_key`` string, or what its ``unique_key`` callable returns."""
+    key = defaults.unique_key
+    if key is None or isinstance(key, str):
+        return key
+    value = key(*args, **(kwargs or {}))
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"unique_key must return a str or None, not {type(value).__name__}")
+    return value
 
 
 def synchronous(defaults: Defaults | None, options: Mapping[str, Any]) -> bool:

@@ -40,6 +40,8 @@ from .registry import register, resolve_job_class
 if TYPE_CHECKING:
     import psycopg
 
+    from .schedules import Schedule
+
 __all__ = ["Job", "resolve_job_class"]
 
 
@@ -73,6 +75,18 @@ class Job:
     #: Run this class's jobs at once in the enqueuing thread (see
     #: :func:`conveyor.run_synchronously`).
     run_synchronously: ClassVar[bool] = False
+    #: Default unique key for :meth:`enqueue` (None: no key). A string, or a
+    #: function (a ``staticmethod`` or ``classmethod``) called with the job's
+    #: arguments and keyword arguments that returns the key or None. While a
+    #: job with the key is unresolved, enqueueing another returns its id and
+    #: inserts nothing (see docs/how-to/unique-jobs.md).
+    unique_key: ClassVar[str | Callable[..., str | None] | None] = None
+    #: Run this job on a schedule: a cron expression (``"0 3 * * *"``, UTC),
+    #: or a :class:`conveyor.Schedule` for arguments, a time zone and the
+    #: other options (its ``name`` and ``job_class`` default to this class's
+    #: ``job_class``). ``conveyor worker`` declares it at start-up (see
+    #: docs/how-to/recurring-jobs.md). Not inherited by subclasses.
+    schedule: ClassVar[str | Schedule | None] = None
 
     _row: LockedJob | None
     _args: list[Any]
@@ -296,13 +310,17 @@ class Job:
         data: Mapping[str, Any] | None = None,
         maximum_retry_count: int | None = None,
         kwargs: Mapping[str, Any] | None = None,
+        unique_key: str | None = None,
     ) -> int | None:
         """Enqueue this job class in ``conn``'s current transaction and return
         the new job's id (None when it ran synchronously). Options default to
         the class attributes, then to the SQL defaults. ``conn`` is a
         psycopg connection or a SQLAlchemy Session or Connection (see
         :func:`conveyor.enqueue`); :func:`conveyor.aio.enqueue` takes the
-        async ones."""
+        async ones.
+        With a ``unique_key``
+        (given, or the class's) that an unresolved job holds, nothing is
+        inserted and that job's id is returned."""
         options = enqueueing.options(
             cls,
             queue=queue,
@@ -311,6 +329,8 @@ class Job:
             data=data,
             maximum_retry_count=maximum_retry_count,
             kwargs=kwargs,
+            unique_key=unique_key,
+            args=args,
         )
         return enqueue_job(conn, cls, cls.job_class, args, options)
 
@@ -327,7 +347,9 @@ class Job:
         maximum_retry_count: int | None = None,
     ) -> list[int]:
         """Enqueue one job of this class per entry of ``args_list`` in a single
-        statement; returns the new ids in order."""
+        statement; returns the ids in order. The class's ``unique_key``
+        applies to each entry; of entries with the same key the first is
+        inserted and the others return its id."""
         options: dict[str, Any] = {
             "queue": queue,
             "priority": priority,
@@ -502,6 +524,8 @@ def _plan(jobs: Iterable[Mapping[str, Any]]) -> list[_Planned]:
             data=job.get("data"),
             maximum_retry_count=job.get("maximum_retry_count"),
             kwargs=job.get("kwargs"),
+            unique_key=job.get("unique_key"),
+            args=list(job.get("args") or ()),
         )
         args = list(job.get("args") or ())
         planned.append(_Planned(cls, name, args, options, enqueueing.synchronous(cls, options)))

@@ -33,7 +33,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple
 
 import psycopg
 
@@ -45,6 +45,7 @@ from .logs import log
 from .poller import Poller
 from .poolers import require_own_session
 from .protocol import Action, AnnouncedJob, LockedJob, Notification, Resolution, locked_job_row
+from .schedule_clock import ScheduleClock
 from .waker import Waker
 
 __all__: list[str] = []
@@ -65,6 +66,8 @@ class StatementKind(enum.Enum):
     LOCK_BY_ID = "lock_by_id"
     #: ``lock_jobs``, a poll: the locked rows, counted for the poller.
     POLL = "poll"
+    #: ``enqueue_due_schedules`` and ``next_schedule_at``: plain rows.
+    SCHEDULES = "schedules"
 
 
 class Statement(NamedTuple):
@@ -132,6 +135,7 @@ class Locker:
             poll_interval=poll_interval,
             widest=None if self._ceiling == sys.maxsize else self._ceiling,
         )
+        self._schedules = ScheduleClock(poll_interval=poll_interval)
         self._wait_period = wait_period
         self._middleware = tuple(sql_middleware)
         self._internals = log_internals
@@ -259,6 +263,7 @@ class Locker:
             )[0][0]
             if not self._durable:
                 self._run_one(conn, sql.ASYNC_COMMIT, ())
+            may_schedule = bool(self._run_one(conn, sql.CAN_ENQUEUE_SCHEDULES, ())[0][0])
             listen = sql.listen(channel)
             run_chain(self._middleware, (listen.as_string(conn), ()), lambda: conn.execute(listen))
         except BaseException:
@@ -268,6 +273,14 @@ class Locker:
         self._conn = conn
         self._held = set()
         self._poller.reset()
+        self._schedules.reset()
+        if self._schedules.enabled and not may_schedule:
+            log(
+                logging.WARNING,
+                "schedules_not_enqueued",
+                reason="no EXECUTE on enqueue_due_schedules",
+            )
+        self._schedules.enabled = may_schedule
         self.connected = True
         log(
             logging.INFO,
@@ -307,10 +320,12 @@ class Locker:
         results = self._collect_results()
         statements, released, unlocking = self._resolution_statements(results)
         locks = self._lock_statements(topping_up=bool(statements)) if locking else _NO_LOCKS
-        if not statements and not locks.statements:
+        # After the locks: the jobs they enqueue are announced at commit.
+        schedules = self._schedule_statements() if locking else []
+        if not statements and not locks.statements and not schedules:
             return
         try:
-            outputs = self._execute(statements + locks.statements)
+            outputs = self._execute(statements + locks.statements + schedules)
         except psycopg.OperationalError:
             # The session broke: send these resolutions again on the next one.
             # (Other errors drop them: resending a statement that fails would
@@ -318,7 +333,9 @@ class Locker:
             self._carry = [r for r in results if r.action is not Action.UNLOCK]
             raise
         self._held.difference_update(released)
-        locked = self._take_locked(locks, outputs[len(statements) :])
+        locked = self._take_locked(locks, outputs[len(statements) : len(outputs) - len(schedules)])
+        if schedules:
+            self._schedules_called(outputs[-2], outputs[-1])
         if unlocking:
             # A poll in the same transaction as unlock_jobs skips the jobs it
             # unlocked (their locks live until it commits): poll again later.
@@ -397,6 +414,20 @@ class Locker:
             statements.append(Statement(sql.LOCK_JOBS, params, StatementKind.POLL))
         return _Locks(statements, requests, full, by_id, now)
 
+    def _schedule_statements(self) -> list[Statement]:
+        """enqueue_due_schedules and next_schedule_at, when the clock says so."""
+        if not self._schedules.due(time.monotonic()):
+            return []
+        return [
+            Statement(sql.ENQUEUE_DUE_SCHEDULES, (), StatementKind.SCHEDULES),
+            Statement(sql.NEXT_SCHEDULE_IN, (), StatementKind.SCHEDULES),
+        ]
+
+    def _schedules_called(self, enqueued: list[Any], next_in: list[Any]) -> None:
+        self._schedules.called(time.monotonic(), next_in[0][0])
+        if enqueued[0][0]:
+            log(logging.INFO, "schedules_enqueued", jobs=enqueued[0][0])
+
     def _take_locked(
         self, locks: _Locks, outputs: Sequence[list[LockedJob] | None]
     ) -> list[LockedJob]:
@@ -459,33 +490,35 @@ class Locker:
         held = self._held
         return sql.ids(i for i in ids if i in held)
 
-    def _execute(self, statements: list[Statement]) -> list[list[LockedJob] | None]:
-        """Send the statements in one transaction; the rows of the lock
-        statements (None for the others)."""
+    def _execute(self, statements: list[Statement]) -> list[Any]:
+        """Send the statements in one transaction; the rows of the lock and
+        schedule statements (None for the others)."""
         conn = self._conn
         assert conn is not None
         if self._middleware or len(statements) == 1:
             # One transaction, as in a pipeline: a release's transaction-level
             # lock and conveyor's memory of the jobs locked (for `held`) last
             # until it commits.
-            outputs: list[list[LockedJob] | None] = []
+            outputs: list[Any] = []
             with conn.transaction() if len(statements) > 1 else contextlib.nullcontext():
                 for query, params, kind in statements:
                     if kind is StatementKind.RESOLVE:
                         self._run_one(conn, query, params)
                         outputs.append(None)
+                    elif kind is StatementKind.SCHEDULES:
+                        outputs.append(self._run_one(conn, query, params))
                     else:
                         outputs.append(self._run_locking(conn, query, params))
             return outputs
         with conn.pipeline():
             cursors = [
                 conn.execute(query, params)
-                if kind is StatementKind.RESOLVE
+                if kind is not StatementKind.POLL and kind is not StatementKind.LOCK_BY_ID
                 else conn.cursor(row_factory=locked_job_row).execute(query, params)
                 for query, params, kind in statements
             ]
         return [
-            None if kind is StatementKind.RESOLVE else cast("list[LockedJob]", cursor.fetchall())
+            None if kind is StatementKind.RESOLVE else cursor.fetchall()
             for cursor, (_, _, kind) in zip(cursors, statements, strict=True)
         ]
 
@@ -514,7 +547,10 @@ class Locker:
         if self._unlock or self._announced:
             timeout = 0.0
         else:
-            timeout = min(self._wait_period, self._poller.timeout(time.monotonic()))
+            now = time.monotonic()
+            timeout = min(
+                self._wait_period, self._poller.timeout(now), self._schedules.timeout(now)
+            )
         sock = conn.pgconn.socket
         ready, _, _ = select.select([sock, self._waker.fileno()], [], [], timeout)
         for fd in ready:

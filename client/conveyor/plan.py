@@ -139,32 +139,36 @@ def parse_plan(text: str, root: _Path) -> Plan:
 def install_order(plan: Plan) -> list[Change]:
     """The scripts an install from nothing runs, in order.
 
-    That is the plan, except for a reworked change: its newest version runs
-    where the change first appears and its older versions do not run. The
-    newest version is what the database ends up with anyway (a rework's deploy
-    must apply over the older one), and the older ones may need more than it
-    does: the released ``roles`` comments on the roles even when they exist,
-    which needs CREATEROLE. It holds only when the newest version's
-    requirements all come before that first place; otherwise this raises, and
-    the rework needs another plan (or a plain plan-order install).
+    That is the plan, except for a reworked change whose newest version can
+    run where the change first appears (everything it requires comes before
+    that place): then the newest version runs there and the older ones do not.
+    The newest version is what the database ends up with anyway (a reworked
+    deploy script installs the whole change, see the README), and an older one
+    may need more than it does: the released ``roles`` comments on the roles
+    even when they exist, which needs CREATEROLE. A rework that requires a
+    change planned after the first place (``enqueue``'s needs the
+    ``unique_key`` column) keeps the plan's order: each version where it is.
     """
     names = [c.name for c in plan.changes]
     newest = {c.name: c for c in plan.changes}
+    early: set[str] = set()  # reworked changes installed at their first place
+    for i, change in enumerate(plan.changes):
+        final = newest[change.name]
+        if final is change or names.index(change.name) != i:
+            continue
+        # What the newest version requires is the version of each required
+        # change planned last before it: all of them must come before i.
+        last = plan.changes.index(final)
+        bases = {r.split("@")[0].split(":")[-1] for r in final.requires} - {change.name}
+        places = [max((j for j in range(last) if names[j] == b), default=last) for b in bases]
+        if all(j < i for j in places):
+            early.add(change.name)
     order: list[Change] = []
     for i, change in enumerate(plan.changes):
-        if names.index(change.name) != i:
-            continue  # an older place of a reworked change: done at its first one
-        final = newest[change.name]
-        if final is not change:
-            earlier = set(names[:i])
-            for required in final.requires:
-                base = required.split("@")[0].split(":")[-1]
-                if base != change.name and base not in earlier:
-                    raise PlanError(
-                        f"sqitch.plan: the newest {change.name} requires {required}, which "
-                        f"comes after the first {change.name}: an install cannot run it there"
-                    )
-        order.append(final)
+        if change.name not in early:
+            order.append(change)
+        elif names.index(change.name) == i:
+            order.append(newest[change.name])
     return order
 
 

@@ -12,7 +12,7 @@ from .errors import ConveyorError, UnknownJobClassError, describe
 if TYPE_CHECKING:
     from .job import Job
 
-__all__ = ["register", "resolve_job_class"]
+__all__ = ["job_classes", "register", "resolve_job_class"]
 
 _registry: dict[str, type[Job]] = {}
 _registry_lock = threading.Lock()
@@ -71,3 +71,9 @@ def register(cls: type[Job]) -> None:
                 "(set a distinct job_class on one of them)"
             )
         _registry[name] = cls
+
+
+def job_classes() -> list[type[Job]]:
+    """The registered job classes, by ``job_class``."""
+    with _registry_lock:
+        return [_registry[name] for name in sorted(_registry)]

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -36,11 +36,13 @@ from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
 from .job import Job
+from .registry import job_classes
 
 __all__ = [
     "Schedule",
     "ScheduleRow",
     "apply_schedules",
+    "class_schedule",
     "declared_schedules",
     "delete_schedule",
     "enqueue_due_schedules",
@@ -56,12 +58,14 @@ class Schedule:
     """A declared schedule: the arguments of ``conveyor.set_schedule``.
 
     ``queue`` and ``priority`` None take the job class's attributes, else the
-    SQL defaults (``'default'``, 100).
+    SQL defaults (``'default'``, 100). As a job class's ``schedule``
+    attribute, ``name`` and ``job_class`` may be left empty: they default to
+    the class's ``job_class``.
     """
 
-    name: str
-    cron: str
-    job_class: str
+    name: str = ""
+    cron: str = ""
+    job_class: str = ""
     args: Sequence[Any] = ()
     queue: str | None = None
     priority: int | None = None
@@ -149,9 +153,34 @@ def schedule(
 
 
 def declared_schedules() -> list[Schedule]:
-    """The schedules declared in this process, by name."""
+    """The schedules declared in this process, by name: those given to
+    :func:`schedule`, and the ``schedule`` attributes of the loaded job
+    classes (a :func:`schedule` of the same name wins)."""
+    found = {s.name: s for cls in job_classes() if (s := class_schedule(cls)) is not None}
     with _declared_lock:
-        return [_declared[name] for name in sorted(_declared)]
+        found.update(_declared)
+    return [found[name] for name in sorted(found)]
+
+
+def class_schedule(cls: type[Job]) -> Schedule | None:
+    """The schedule a job class declares with its own ``schedule`` attribute."""
+    value = cls.__dict__.get("schedule")
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = Schedule(cron=value)
+    elif not isinstance(value, Schedule):
+        raise TypeError(
+            f"{cls.__qualname__}.schedule must be a cron string or a conveyor.Schedule, "
+            f"not {value!r}"
+        )
+    return replace(
+        value,
+        name=value.name or cls.job_class,
+        job_class=value.job_class or cls.job_class,
+        queue=cls.queue if value.queue is None else value.queue,
+        priority=cls.priority if value.priority is None else value.priority,
+    )
 
 
 def apply_schedules(

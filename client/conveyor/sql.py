@@ -29,6 +29,7 @@ _ENQUEUE_OPTIONS = {
     "run_at": "%s::timestamptz",
     "data": "%s::jsonb",
     "maximum_retry_count": "%s::integer",
+    "unique_key": "%s::text",
 }
 _enqueue_cache: dict[tuple[str, ...], str] = {}
 
@@ -117,6 +118,24 @@ RESET_SESSION = "CLOSE ALL; RESET ALL; UNLISTEN *; SELECT pg_advisory_unlock_all
 #: The locker's own resolutions need not wait for the WAL flush: losing the
 #: last ones in a server crash only means those jobs run again (at least once).
 ASYNC_COMMIT = "SET synchronous_commit = off"
+
+# --- recurring jobs, from the locker ------------------------------------------------
+
+#: Whether this session may turn due schedules into jobs (the functions exist,
+#: as in a schema older than them they would not, and are executable).
+CAN_ENQUEUE_SCHEDULES = (
+    "SELECT coalesce(has_function_privilege(to_regprocedure('conveyor.enqueue_due_schedules()'),"
+    " 'EXECUTE') AND has_function_privilege(to_regprocedure('conveyor.next_schedule_at()'),"
+    " 'EXECUTE'), false)"
+)
+#: Enqueue the due occurrences; the number of jobs.
+ENQUEUE_DUE_SCHEDULES = "SELECT count(*) FROM conveyor.enqueue_due_schedules()"
+#: Seconds until the next occurrence falls due, by the server's clock (NULL:
+#: no enabled schedule). A statement of its own after ENQUEUE_DUE_SCHEDULES,
+#: so that it sees the next_run_at that one moved.
+NEXT_SCHEDULE_IN = (
+    "SELECT extract(epoch FROM conveyor.next_schedule_at() - clock_timestamp())::float8"
+)
 
 
 def listen(channel: str) -> _sql.Composed:

@@ -17,7 +17,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
-from . import sql
+from . import schedules, sql
 from ._hooks import ErrorNotifier, JobMiddleware, hooks
 from .buffer import JobBuffer
 from .errors import ConveyorError, leaked_connections_error
@@ -426,6 +426,7 @@ class Worker:
             minimum_buffer_size=self.minimum_buffer_size,
             maximum_buffer_size=self.maximum_buffer_size,
         )
+        self._apply_schedules()
         self._threads.start()
         self._locker.start()
         self._locker.ready.wait()
@@ -435,6 +436,27 @@ class Worker:
             if isinstance(fatal, ConveyorError):
                 raise fatal
             raise ConveyorError(str(fatal)) from fatal
+
+    def _apply_schedules(self) -> None:
+        """Create or update the schedules the loaded job modules declare
+        (:func:`conveyor.schedule`, ``Job.schedule``). A role that may not
+        change schedules, or a database not reachable yet, gets one warning:
+        the worker still enqueues the schedules already in the database."""
+        declared = schedules.declared_schedules()
+        if not declared:
+            return
+        try:
+            with psycopg.connect(self.connection_url, connect_timeout=10) as conn:
+                names = schedules.apply_schedules(conn, declared)
+        except psycopg.Error as error:
+            log(
+                logging.WARNING,
+                "schedules_not_applied",
+                schedules=[item.name for item in declared],
+                error=(str(error).strip() or type(error).__name__).splitlines()[0],
+            )
+            return
+        log(logging.INFO, "schedules_applied", schedules=names)
 
     def stop(self, timeout: float | None = None) -> bool:
         """Stop and wait up to ``timeout`` seconds (default

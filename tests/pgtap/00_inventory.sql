@@ -2,7 +2,7 @@
 -- the trigger, the whole function surface (public and internal), comments,
 -- pinned search_path, SECURITY DEFINER, and who may execute or read what.
 BEGIN;
-SELECT plan(54);
+SELECT plan(55);
 
 -- Tables and columns --------------------------------------------------------
 
@@ -28,7 +28,7 @@ SELECT set_eq(
 SELECT columns_are('conveyor', 'jobs', ARRAY[
   'id', 'priority', 'run_at', 'job_class', 'queue', 'args', 'data', 'error_count',
   'maximum_retry_count', 'last_error_message', 'last_error_backtrace', 'finished_at',
-  'expired_at', 'created_at'],
+  'expired_at', 'created_at', 'unique_key'],
   'conveyor.jobs has exactly the documented columns');
 
 SELECT columns_are('conveyor', 'lockers', ARRAY[
@@ -56,7 +56,8 @@ SELECT results_eq(
            ('last_error_backtrace', 'text', false, NULL),
            ('finished_at', 'timestamp with time zone', false, NULL),
            ('expired_at', 'timestamp with time zone', false, NULL),
-           ('created_at', 'timestamp with time zone', true, 'now()')$$,
+           ('created_at', 'timestamp with time zone', true, 'now()'),
+           ('unique_key', 'text', false, NULL)$$,
   'conveyor.jobs columns have the documented types, NOT NULLs and defaults, in order');
 
 SELECT col_is_pk('conveyor', 'jobs', 'id', 'conveyor.jobs.id is the primary key');
@@ -96,8 +97,8 @@ SELECT set_eq(
   ARRAY['lockers_queues_not_empty', 'lockers_has_workers'],
   'conveyor.lockers has exactly the named check constraints');
 
-SELECT indexes_are('conveyor', 'jobs', ARRAY['jobs_pkey', 'jobs_ready_idx', 'jobs_resolved_idx'],
-  'conveyor.jobs has exactly the primary key, jobs_ready_idx and jobs_resolved_idx');
+SELECT indexes_are('conveyor', 'jobs', ARRAY['jobs_pkey', 'jobs_ready_idx', 'jobs_resolved_idx', 'jobs_unique_key_idx'],
+  'conveyor.jobs has exactly the primary key, jobs_ready_idx, jobs_resolved_idx and jobs_unique_key_idx');
 
 SELECT has_index('conveyor', 'jobs', 'jobs_ready_idx', ARRAY['queue', 'priority', 'run_at', 'id'],
   'jobs_ready_idx is on (queue, priority, run_at, id)');
@@ -111,6 +112,12 @@ SELECT is((SELECT pg_catalog.pg_get_expr(indpred, indrelid) FROM pg_catalog.pg_i
             WHERE indexrelid = 'conveyor.jobs_resolved_idx'::regclass),
           '((finished_at IS NOT NULL) OR (expired_at IS NOT NULL))',
           'jobs_resolved_idx is partial: only resolved jobs');
+
+SELECT results_eq(
+  $$SELECT i.indisunique, pg_catalog.pg_get_expr(i.indpred, i.indrelid) COLLATE "default"
+      FROM pg_catalog.pg_index AS i WHERE i.indexrelid = 'conveyor.jobs_unique_key_idx'::regclass$$,
+  $$VALUES (true, '((unique_key IS NOT NULL) AND (finished_at IS NULL) AND (expired_at IS NULL))')$$,
+  'jobs_unique_key_idx is unique over the unresolved jobs that have a key');
 
 SELECT ok((SELECT reloptions FROM pg_catalog.pg_class WHERE oid = 'conveyor.jobs'::regclass)
             @> ARRAY['autovacuum_vacuum_scale_factor=0.01', 'autovacuum_vacuum_threshold=1000',
@@ -163,7 +170,7 @@ SELECT results_eq(
     ('delete_schedule', 'name text', 'boolean', 'v'),
     ('destroy_job', 'id bigint', 'boolean', 'v'),
     ('destroy_jobs', 'ids bigint[], held bigint[]', 'SETOF bigint', 'v'),
-    ('enqueue', 'job_class text, args jsonb, queue text, priority integer, run_at timestamp with time zone, data jsonb, maximum_retry_count integer', 'conveyor.jobs', 'v'),
+    ('enqueue', 'job_class text, args jsonb, queue text, priority integer, run_at timestamp with time zone, data jsonb, maximum_retry_count integer, unique_key text', 'conveyor.jobs', 'v'),
     ('enqueue_due_schedules', '', 'SETOF bigint', 'v'),
     ('enqueue_many', 'jobs jsonb', 'SETOF bigint', 'v'),
     ('enqueue_schedules_due_at', 'as_of timestamp with time zone', 'SETOF bigint', 'v'),
@@ -311,7 +318,7 @@ SELECT is(
   'conveyor_enqueuer may execute enqueue and enqueue_many (and schema_version, granted to PUBLIC) and nothing else');
 
 SELECT function_privs_are('conveyor', 'enqueue',
-  ARRAY['text', 'jsonb', 'text', 'integer', 'timestamp with time zone', 'jsonb', 'integer'],
+  ARRAY['text', 'jsonb', 'text', 'integer', 'timestamp with time zone', 'jsonb', 'integer', 'text'],
   'conveyor_enqueuer', ARRAY['EXECUTE'],
   'conveyor_enqueuer has EXECUTE on conveyor.enqueue');
 

@@ -1,13 +1,13 @@
--- conveyor.enqueue(job_class, args, queue, priority, run_at, data, maximum_retry_count)
+-- conveyor.enqueue(job_class, args, queue, priority, run_at, data, maximum_retry_count, unique_key)
 BEGIN;
-SELECT plan(46);
+SELECT plan(64);
 
 SELECT has_function('conveyor', 'enqueue',
-  ARRAY['text', 'jsonb', 'text', 'integer', 'timestamp with time zone', 'jsonb', 'integer'],
-  'conveyor.enqueue(text, jsonb, text, integer, timestamptz, jsonb, integer) exists');
+  ARRAY['text', 'jsonb', 'text', 'integer', 'timestamp with time zone', 'jsonb', 'integer', 'text'],
+  'conveyor.enqueue(text, jsonb, text, integer, timestamptz, jsonb, integer, text) exists');
 
 SELECT function_returns('conveyor', 'enqueue',
-  ARRAY['text', 'jsonb', 'text', 'integer', 'timestamp with time zone', 'jsonb', 'integer'],
+  ARRAY['text', 'jsonb', 'text', 'integer', 'timestamp with time zone', 'jsonb', 'integer', 'text'],
   'conveyor.jobs', 'conveyor.enqueue returns a conveyor.jobs row');
 
 -- Defaults --------------------------------------------------------------------
@@ -126,7 +126,7 @@ SELECT throws_ok($$SELECT conveyor.enqueue('tap.enqueue.Bad', maximum_retry_coun
 SELECT throws_ok($$SELECT conveyor.enqueue('', '{}', '', -5, NULL, '[]', -1)$$, '22023',
   'conveyor.enqueue: job_class must not be empty',
   'with several faults the first in parameter order (job_class) is reported');
-SELECT throws_ok($$SELECT conveyor.enqueue('tap.enqueue.Bad', '[]', 'default', 100, now(), '{}', 1, 'extra')$$,
+SELECT throws_ok($$SELECT conveyor.enqueue('tap.enqueue.Bad', '[]', 'default', 100, now(), '{}', 1, 'tap.key', 'extra')$$,
   '42883', NULL, 'an unknown extra parameter is rejected (no such function)');
 
 SELECT is((SELECT count(*) FROM conveyor.jobs WHERE job_class = 'tap.enqueue.Bad'), 0::bigint,
@@ -186,6 +186,66 @@ SELECT results_eq(
   $$SELECT id, job_class, args FROM conveyor.jobs WHERE queue = 'tap_enqueue_field'$$,
   $$SELECT id, 'tap.enqueue.FieldSelect'::text, '[5]'::jsonb FROM t_field$$,
   'SELECT (conveyor.enqueue(...)).id, as the Python client sends it, inserts one job and returns its id');
+
+
+-- Unique keys ------------------------------------------------------------------
+
+CREATE TEMP TABLE t_key AS SELECT * FROM conveyor.enqueue('tap.enqueue.Unique', '[1]', 'tap_enqueue_uk', unique_key => 'tap.uk.a');
+
+SELECT is((SELECT unique_key FROM t_key), 'tap.uk.a', 'enqueue stores unique_key and returns it in the row');
+
+SELECT results_eq(
+  $$SELECT * FROM conveyor.enqueue('tap.enqueue.Other', '[2]', 'tap_enqueue_uk', unique_key => 'tap.uk.a')$$,
+  $$SELECT * FROM t_key$$,
+  'an enqueue with the key of a ready job inserts nothing and returns that job''s row, unchanged');
+
+SELECT is((SELECT count(*) FROM conveyor.jobs WHERE queue = 'tap_enqueue_uk'), 1::bigint,
+  'the repeated enqueue left one job');
+
+SELECT isnt((SELECT id FROM conveyor.enqueue('tap.enqueue.Unique', queue => 'tap_enqueue_uk', unique_key => 'tap.uk.b')),
+  (SELECT id FROM t_key), 'another key is another job');
+
+SELECT isnt((SELECT id FROM conveyor.enqueue('tap.enqueue.Plain', queue => 'tap_enqueue_uk')),
+  (SELECT id FROM conveyor.enqueue('tap.enqueue.Plain', queue => 'tap_enqueue_uk')),
+  'jobs without a key never collide');
+
+CREATE TEMP TABLE t_later AS
+  SELECT * FROM conveyor.enqueue('tap.enqueue.Later', queue => 'tap_enqueue_uk', run_at => now() + interval '1 day',
+                                 unique_key => 'tap.uk.later');
+SELECT is((SELECT id FROM conveyor.enqueue('tap.enqueue.Later', queue => 'tap_enqueue_uk', unique_key => 'tap.uk.later')),
+  (SELECT id FROM t_later), 'a scheduled job holds its key');
+
+SELECT lives_ok($$SELECT conveyor.retry_job((SELECT id FROM t_key), 'boom', 'line 1')$$, 'retry_job records an error');
+SELECT is((SELECT id FROM conveyor.enqueue('tap.enqueue.Unique', queue => 'tap_enqueue_uk', unique_key => 'tap.uk.a')),
+  (SELECT id FROM t_key), 'a job awaiting a retry holds its key');
+
+SELECT ok(conveyor.finish_job((SELECT id FROM t_key)), 'finish_job resolves the key''s job');
+SELECT isnt((SELECT id FROM conveyor.enqueue('tap.enqueue.Unique', queue => 'tap_enqueue_uk', unique_key => 'tap.uk.a')),
+  (SELECT id FROM t_key), 'a finished job frees its key: the next enqueue inserts a new job');
+
+SELECT ok(conveyor.expire_job((SELECT id FROM t_later)), 'expire_job resolves the scheduled job');
+CREATE TEMP TABLE t_after_expire AS
+  SELECT * FROM conveyor.enqueue('tap.enqueue.Later', queue => 'tap_enqueue_uk', unique_key => 'tap.uk.later');
+SELECT isnt((SELECT id FROM t_after_expire), (SELECT id FROM t_later), 'an expired job frees its key');
+
+SELECT ok(conveyor.destroy_job((SELECT id FROM t_after_expire)), 'destroy_job deletes the key''s job');
+SELECT isnt((SELECT id FROM conveyor.enqueue('tap.enqueue.Later', queue => 'tap_enqueue_uk', unique_key => 'tap.uk.later')),
+  (SELECT id FROM t_after_expire), 'a destroyed job frees its key');
+
+SELECT throws_ok($$SELECT conveyor.enqueue('tap.enqueue.Bad', unique_key => '')$$, '22023',
+  'conveyor.enqueue: unique_key must not be empty', 'an empty unique_key raises 22023');
+SELECT throws_ok($$SELECT conveyor.enqueue('tap.enqueue.Bad', unique_key => repeat('k', 501))$$, '22001',
+  'conveyor.enqueue: unique_key must be at most 500 characters, not 501', 'a unique_key over 500 characters raises 22001');
+SELECT lives_ok($$SELECT conveyor.enqueue('tap.enqueue.Long', queue => 'tap_enqueue_uk', unique_key => repeat('k', 500))$$,
+  'a unique_key of 500 characters is accepted');
+
+SET ROLE conveyor_enqueuer;
+CREATE TEMP TABLE t_as_enqueuer AS
+  SELECT (conveyor.enqueue('tap.enqueue.Role', queue => 'tap_enqueue_uk', unique_key => 'tap.uk.role')).id AS first,
+         (conveyor.enqueue('tap.enqueue.Role', queue => 'tap_enqueue_uk', unique_key => 'tap.uk.role')).id AS second;
+RESET ROLE;
+SELECT is((SELECT second FROM t_as_enqueuer), (SELECT first FROM t_as_enqueuer),
+  'conveyor_enqueuer, which cannot read conveyor.jobs, gets the existing job''s id back');
 
 SELECT * FROM finish();
 ROLLBACK;

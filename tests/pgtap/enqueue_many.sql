@@ -1,6 +1,6 @@
 -- conveyor.enqueue_many(jobs jsonb): many jobs in one statement, all or nothing.
 BEGIN;
-SELECT plan(36);
+SELECT plan(49);
 
 SELECT has_function('conveyor', 'enqueue_many', ARRAY['jsonb'], 'conveyor.enqueue_many(jsonb) exists');
 SELECT function_returns('conveyor', 'enqueue_many', ARRAY['jsonb'], 'setof bigint',
@@ -99,7 +99,7 @@ SELECT throws_ok($$SELECT conveyor.enqueue_many('[["tap.many.Bad"]]')$$, '22023'
   'an element that is an array raises 22023');
 SELECT throws_ok($$SELECT conveyor.enqueue_many('[{"job_class": "tap.many.Bad"}, {"job_class": "tap.many.Bad", "colour": "red"}]')$$,
   '22023',
-  'conveyor.enqueue_many: jobs[1]: unknown key ''colour'' (known: job_class, args, queue, priority, run_at, data, maximum_retry_count)',
+  'conveyor.enqueue_many: jobs[1]: unknown key ''colour'' (known: job_class, args, queue, priority, run_at, data, maximum_retry_count, unique_key)',
   'an unknown key raises 22023 naming the key and jobs[1]');
 SELECT throws_ok($$SELECT conveyor.enqueue_many('[{"job_class": "tap.many.Bad", "queue": null}]')$$, '22004',
   'conveyor.enqueue_many: jobs[0]: queue must not be null', 'a JSON null queue raises 22004 naming queue');
@@ -141,6 +141,51 @@ SELECT throws_ok($$SELECT conveyor.enqueue_many('[{"job_class": "tap.many.Bad", 
 
 SELECT is((SELECT count(*) FROM conveyor.jobs WHERE job_class = 'tap.many.Bad'), 0::bigint,
   'no failed enqueue_many left a job behind');
+
+
+-- Unique keys ------------------------------------------------------------------
+
+CREATE TEMP TABLE t_uk AS
+  SELECT row_number() OVER () AS n, id FROM conveyor.enqueue_many(
+    '[{"job_class": "tap.many.A", "queue": "tap_many_uk"},
+      {"job_class": "tap.many.B", "queue": "tap_many_uk", "unique_key": "tap.many.k1"},
+      {"job_class": "tap.many.C", "queue": "tap_many_uk"},
+      {"job_class": "tap.many.D", "queue": "tap_many_uk", "unique_key": "tap.many.k1"},
+      {"job_class": "tap.many.E", "queue": "tap_many_uk", "unique_key": "tap.many.k2"}]') AS id;
+
+SELECT is((SELECT count(*) FROM conveyor.jobs WHERE queue = 'tap_many_uk'), 4::bigint,
+  'five elements, two with the same key: four jobs');
+SELECT results_eq(
+  $$SELECT t.n, j.job_class FROM t_uk AS t JOIN conveyor.jobs AS j USING (id) ORDER BY t.n$$,
+  $$VALUES (1::bigint, 'tap.many.A'), (2, 'tap.many.B'), (3, 'tap.many.C'), (4, 'tap.many.B'), (5, 'tap.many.E')$$,
+  'ids come back in input order; the first element with a key wins and the later one returns its id');
+SELECT is((SELECT unique_key FROM conveyor.jobs WHERE id = (SELECT id FROM t_uk WHERE n = 5)), 'tap.many.k2',
+  'enqueue_many stores unique_key');
+
+SELECT results_eq(
+  $$SELECT id FROM conveyor.enqueue_many('[{"job_class": "tap.many.X", "queue": "tap_many_uk", "unique_key": "tap.many.k2"},
+                                           {"job_class": "tap.many.Y", "queue": "tap_many_uk", "unique_key": "tap.many.k1"}]') AS id$$,
+  $$SELECT id FROM t_uk WHERE n IN (5, 2) ORDER BY n DESC$$,
+  'keys held by earlier jobs return those jobs'' ids');
+SELECT is((SELECT id FROM conveyor.enqueue('tap.many.Z', unique_key => 'tap.many.k1')), (SELECT id FROM t_uk WHERE n = 2),
+  'enqueue and enqueue_many share the keys');
+
+SELECT ok(conveyor.finish_job((SELECT id FROM t_uk WHERE n = 2)), 'finish the job holding tap.many.k1');
+SELECT isnt((SELECT id FROM conveyor.enqueue_many('[{"job_class": "tap.many.B", "queue": "tap_many_uk", "unique_key": "tap.many.k1"}]') AS id),
+  (SELECT id FROM t_uk WHERE n = 2), 'a finished job frees its key for enqueue_many');
+
+SELECT throws_ok($$SELECT conveyor.enqueue_many('[{"job_class": "tap.many.Bad"}, {"job_class": "tap.many.Bad", "unique_key": null}]')$$,
+  '22004', 'conveyor.enqueue_many: jobs[1]: unique_key must not be null', 'a JSON null unique_key raises 22004');
+SELECT throws_ok($$SELECT conveyor.enqueue_many('[{"job_class": "tap.many.Bad", "unique_key": 7}]')$$,
+  '22023', 'conveyor.enqueue_many: jobs[0]: unique_key must be a JSON string, not number', 'a unique_key that is not a string raises 22023');
+SELECT throws_ok($$SELECT conveyor.enqueue_many('[{"job_class": "tap.many.Bad", "unique_key": ""}]')$$,
+  '22023', 'conveyor.enqueue_many: jobs[0]: unique_key must not be empty', 'an empty unique_key raises 22023');
+SELECT throws_ok($$SELECT conveyor.enqueue_many(jsonb_build_array(jsonb_build_object('job_class', 'tap.many.Bad', 'unique_key', repeat('k', 501))))$$,
+  '22001', 'conveyor.enqueue_many: jobs[0]: unique_key must be at most 500 characters, not 501', 'a unique_key over 500 characters raises 22001');
+SELECT throws_ok($$SELECT conveyor.enqueue_many('[{"job_class": "tap.many.Bad", "unique_key": "tap.many.new"}, {"job_class": ""}]')$$,
+  '22023', 'conveyor.enqueue_many: jobs[1]: job_class must not be empty', 'with keys, a bad element still names itself');
+SELECT is((SELECT count(*) FROM conveyor.jobs WHERE unique_key = 'tap.many.new'), 0::bigint,
+  'all or nothing with keys too: the good element was not inserted');
 
 SELECT * FROM finish();
 ROLLBACK;

@@ -4,6 +4,7 @@ enqueue) and the `conveyor schedules` commands."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -11,6 +12,7 @@ import conveyor
 import psycopg
 import pytest
 from click.testing import CliRunner
+from conveyor import schedules as schedules_module
 from conveyor.cli import cli
 from conveyor.schedules import (
     apply_schedules,
@@ -28,6 +30,14 @@ class NightlyReport(conveyor.Job):
 
     def run(self, kind: str) -> None:
         pass
+
+
+@pytest.fixture(autouse=True)
+def _forget_declared_schedules() -> Iterator[None]:
+    """Declarations are process-wide, and a Worker started by a later test
+    applies them: leave none behind."""
+    yield
+    schedules_module._declared.clear()
 
 
 def run(*args: str) -> Any:

@@ -1,0 +1,12 @@
+-- Verify conveyor:enqueue_many on pg
+
+BEGIN;
+
+DO $$
+BEGIN
+  ASSERT pg_catalog.has_function_privilege('conveyor_enqueuer', 'conveyor.enqueue_many(jsonb)', 'execute');
+  ASSERT NOT pg_catalog.has_function_privilege('conveyor_enqueuer', 'conveyor.job_json_problem(jsonb)', 'execute');
+END
+$$;
+
+ROLLBACK;
