@@ -24,7 +24,6 @@ stops the locker with a fatal error instead.
 from __future__ import annotations
 
 import contextlib
-import enum
 import logging
 import os
 import select
@@ -33,7 +32,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import psycopg
 
@@ -44,7 +43,19 @@ from .errors import NOT_INSTALLED, ConveyorError, SchemaError, describe, permane
 from .logs import log
 from .poller import Poller
 from .poolers import require_own_session
-from .protocol import Action, AnnouncedJob, LockedJob, Notification, Resolution, locked_job_row
+from .protocol import (
+    NO_LOCKS,
+    Action,
+    AnnouncedJob,
+    LockedJob,
+    Locks,
+    Notification,
+    Resolution,
+    Resolutions,
+    Statement,
+    StatementKind,
+    locked_job_row,
+)
 from .schedule_clock import ScheduleClock
 from .waker import Waker
 
@@ -56,46 +67,6 @@ _HOSTNAME = socket.gethostname()
 def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
-
-class StatementKind(enum.Enum):
-    """What a statement of a cycle does, and so what its result is."""
-
-    #: Resolves or releases jobs (destroy/finish/expire/unlock, retry): no rows.
-    RESOLVE = "resolve"
-    #: ``lock_jobs_by_id`` of announced jobs: the locked rows.
-    LOCK_BY_ID = "lock_by_id"
-    #: ``lock_jobs``, a poll: the locked rows, counted for the poller.
-    POLL = "poll"
-    #: ``enqueue_due_schedules`` and ``next_schedule_at``: plain rows.
-    SCHEDULES = "schedules"
-
-
-class Statement(NamedTuple):
-    query: str
-    params: Sequence[Any]
-    kind: StatementKind
-
-
-class _Resolutions(NamedTuple):
-    """The statements that resolve a cycle's results, and what they release."""
-
-    statements: list[Statement]
-    released: list[int]
-    #: Whether they include unlock_jobs.
-    unlocking: bool
-
-
-class _Locks(NamedTuple):
-    """A cycle's lock statements (by id first, then polls) and their plan."""
-
-    statements: list[Statement]
-    requests: list[tuple[int, int | None]]
-    full: bool
-    by_id: int
-    now: float
-
-
-_NO_LOCKS = _Locks([], [], False, 0, 0.0)
 
 #: The statement that resolves a batch of jobs, by action (retry and unlock
 #: have their own handling).
@@ -319,7 +290,7 @@ class Locker:
         the buffer needs, and hand the locked jobs to the buffer."""
         results = self._collect_results()
         statements, released, unlocking = self._resolution_statements(results)
-        locks = self._lock_statements(topping_up=bool(statements)) if locking else _NO_LOCKS
+        locks = self._lock_statements(topping_up=bool(statements)) if locking else NO_LOCKS
         # After the locks: the jobs they enqueue are announced at commit.
         schedules = self._schedule_statements() if locking else []
         if not statements and not locks.statements and not schedules:
@@ -350,7 +321,7 @@ class Locker:
             self._carry = []
         return results
 
-    def _resolution_statements(self, results: list[Resolution]) -> _Resolutions:
+    def _resolution_statements(self, results: list[Resolution]) -> Resolutions:
         """The statements that resolve and release the jobs of ``results``
         (one per action, retries one each), and the ids they release."""
         statements: list[Statement] = []
@@ -376,12 +347,12 @@ class Locker:
             unlock, self._unlock = self._unlock, []
             statements.append(self._release(sql.UNLOCK_JOBS, unlock))
             released.extend(unlock)
-        return _Resolutions(statements, released, unlocking)
+        return Resolutions(statements, released, unlocking)
 
     def _release(self, query: str, ids: list[int]) -> Statement:
         return Statement(query, (sql.ids(ids), self._mine(ids)), StatementKind.RESOLVE)
 
-    def _lock_statements(self, *, topping_up: bool) -> _Locks:
+    def _lock_statements(self, *, topping_up: bool) -> Locks:
         """Lock the announced jobs by id, then poll as the poller plans."""
         buffer = self._buffer
         now = time.monotonic()
@@ -412,7 +383,7 @@ class Locker:
         for count, ceiling in requests:
             params = (self._queues, count, ceiling, held)
             statements.append(Statement(sql.LOCK_JOBS, params, StatementKind.POLL))
-        return _Locks(statements, requests, full, by_id, now)
+        return Locks(statements, requests, full, by_id, now)
 
     def _schedule_statements(self) -> list[Statement]:
         """enqueue_due_schedules and next_schedule_at, when the clock says so."""
@@ -429,7 +400,7 @@ class Locker:
             log(logging.INFO, "schedules_enqueued", jobs=enqueued[0][0])
 
     def _take_locked(
-        self, locks: _Locks, outputs: Sequence[list[LockedJob] | None]
+        self, locks: Locks, outputs: Sequence[list[LockedJob] | None]
     ) -> list[LockedJob]:
         """Record the jobs the lock statements locked, give back those not
         for this worker, and push the others into the buffer."""
@@ -465,7 +436,7 @@ class Locker:
         self,
         results: list[Resolution],
         statements: list[Statement],
-        locks: _Locks,
+        locks: Locks,
         locked: list[LockedJob],
     ) -> None:
         buffer = self._buffer

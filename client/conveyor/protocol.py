@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import json
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -104,6 +105,50 @@ class Notification(NamedTuple):
         if not all(0 < job.id <= _MAX_ID for job in jobs):
             raise ValueError("job id out of range")
         return cls(jobs, bool(message.get("more")))
+
+
+# --- the locker's statements: one cycle's round trip ---------------------------------
+
+
+class StatementKind(enum.Enum):
+    """What a statement of a cycle does, and so what its result is."""
+
+    #: Resolves or releases jobs (destroy/finish/expire/unlock, retry): no rows.
+    RESOLVE = "resolve"
+    #: ``lock_jobs_by_id`` of announced jobs: the locked rows.
+    LOCK_BY_ID = "lock_by_id"
+    #: ``lock_jobs``, a poll: the locked rows, counted for the poller.
+    POLL = "poll"
+    #: ``enqueue_due_schedules`` and ``next_schedule_at``: plain rows.
+    SCHEDULES = "schedules"
+
+
+class Statement(NamedTuple):
+    query: str
+    params: Sequence[Any]
+    kind: StatementKind
+
+
+class Resolutions(NamedTuple):
+    """The statements that resolve a cycle's results, and what they release."""
+
+    statements: list[Statement]
+    released: list[int]
+    #: Whether they include unlock_jobs.
+    unlocking: bool
+
+
+class Locks(NamedTuple):
+    """A cycle's lock statements (by id first, then polls) and their plan."""
+
+    statements: list[Statement]
+    requests: list[tuple[int, int | None]]
+    full: bool
+    by_id: int
+    now: float
+
+
+NO_LOCKS = Locks([], [], False, 0, 0.0)
 
 
 # --- for error notifiers and Job.attrs ---------------------------------------------
