@@ -9,7 +9,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from polling_support import scalar
+from db_support import scalar
 
 import conveyor
 import conveyor.aio

@@ -17,7 +17,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from polling_support import scalar, wait_for
+from db_support import scalar, wait_for
 
 import conveyor
 import conveyor.aio

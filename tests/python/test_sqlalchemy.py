@@ -10,7 +10,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from polling_support import scalar
+from db_support import scalar
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.orm import Session

@@ -28,7 +28,7 @@ import pytest
 from conveyor import registry as job_module
 from conveyor import schedules as schedules_module
 from conveyor.schedule_clock import MINIMUM_WAIT, ScheduleClock
-from polling_support import scalar, wait_for
+from db_support import scalar, wait_for
 from psycopg.conninfo import make_conninfo
 from security_support import login_roles
 
