@@ -23,7 +23,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import psycopg
 from db_support import wait_for
@@ -323,3 +323,15 @@ class Cluster:
         if result.returncode != 0:
             raise RuntimeError(f"installing {INSTALL_SQL} failed:\n{result.stderr}")
         return url
+
+
+class WorkerSubprocess:
+    """A `python -m conveyor worker` process, its output in a log file."""
+
+    def __init__(self, popen: subprocess.Popen[bytes], log: Path, handle: IO[bytes]) -> None:
+        self.popen = popen
+        self.log = log
+        self.handle = handle
+
+    def output(self) -> str:
+        return self.log.read_text()

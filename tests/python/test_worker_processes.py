@@ -3,20 +3,17 @@ SIGKILL mid-job, SIGTERM and the second signal, the shutdown timeout."""
 
 from __future__ import annotations
 
+import functools
 import signal
-import subprocess
-import sys
 import textwrap
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import IO, Any
-
-import psycopg
-import pytest
-from db_support import backend_alive, locks_held, scalar, wait_for
+from collections.abc import Callable
+from typing import Any
 
 import conveyor
-
+import psycopg
+import pytest
+from chaos_support import WorkerSubprocess
+from db_support import backend_alive, locks_held, scalar, wait_for
 
 JOBS_MODULE = textwrap.dedent(
     """
@@ -53,53 +50,10 @@ JOBS_MODULE = textwrap.dedent(
 )
 
 
-class Process:
-    def __init__(self, popen: subprocess.Popen[bytes], log: Path, handle: IO[bytes]) -> None:
-        self.popen = popen
-        self.log = log
-        self.handle = handle
-
-    def output(self) -> str:
-        return self.log.read_text()
-
-
 @pytest.fixture
-def spawn(db_url: str, tmp_path: Path) -> Iterator[Callable[..., Process]]:
-    """Start `python -m conveyor worker jobs.py ...`; killed at teardown."""
-    jobs = tmp_path / "jobs.py"
-    jobs.write_text(JOBS_MODULE)
-    procs: list[Process] = []
-
-    def _spawn(*args: str) -> Process:
-        log = tmp_path / f"worker-{len(procs)}.log"
-        handle = log.open("wb")
-        popen = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "conveyor",
-                "worker",
-                str(jobs),
-                "--database-url",
-                db_url,
-                "--poll-interval",
-                "0.5",
-                *args,
-            ],
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            cwd=tmp_path,
-        )
-        proc = Process(popen, log, handle)
-        procs.append(proc)
-        return proc
-
-    yield _spawn
-    for proc in procs:
-        if proc.popen.poll() is None:
-            proc.popen.kill()
-        proc.popen.wait(10)
-        proc.handle.close()
+def spawn(spawn_worker: Callable[..., WorkerSubprocess]) -> Callable[..., WorkerSubprocess]:
+    """Start `conveyor worker` on this module's jobs (--poll-interval 0.5)."""
+    return functools.partial(spawn_worker, JOBS_MODULE, "--poll-interval", "0.5")
 
 
 @pytest.fixture
@@ -119,7 +73,7 @@ def registered(conn: psycopg.Connection[Any], process_id: int) -> int | None:
 
 @pytest.mark.slow
 def test_three_workers_work_5000_jobs_exactly_once(
-    tables: psycopg.Connection[Any], spawn: Callable[..., Process]
+    tables: psycopg.Connection[Any], spawn: Callable[..., WorkerSubprocess]
 ) -> None:
     conn = tables
     workers = [spawn("-w", "4") for _ in range(3)]
@@ -147,7 +101,7 @@ def test_three_workers_work_5000_jobs_exactly_once(
 
 
 def test_sigkill_mid_job_frees_the_job_at_once_and_it_runs_again(
-    tables: psycopg.Connection[Any], spawn: Callable[..., Process]
+    tables: psycopg.Connection[Any], spawn: Callable[..., WorkerSubprocess]
 ) -> None:
     conn = tables
     job_id = conveyor.enqueue(conn, "Slow", 60)
@@ -173,7 +127,7 @@ def test_sigkill_mid_job_frees_the_job_at_once_and_it_runs_again(
 
 
 def test_sigterm_unlocks_the_buffer_at_once_finishes_running_jobs_and_exits_0(
-    tables: psycopg.Connection[Any], spawn: Callable[..., Process]
+    tables: psycopg.Connection[Any], spawn: Callable[..., WorkerSubprocess]
 ) -> None:
     conn = tables
     conveyor.enqueue_many(conn, [{"job_class": "Slow", "args": [1.5]} for _ in range(6)])
@@ -193,7 +147,7 @@ def test_sigterm_unlocks_the_buffer_at_once_finishes_running_jobs_and_exits_0(
 
 
 def test_a_second_signal_exits_at_once(
-    tables: psycopg.Connection[Any], spawn: Callable[..., Process]
+    tables: psycopg.Connection[Any], spawn: Callable[..., WorkerSubprocess]
 ) -> None:
     conn = tables
     conveyor.enqueue(conn, "Slow", 60)
@@ -207,7 +161,7 @@ def test_a_second_signal_exits_at_once(
 
 
 def test_the_shutdown_timeout_abandons_a_job_which_is_then_free(
-    tables: psycopg.Connection[Any], spawn: Callable[..., Process]
+    tables: psycopg.Connection[Any], spawn: Callable[..., WorkerSubprocess]
 ) -> None:
     conn = tables
     conveyor.enqueue(conn, "Slow", 60)

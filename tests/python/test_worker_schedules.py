@@ -11,20 +11,19 @@ occurrence (data.schedule.at is the moved time).
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
-import subprocess
-import sys
 import textwrap
 import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
-from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import conveyor
 import psycopg
 import pytest
+from chaos_support import WorkerSubprocess
 from conveyor import registry as job_module
 from conveyor import schedules as schedules_module
 from conveyor.schedule_clock import MINIMUM_WAIT, ScheduleClock
@@ -53,9 +52,7 @@ def move_next_run(conn: psycopg.Connection[Any], name: str, seconds: int) -> Any
     return row[0]
 
 
-def occurrence_jobs(
-    conn: psycopg.Connection[Any], name: str
-) -> list[tuple[Any, Any, Any]]:
+def occurrence_jobs(conn: psycopg.Connection[Any], name: str) -> list[tuple[Any, Any, Any]]:
     """(data.schedule.at, created_at, finished_at) of the jobs of schedule `name`."""
     return conn.execute(
         "SELECT (data -> 'schedule' ->> 'at')::timestamptz, created_at, finished_at"
@@ -134,9 +131,7 @@ def test_the_locker_enqueues_an_occurrence_at_its_due_time_not_at_the_next_poll(
     [(at, created_at, _)] = occurrence_jobs(conn, "tick")
     assert at == due
     assert timedelta(0) <= created_at - due < timedelta(seconds=1)
-    wait_for(
-        lambda: occurrence_jobs(conn, "tick")[0][2] is not None, what="the job worked"
-    )
+    wait_for(lambda: occurrence_jobs(conn, "tick")[0][2] is not None, what="the job worked")
     # The next occurrence is the next minute's: nothing more for now.
     time.sleep(0.5)
     assert len(occurrence_jobs(conn, "tick")) == 1
@@ -175,9 +170,7 @@ def test_the_worker_applies_declared_schedules_at_start(
 
     class WWeekly(conveyor.Job):
         priority = 5
-        schedule = conveyor.Schedule(
-            cron="0 4 * * 1", args=("full",), time_zone="Europe/Berlin"
-        )
+        schedule = conveyor.Schedule(cron="0 4 * * 1", args=("full",), time_zone="Europe/Berlin")
 
         def run(self, kind: str) -> None:
             pass
@@ -233,17 +226,12 @@ def test_a_role_that_may_not_change_schedules_warns_once_and_works_on(
         name, _ = make("conveyor_worker")
         start_worker(make_conninfo(db_url, user=name), poll_interval=0.5)
         # It still enqueues the schedules already in the database.
-        wait_for(
-            lambda: len(occurrence_jobs(conn, "existing")) == 1, what="the occurrence"
-        )
+        wait_for(lambda: len(occurrence_jobs(conn, "existing")) == 1, what="the occurrence")
     assert occurrence_jobs(conn, "existing")[0][0] == due
     warnings = [r for r in caplog.records if r.msg == "schedules_not_applied"]
     assert len(warnings) == 1
     assert warnings[0].levelno == logging.WARNING
-    assert (
-        scalar(conn, "SELECT count(*) FROM conveyor.schedules WHERE name = 'as-worker'")
-        == 0
-    )
+    assert scalar(conn, "SELECT count(*) FROM conveyor.schedules WHERE name = 'as-worker'") == 0
 
 
 # --- real worker processes -------------------------------------------------------------
@@ -263,50 +251,10 @@ JOBS_MODULE = textwrap.dedent(
 )
 
 
-class Process:
-    def __init__(
-        self, popen: subprocess.Popen[bytes], log: Path, handle: IO[bytes]
-    ) -> None:
-        self.popen = popen
-        self.log = log
-        self.handle = handle
-
-
 @pytest.fixture
-def spawn(db_url: str, tmp_path: Path) -> Iterator[Callable[[], Process]]:
-    jobs = tmp_path / "jobs.py"
-    jobs.write_text(JOBS_MODULE)
-    procs: list[Process] = []
-
-    def _spawn() -> Process:
-        log = tmp_path / f"worker-{len(procs)}.log"
-        handle = log.open("wb")
-        popen = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "conveyor",
-                "worker",
-                str(jobs),
-                "--database-url",
-                db_url,
-                "--poll-interval",
-                "0.3",
-            ],
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            cwd=tmp_path,
-        )
-        proc = Process(popen, log, handle)
-        procs.append(proc)
-        return proc
-
-    yield _spawn
-    for proc in procs:
-        if proc.popen.poll() is None:
-            proc.popen.kill()
-        proc.popen.wait(10)
-        proc.handle.close()
+def spawn(spawn_worker: Callable[..., WorkerSubprocess]) -> Callable[..., WorkerSubprocess]:
+    """Start `conveyor worker` on this module's jobs (--poll-interval 0.3)."""
+    return functools.partial(spawn_worker, JOBS_MODULE, "--poll-interval", "0.3")
 
 
 def registered(conn: psycopg.Connection[Any], process_id: int) -> bool:
@@ -321,15 +269,13 @@ def registered(conn: psycopg.Connection[Any], process_id: int) -> bool:
 
 @pytest.mark.slow
 def test_worker_processes_make_one_job_per_occurrence_across_a_restart(
-    conn: psycopg.Connection[Any], spawn: Callable[[], Process]
+    conn: psycopg.Connection[Any], spawn: Callable[[], WorkerSubprocess]
 ) -> None:
     workers = [spawn() for _ in range(3)]
     for worker in workers:
         wait_for(lambda w=worker: registered(conn, w.popen.pid), what="registration")
     # The workers declared the schedule at start-up (and kept its occurrence).
-    assert (
-        scalar(conn, "SELECT count(*) FROM conveyor.schedules WHERE name = 'tick'") == 1
-    )
+    assert scalar(conn, "SELECT count(*) FROM conveyor.schedules WHERE name = 'tick'") == 1
     occurrences = []
     for round_number in range(8):
         if round_number == 4:
@@ -338,9 +284,7 @@ def test_worker_processes_make_one_job_per_occurrence_across_a_restart(
             workers[0].popen.send_signal(signal.SIGTERM)
             assert workers[0].popen.wait(15) == 0
             workers[0] = spawn()
-            wait_for(
-                lambda: registered(conn, workers[0].popen.pid), what="registration"
-            )
+            wait_for(lambda: registered(conn, workers[0].popen.pid), what="registration")
         occurrences.append(move_next_run(conn, "tick", 1))
         wait_for(
             lambda: len(occurrence_jobs(conn, "tick")) == len(occurrences),
@@ -348,9 +292,7 @@ def test_worker_processes_make_one_job_per_occurrence_across_a_restart(
             what=f"occurrence {round_number}",
         )
     wait_for(
-        lambda: all(
-            finished is not None for _, _, finished in occurrence_jobs(conn, "tick")
-        ),
+        lambda: all(finished is not None for _, _, finished in occurrence_jobs(conn, "tick")),
         what="every occurrence worked",
     )
     time.sleep(1.0)  # any duplicate would have been enqueued by now
