@@ -225,8 +225,9 @@ def test_a_bug_is_not_hidden_behind_one_line() -> None:
     # a ValueError, which the wrapper once turned into one line too.
     code = (
         "import conveyor.cli as c\n"
+        "import conveyor.cli_support as s\n"
         "@c.cli.command()\n"
-        "@c._errors_as_one_line\n"
+        "@s.errors_as_one_line\n"
         "def buggy():\n"
         "    return int('a bug')\n"
         "c.main()\n"

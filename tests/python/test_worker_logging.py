@@ -130,7 +130,10 @@ def test_text_format_prints_tracebacks_as_tracebacks(
     assert 'error_message="it broke"' in lines[errored]
     assert lines[errored + 1] == "Traceback (most recent call last):"
     assert lines[errored + 2].startswith('  File "')
-    assert "ValueError: it broke" in lines[errored + 3 : errored + 12]
+    # The traceback runs to its last line, the exception, before the next event.
+    rest = lines[errored + 3 :]
+    end = next((i for i, line in enumerate(rest) if not line.startswith(" ")), len(rest))
+    assert rest[end] == "ValueError: it broke"
 
 
 def test_the_format_comes_from_the_environment(
