@@ -1,4 +1,5 @@
-"""The :class:`Job` base class, its helper methods, and the job-class registry.
+"""The :class:`Job` base class and its helper methods (the job-class registry is
+:mod:`conveyor.registry`).
 
 The class owns enqueueing (as Que's ``Job.enqueue`` does):
 :func:`conveyor.enqueue` and :func:`conveyor.enqueue_many` are thin fronts

@@ -1,5 +1,5 @@
 """`conveyor enqueue` takes a job class's defaults when it can import the class
-(issue 11, item 4): through --module or a dotted name, as from Python;
+through --module or a dotted name, as from Python;
 options given on the command line win."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """cli.md's table of log events lists every event the package logs, at the
-level it logs it, and nothing it does not (issue 11: the table had drifted).
+level it logs it, and nothing it does not.
 The events are collected from the code itself: every `log(level, "event", ...)`
 call in client/conveyor, read by AST."""
 

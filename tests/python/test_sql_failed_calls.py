@@ -1,5 +1,5 @@
 """A lock or release call that fails leaves the session holding exactly what
-it held before the call (issue 11, item 1).
+it held before the call.
 
 Each test has the session hold some jobs first, makes a call fail part-way
 (statement_timeout, pg_cancel_backend from another session, a full lock

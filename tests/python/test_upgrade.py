@@ -137,7 +137,7 @@ def test_an_upgrade_keeps_every_job_and_gives_a_fresh_install_schema(
         finally:
             assert worker.stop(timeout=10)
         assert sorted(ran) == list(range(5))
-        left = {row[0] for row in jobs_table(url)}
+        left = {row[0] for row in jobs_table(url)[1]}
         assert left.isdisjoint(ready) and {held, errored} <= left and len(left) == 3
         with psycopg.connect(url) as conn:
             assert conn.execute(

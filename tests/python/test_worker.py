@@ -321,7 +321,7 @@ def test_expire_from_handle_error_records_the_error(
     start_worker: Callable[..., conveyor.Worker],
     own_connection: bool,
 ) -> None:
-    """Que's expire: the expired job says why (issue 11, item 5)."""
+    """Que's expire: the expired job says why."""
     job_id = WGivesUp.enqueue(own_connection, conn=conn)
     run_at = job_row(conn, job_id)["run_at"]  # type: ignore[index]
     worker = start_worker(worker_count=1)

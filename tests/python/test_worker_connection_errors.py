@@ -1,4 +1,4 @@
-"""A worker tells a mistake from an outage (issue 11, item 9): a URL or login
+"""A worker tells a mistake from an outage: a URL or login
 that retrying cannot fix exits non-zero with one line; an unreachable server
 is retried (backoff capped at 1 s, as cli.md says) until SIGTERM."""
 

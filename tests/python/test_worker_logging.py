@@ -1,4 +1,4 @@
-"""The worker's logs (issue 11, items 6 and 7): job code's plain loggers come
+"""The worker's logs: job code's plain loggers come
 out in the worker's format at its level, once; --log-format text|json, text
 by default at a terminal (tested in a real pty), JSON otherwise."""
 
