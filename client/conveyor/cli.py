@@ -416,25 +416,44 @@ def migrate(database_url: str | None, check: bool) -> None:
     is_flag=True,
     help="Per-queue counts (queue_stats) instead of per-class (job_stats).",
 )
+@click.option(
+    "--watch",
+    is_flag=True,
+    help="Print again every --interval seconds until Ctrl-C (in place on a terminal; "
+    "with --json, one JSON array a line).",
+)
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.1),
+    default=1.0,
+    show_default=True,
+    help="Seconds between refreshes of --watch.",
+)
 @errors_as_one_line
-def stats(database_url: str | None, as_json: bool, queues: bool) -> None:
+def stats(
+    database_url: str | None, as_json: bool, queues: bool, watch: bool, interval: float
+) -> None:
     """Show job_stats(): per job class, the jobs, locked (being worked or
     waiting in a worker's buffer), errored, the highest error count and the
     oldest run_at (or queue_stats with --queues)."""
     query = sql.QUEUE_STATS if queues else sql.JOB_STATS
     with psycopg.connect(require_url(database_url), autocommit=True) as conn:
         require_schema(conn)
-        cursor = conn.execute(query)
-        headers = [column.name for column in cursor.description or []]
-        rows = cursor.fetchall()
-    if as_json:
-        click.echo(
-            json.dumps(
-                [dict(zip(headers, row, strict=True)) for row in rows], default=str, indent=2
-            )
-        )
-    else:
-        click.echo(table(headers, rows))
+
+        def frame() -> str:
+            cursor = conn.execute(query)
+            headers = [column.name for column in cursor.description or []]
+            rows = [dict(zip(headers, row, strict=True)) for row in cursor.fetchall()]
+            if as_json:
+                return json.dumps(rows, default=str, indent=None if watch else 2)
+            return table(headers, [tuple(row.values()) for row in rows])
+
+        if not watch:
+            click.echo(frame())
+            return
+        from .top import watch as watch_frames
+
+        watch_frames(frame, interval, clear=not as_json and sys.stdout.isatty())
 
 
 # --- enqueue --------------------------------------------------------------------------

@@ -143,6 +143,74 @@ def listen(channel: str) -> _sql.Composed:
     return _sql.SQL("LISTEN {}").format(_sql.Identifier(channel))
 
 
+# --- managing jobs: `conveyor jobs` and `conveyor top` (job-history functions) -------
+
+#: One page of jobs, newest first (keyset: rows with id < before_id).
+LIST_JOBS = (
+    "SELECT * FROM conveyor.list_jobs(state => %s::text, queue => %s::text,"
+    " job_class => %s::text, search => %s::text, before_id => %s::bigint, max_rows => %s::integer)"
+)
+#: One job with its state, from the one definition of state (jobs_view).
+SHOW_JOB = "SELECT * FROM conveyor.jobs_view WHERE id = %s::bigint"
+RETRY_NOW = "SELECT conveyor.retry_now(%s::bigint)"
+DISCARD_JOB = "SELECT conveyor.discard_job(%s::bigint, %s::text)"
+#: run_at computed by the server's clock, so `--in 10m` means ten minutes of its time.
+RESCHEDULE_JOB_AT = "SELECT conveyor.reschedule_job(%s::bigint, %s::timestamptz)"
+RESCHEDULE_JOB_IN = (
+    "SELECT conveyor.reschedule_job(%s::bigint, now() + %s::double precision * interval '1 second')"
+)
+_WHERE = (
+    "state => %s::text, queue => %s::text, job_class => %s::text, error_like => %s::text,"
+    " since => %s::timestamptz"
+)
+RETRY_JOBS_WHERE = f"SELECT conveyor.retry_jobs_where({_WHERE})"
+DISCARD_JOBS_WHERE = f"SELECT conveyor.discard_jobs_where({_WHERE}, reason => %s::text)"
+#: A time `--since` gives as an age: now() minus that many seconds, by the server's clock.
+SECONDS_AGO = "SELECT now() - %s::double precision * interval '1 second'"
+
+#: `conveyor top`: per queue, the unresolved jobs by state (jobs_view's one
+#: definition), and how long the oldest ready one has waited. The filter on
+#: finished_at/expired_at lets the planner read only the unresolved rows
+#: through jobs_ready_idx, however many finished jobs are kept.
+TOP_QUEUES = """
+SELECT queue,
+       count(*) FILTER (WHERE state = 'ready') AS ready,
+       count(*) FILTER (WHERE state = 'scheduled') AS scheduled,
+       count(*) FILTER (WHERE state = 'running') AS running,
+       count(*) FILTER (WHERE state = 'retrying') AS retrying,
+       count(*) FILTER (WHERE state NOT IN ('ready', 'scheduled', 'running', 'retrying')) AS other,
+       extract(epoch FROM now() - min(run_at) FILTER (WHERE state = 'ready'))::float8
+         AS oldest_ready_seconds
+  FROM conveyor.jobs_view
+ WHERE finished_at IS NULL AND expired_at IS NULL
+ GROUP BY queue
+ ORDER BY queue
+"""
+#: `conveyor top`: the registered lockers (one per worker process) and how
+#: many job locks each one's session holds: its buffer plus its running jobs.
+TOP_LOCKERS = """
+SELECT l.hostname, l.process_id, l.pid AS backend_pid, l.queues,
+       cardinality(l.worker_priorities) AS worker_threads,
+       (SELECT count(*) FROM pg_catalog.pg_locks AS k
+         WHERE k.pid = l.pid AND k.locktype = 'advisory' AND k.objsubid = 2 AND k.granted
+           AND k.database = (SELECT oid FROM pg_catalog.pg_database
+                              WHERE datname = pg_catalog.current_database())) AS jobs_held,
+       extract(epoch FROM now() - l.started_at)::float8 AS up_seconds
+  FROM conveyor.lockers AS l
+ WHERE EXISTS (SELECT FROM pg_catalog.pg_stat_activity AS a WHERE a.pid = l.pid)
+ ORDER BY l.hostname, l.process_id, l.pid
+"""
+#: `conveyor top`: the table's cumulative row counters. Every job is inserted
+#: once and resolved (finished, retried, expired: one UPDATE; destroyed: one
+#: DELETE) once per attempt, so their rates of change are the jobs enqueued
+#: and worked per second, without reading the table.
+TOP_COUNTERS = """
+SELECT clock_timestamp() AS at, n_tup_ins AS inserted, n_tup_upd + n_tup_del AS resolved
+  FROM pg_catalog.pg_stat_user_tables
+ WHERE relid = 'conveyor.jobs'::regclass
+"""
+
+
 # --- inspection and schema ----------------------------------------------------
 
 # `conveyor stats` names the "working" columns for what they count: jobs some
