@@ -453,7 +453,7 @@ def stats(
             return
         from .top import watch as watch_frames
 
-        watch_frames(frame, interval, clear=not as_json and sys.stdout.isatty())
+        watch_frames(frame, interval, clear=not as_json and sys.stdout.isatty(), blank=not as_json)
 
 
 # --- enqueue --------------------------------------------------------------------------

@@ -49,6 +49,7 @@ LIST_COLUMNS = (
 #: Left out of the list's JSON (``jobs show`` has them): they can be large.
 LIST_JSON_OMITS = frozenset({"errors", "last_error_backtrace"})
 
+_PAST = {"retry": "retried", "discard": "discarded"}
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 
@@ -337,7 +338,7 @@ def _bulk(
             sys.exit(EXIT_CODES.get(error.sqlstate or "", 1))
         if dry_run or count == 0:
             click.echo(
-                f"{count} job(s) would be {verb}d ({where_.describe()})"
+                f"{count} job(s) would be {_PAST[verb]} ({where_.describe()})"
                 if dry_run
                 else f"no job to {verb} ({where_.describe()})"
             )
@@ -352,7 +353,7 @@ def _bulk(
                 click.echo("nothing changed")
                 return
         changed = where(conn, where_)
-    click.echo(f"{changed} job(s) {verb}d")
+    click.echo(f"{changed} job(s) {_PAST[verb]}")
 
 
 @jobs.command()

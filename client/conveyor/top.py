@@ -204,17 +204,18 @@ def snapshot_json(snapshot: Snapshot, rates: tuple[float, float] | None) -> str:
     )
 
 
-def watch(frame: Callable[[], str], interval: float, *, clear: bool) -> None:
+def watch(frame: Callable[[], str], interval: float, *, clear: bool, blank: bool) -> None:
     """Print ``frame()`` every ``interval`` seconds until Ctrl-C: redrawn in
-    place on a terminal (``clear``), else one after another, each followed by
-    a blank line (for a log or a pipe). Ctrl-C ends it with status 0."""
+    place on a terminal (``clear``), else one after another (for a log or a
+    pipe), followed by a blank line when ``blank`` (tables; not JSON lines).
+    Ctrl-C ends it with status 0."""
     try:
         while True:
             text = frame()
             if clear:
                 click.clear()
             click.echo(text)
-            if not clear:
+            if blank and not clear:
                 click.echo()
             sys.stdout.flush()
             time.sleep(interval)
