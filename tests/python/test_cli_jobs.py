@@ -17,6 +17,7 @@ from typing import Any
 import psycopg
 import pytest
 from click.testing import CliRunner
+from psycopg.conninfo import make_conninfo
 from db_support import enqueue, scalar
 from jobs_support import (
     JobsInEveryState,
@@ -393,3 +394,19 @@ def test_as_a_process_json_parses_and_refusals_keep_their_exit_status(
     bulk = conveyor_process("jobs", "discard", "--state", "ready", "--yes", database_url=db_url)
     assert bulk.returncode == 0 and bulk.stdout.strip() == "1 job(s) discarded"
     assert states(conn)[made.ready] == "expired"
+
+
+def test_a_role_without_conveyor_admin_is_refused_with_exit_6(
+    db_url: str, conn: psycopg.Connection[Any], made: JobsInEveryState,
+    login_role: Callable[..., Any],
+) -> None:
+    name, _ = login_role("conveyor_worker")
+    as_worker = make_conninfo(db_url, user=name)
+    result = run(as_worker, "retry", str(made.expired))
+    assert result.exit_code == 6, result.output
+    assert "permission denied" in one_line(result.stderr) and "42501" in result.stderr
+    bulk = run(as_worker, "discard", "--state", "ready", "--yes")
+    assert bulk.exit_code == 6 and "42501" in one_line(bulk.stderr)
+    assert states(conn)[made.expired] == "expired" and states(conn)[made.ready] == "ready"
+    admin_name, _ = login_role("conveyor_admin")
+    assert run(make_conninfo(db_url, user=admin_name), "retry", str(made.expired)).exit_code == 0
