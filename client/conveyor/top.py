@@ -266,8 +266,17 @@ def top(
     require_schema(conn)
     title_base = f"conveyor top  {conn.info.dbname}@{conn.info.host}"
 
+    took = 0.0  # seconds the last refresh's statements took
+
+    def pause() -> float:
+        """The interval, or longer when a refresh is slow (a backlog of a
+        million jobs takes seconds to count): top keeps the database busy at
+        most a tenth of the time."""
+        return max(interval, 9 * took)
+
     def refresh() -> tuple[Snapshot | None, str | None]:
-        nonlocal conn
+        nonlocal conn, took
+        started = time.monotonic()
         try:
             if conn.closed:
                 conn = psycopg.connect(url, autocommit=True, application_name="conveyor top")
@@ -275,13 +284,19 @@ def top(
         except psycopg.OperationalError as error:
             conn.close()
             return None, f"database unreachable, retrying: {first_line(error)}"
+        took = time.monotonic() - started
         meter.add(snapshot.counters)
         return snapshot, None
 
     def view() -> Any:
         snapshot, problem = refresh()
         now = datetime.now().astimezone().strftime("%H:%M:%S %Z")
-        title = f"{title_base}  {now}  every {interval:g}s"
+        every = (
+            f"every {pause():.1f}s (slowed: a refresh takes {took:.1f}s)"
+            if (pause() > interval)
+            else f"every {interval:g}s"
+        )
+        title = f"{title_base}  {now}  {every}"
         if snapshot is None:
             from rich.text import Text
 
@@ -305,10 +320,10 @@ def top(
                     console.print(render(snapshot, meter.rates(), title))
                 if once:
                     return
-                time.sleep(interval)
+                time.sleep(pause())
         with Live(view(), screen=True, auto_refresh=False) as live:
             while True:
-                time.sleep(interval)
+                time.sleep(pause())
                 live.update(view(), refresh=True)
     except KeyboardInterrupt:
         pass
