@@ -24,6 +24,7 @@ from .errors import ConveyorError, leaked_connections_error
 from .event_loop import EventLoopThread
 from .locker import Locker
 from .logs import log
+from .metrics import WorkerMetrics
 from .poolers import configure_pooled_connection
 from .waker import Waker
 from .worker_threads import WorkerThreads
@@ -303,6 +304,10 @@ class Worker:
     :class:`psycopg_pool.AsyncConnectionPool` as large as the blocking pool.
     A job that blocks the loop for longer than ``async_block_threshold``
     seconds is logged (``event_loop_blocked``; None turns the watchdog off).
+
+    ``metrics``: count jobs worked, errored and expired, their durations and
+    start delays, and the locker's round trips, in :attr:`metrics` (served
+    as ``/metrics`` by :class:`conveyor.probes.ProbeServer`).
     """
 
     def __init__(
@@ -326,6 +331,7 @@ class Worker:
         pool: ConnectionPool | None = None,
         async_concurrency: int = 100,
         async_block_threshold: float | None = 0.25,
+        metrics: bool = False,
     ) -> None:
         if isinstance(queues, str):
             queues = [queues]
@@ -364,6 +370,8 @@ class Worker:
             ceilings=self.worker_priorities,
             wake=self._waker.wake,
         )
+        #: The process's job and locker counters (None unless ``metrics``).
+        self.metrics: WorkerMetrics | None = WorkerMetrics() if metrics else None
         self._locker: Locker | None = None
         self._threads: WorkerThreads | None = None
         self._context: _PoolContext | None = None
@@ -415,7 +423,10 @@ class Worker:
             event_loop=self._event_loop,
             error_notifier=notifier,
             job_middleware=job_middleware,
+            metrics=self.metrics,
         )
+        if self.metrics is not None:
+            self._locker.on_round_trip = self.metrics.round_trip
         log(
             logging.INFO,
             "worker_started",
@@ -507,8 +518,27 @@ class Worker:
 
     @property
     def connected(self) -> bool:
-        """Whether the locker is connected and registered."""
-        return self._locker is not None and self._locker.connected
+        """Whether the locker is connected, registered and LISTENing (False
+        while it reconnects, and once it has stopped)."""
+        locker = self._locker
+        return locker is not None and locker.connected and locker.thread.is_alive()
+
+    @property
+    def started(self) -> bool:
+        """Whether the worker has started and not stopped: its locker has
+        connected (it may be reconnecting now) and its threads all run."""
+        locker = self._locker
+        return (
+            locker is not None
+            and (locker.connected or locker.reconnects > 0)
+            and not self._stopped.is_set()
+            and all(thread.is_alive() for thread in self.threads)
+        )
+
+    @property
+    def reconnects(self) -> int:
+        """How many times the locker lost its session and started a new one."""
+        return self._locker.reconnects if self._locker is not None else 0
 
     @property
     def fatal_error(self) -> BaseException | None:

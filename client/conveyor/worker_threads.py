@@ -35,6 +35,7 @@ from .event_loop import EventLoopThread
 from .job import Job, resolve_job_class
 from .job_context import JobContext
 from .logs import LEVELS, LOGGER, log
+from .metrics import WorkerMetrics
 from .protocol import Action, LockedJob, Resolution, job_row_dict
 
 __all__ = ["DEFAULT_WORKER_PRIORITIES", "parse_worker_priorities", "worker_priorities"]
@@ -100,8 +101,10 @@ class WorkerThreads:
         event_loop: EventLoopThread,
         error_notifier: ErrorNotifier | None,
         job_middleware: Sequence[JobMiddleware],
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self._buffer = buffer
+        self._metrics = metrics
         self._context = context
         self._event_loop = event_loop
         self._error_notifier = error_notifier
@@ -225,6 +228,8 @@ class WorkerThreads:
                 job_class=row.job_class,
                 error=describe(error),
             )
+        if self._metrics is not None:
+            self._metrics.job_done(row, elapsed, resolution, errored=False)
         return resolution
 
     def _errored(
@@ -293,6 +298,8 @@ class WorkerThreads:
             )
         if notify:
             self._notify(error, row, error_count)
+        if self._metrics is not None:
+            self._metrics.job_done(row, elapsed, resolution, errored=True)
         return resolution
 
     def _notify(self, error: BaseException, row: LockedJob, error_count: int) -> None:
