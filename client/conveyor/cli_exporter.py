@@ -25,6 +25,7 @@ import psycopg
 
 from . import sql
 from .cli_support import database_url_option, errors_as_one_line, require_url
+from .errors import NOT_INSTALLED, SchemaError
 from .logs import configure_logging, log
 from .metrics import require_prometheus_client
 from .probes import HTTPRoutes, metrics_route
@@ -55,7 +56,7 @@ class QueueStatsCollector:
         self._up = False
         self._seconds = 0.0
         #: The error of the last read, if it failed.
-        self.last_error: psycopg.Error | None = None
+        self.last_error: psycopg.Error | SchemaError | None = None
         self._families = require_prometheus_client().metrics_core
 
     def describe(self) -> list[Any]:
@@ -76,7 +77,9 @@ class QueueStatsCollector:
             self.last_error = None
         except psycopg.Error as error:
             self.last_error = error
-            log(logging.ERROR, "exporter_query_failed", error=str(error).strip())
+            if isinstance(error, psycopg.errors.InvalidSchemaName):
+                self.last_error = SchemaError(NOT_INSTALLED)
+            log(logging.ERROR, "exporter_query_failed", error=str(self.last_error).strip())
             if self._conn is not None:
                 self._conn.close()
             self._conn = None
