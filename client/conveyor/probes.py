@@ -2,7 +2,7 @@
 ``conveyor worker --probe-port 8081`` on a thread of its own
 (``conveyor-probes``), and the small HTTP server ``conveyor exporter`` shares.
 
-- ``/status``: 200 while the process runs (the server answers at all).
+- ``/status`` (and ``/``): 200 while the process runs (the server answers).
 - ``/status/started``: 200 once the worker has started -- its locker has
   connected and its threads run -- and until it stops; 503 before.
 - ``/status/connected``: 200 while the locker's session is up and
@@ -136,6 +136,7 @@ class ProbeServer:
         self, worker: Worker, *, port: int, host: str = "0.0.0.0", metrics: bool | None = None
     ) -> None:
         routes: dict[str, Route] = {
+            "/": lambda: _status(True, "running"),  # GoodJob answers / as /status
             "/status": lambda: _status(True, "running"),
             "/status/started": lambda: _status(worker.started, "started"),
             "/status/connected": lambda: _status(worker.connected, "connected"),

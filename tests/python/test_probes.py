@@ -110,6 +110,7 @@ def test_in_process_probes_follow_the_worker_and_metrics_count_known_jobs(
     port = probes.port
     # Not started yet: the process answers, the worker is neither started nor connected.
     assert get(port, "/status") == (200, "running\n")
+    assert get(port, "/") == (200, "running\n")
     assert get(port, "/status/started")[0] == 503
     assert get(port, "/status/connected")[0] == 503
     assert get(port, "/nowhere")[0] == 404
