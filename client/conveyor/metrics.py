@@ -91,18 +91,22 @@ class _Histogram:
         merged.total += self.total
 
 
-class _ThreadStats:
-    """The counters of one reporting thread, written by that thread only."""
+class _ClassStats:
+    """One thread's counters of one (queue, job_class), written by that thread only."""
 
-    __slots__ = ("durations", "outcomes", "start_delays")
+    __slots__ = ("delays", "durations", "errored", "expired", "worked")
 
     def __init__(self) -> None:
-        #: (outcome, queue, job_class) -> jobs.
-        self.outcomes: dict[tuple[str, str, str], int] = {}
-        #: (queue, job_class) -> run time.
-        self.durations: dict[tuple[str, str], _Histogram] = {}
-        #: queue -> seconds from run_at to the start of the run.
-        self.start_delays: dict[str, _Histogram] = {}
+        self.worked = 0
+        self.errored = 0
+        self.expired = 0
+        self.durations = _Histogram(JOB_SECONDS_BUCKETS)
+        #: Seconds from run_at to the start of the run (exported by queue).
+        self.delays = _Histogram(JOB_SECONDS_BUCKETS)
+
+
+#: One thread's counters: (queue, job_class) -> its stats.
+_ThreadStats = dict[tuple[str, str], _ClassStats]
 
 
 class WorkerMetrics:
@@ -120,65 +124,79 @@ class WorkerMetrics:
     def job_done(
         self, row: LockedJob, elapsed: float, resolution: Resolution, *, errored: bool
     ) -> None:
-        """Count one job a thread ran (``elapsed`` seconds) and its outcome."""
+        """Count one job a thread ran (``elapsed`` seconds) and its outcome.
+        About 1 us: one dict lookup, a few slot updates, two bisects."""
         try:
-            stats: _ThreadStats = self._local.stats
+            table: _ThreadStats = self._local.table
         except AttributeError:
-            stats = self._register_thread()
-        queue, job_class = row.queue, row.job_class
-        outcomes = stats.outcomes
-        key = ("errored" if errored else "worked", queue, job_class)
-        outcomes[key] = outcomes.get(key, 0) + 1
+            table = self._register_thread()
+        key = (row.queue, row.job_class)
+        stats = table.get(key)
+        if stats is None:
+            stats = table[key] = _ClassStats()
+        if errored:
+            stats.errored += 1
+        else:
+            stats.worked += 1
         action = resolution.action
         if action is Action.EXPIRE or (
             action is Action.RETRY
             and (resolution.expire or row.error_count + 1 > row.maximum_retry_count)
         ):  # retry_job's rule for expiring instead of retrying
-            key = ("expired", queue, job_class)
-            outcomes[key] = outcomes.get(key, 0) + 1
-        pair = (queue, job_class)
-        duration = stats.durations.get(pair)
-        if duration is None:
-            duration = stats.durations[pair] = _Histogram(JOB_SECONDS_BUCKETS)
-        duration.observe(elapsed)
-        delay = stats.start_delays.get(queue)
-        if delay is None:
-            delay = stats.start_delays[queue] = _Histogram(JOB_SECONDS_BUCKETS)
+            stats.expired += 1
+        histogram = stats.durations
+        # bisect_left: a value equal to a bound belongs to that bound's bucket (le).
+        histogram.counts[bisect_left(JOB_SECONDS_BUCKETS, elapsed)] += 1
+        histogram.total += elapsed
         # The database's clock set run_at, this host's says when the job
         # started: a skew between them shows here, so never below zero.
-        delay.observe(max(0.0, time.time() - elapsed - row.run_at.timestamp()))
+        delay = time.time() - elapsed - row.run_at.timestamp()
+        delay = delay if delay > 0.0 else 0.0
+        histogram = stats.delays
+        histogram.counts[bisect_left(JOB_SECONDS_BUCKETS, delay)] += 1
+        histogram.total += delay
 
     def round_trip(self, seconds: float) -> None:
         """Record one locker round trip (called on the locker thread)."""
         self._round_trips.observe(seconds)
 
     def _register_thread(self) -> _ThreadStats:
-        stats = self._local.stats = _ThreadStats()
+        table: _ThreadStats = {}
+        self._local.table = table
         with self._register_lock:
-            self._threads.append(stats)
-        return stats
+            self._threads.append(table)
+        return table
 
     # --- reading (a scrape) --------------------------------------------------------
 
-    def _all_threads(self) -> list[_ThreadStats]:
+    def _all_stats(self) -> list[tuple[tuple[str, str], _ClassStats]]:
+        """Every thread's (queue, job_class) stats; a copy of each dict is one
+        C call, safe while its thread adds a key."""
         with self._register_lock:
-            return list(self._threads)
+            tables = list(self._threads)
+        return [item for table in tables for item in table.copy().items()]
 
     def outcomes(self) -> dict[tuple[str, str, str], int]:
         """(outcome, queue, job_class) -> jobs, added up over the threads."""
         merged: dict[tuple[str, str, str], int] = {}
-        for stats in self._all_threads():
-            for key, count in stats.outcomes.copy().items():
-                merged[key] = merged.get(key, 0) + count
+        for (queue, job_class), stats in self._all_stats():
+            for outcome, count in (
+                ("worked", stats.worked),
+                ("errored", stats.errored),
+                ("expired", stats.expired),
+            ):
+                if count:
+                    key = (outcome, queue, job_class)
+                    merged[key] = merged.get(key, 0) + count
         return merged
 
     def durations(self) -> dict[tuple[str, str], _Histogram]:
         """(queue, job_class) -> run time histogram, added up."""
-        return _merge([stats.durations for stats in self._all_threads()], JOB_SECONDS_BUCKETS)
+        return _merge([(key, stats.durations) for key, stats in self._all_stats()])
 
     def start_delays(self) -> dict[str, _Histogram]:
         """queue -> start delay histogram, added up."""
-        return _merge([stats.start_delays for stats in self._all_threads()], JOB_SECONDS_BUCKETS)
+        return _merge([(key[0], stats.delays) for key, stats in self._all_stats()])
 
     def round_trips(self) -> _Histogram:
         merged = _Histogram(ROUND_TRIP_BUCKETS)
@@ -186,14 +204,13 @@ class WorkerMetrics:
         return merged
 
 
-def _merge(tables: list[dict[Any, _Histogram]], bounds: Sequence[float]) -> dict[Any, _Histogram]:
+def _merge(items: list[tuple[Any, _Histogram]]) -> dict[Any, _Histogram]:
     merged: dict[Any, _Histogram] = {}
-    for table in tables:
-        for key, histogram in table.copy().items():
-            target = merged.get(key)
-            if target is None:
-                target = merged[key] = _Histogram(bounds)
-            histogram.add_to(target)
+    for key, histogram in items:
+        target = merged.get(key)
+        if target is None:
+            target = merged[key] = _Histogram(histogram.bounds)
+        histogram.add_to(target)
     return merged
 
 
