@@ -236,3 +236,46 @@ def test_subprocess_serves_http_as_a_worker_role_and_follows_the_database(
     output = (tmp_path / "exporter.log").read_text()
     assert code == 0, output
     assert "exporter_query_failed" in output
+
+
+def test_every_metric_the_docs_and_the_dashboard_name_is_exported(
+    db_url: str, conn: psycopg.Connection[Any]
+) -> None:
+    """The how-to's tables and the Grafana dashboard's queries name only
+    metrics a worker or the exporter really serves (one of each made here)."""
+    import json
+    import re
+
+    import conveyor
+    from conveyor.metrics import WorkerCollector
+
+    enqueue(conn, "ExporterJob", [1])
+    families: set[str] = set()
+    with conveyor.Worker(db_url, queues=["nothing"], metrics=True) as worker:
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(WorkerCollector(worker))
+        families |= {
+            f.name
+            for f in text_string_to_metric_families(generate_latest(registry).decode())
+        }
+    collector = QueueStatsCollector(db_url, min_interval=0)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    families |= {
+        f.name
+        for f in text_string_to_metric_families(generate_latest(registry).decode())
+    }
+    collector.close()
+    docs = Path(__file__).resolve().parents[2] / "docs" / "how-to"
+    text = (docs / "health-checks-and-metrics.md").read_text()
+    dashboard = json.loads((docs / "grafana-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    named = set(re.findall(r"\bconveyor_[a-z_]+", text + "\n".join(exprs)))
+    named -= {"conveyor_worker", "conveyor_bench"}  # the role, the distribution
+    assert len(named) > 15
+    unknown = {
+        name
+        for name in named
+        if re.sub(r"_(total|bucket|count|sum)$", "", name) not in families
+    }
+    assert not unknown, f"named in the docs but not exported: {sorted(unknown)}"
