@@ -48,8 +48,10 @@ from .cli_worker_history import history_options
 from .errors import ConveyorError, describe
 from .job import Job, resolve_job_class
 from .logs import LEVELS, LOG_FORMATS, configure_logging, log
+from .metrics import require_prometheus_client
 from .migrations import migrate as _migrate
 from .migrations import require_schema
+from .probes import ProbeServer
 from .worker import Worker
 from .worker_threads import parse_worker_priorities
 
@@ -292,6 +294,30 @@ def _priorities(ctx: click.Context, param: click.Parameter, value: str | None) -
     "on). Off by default: after a server crash the last resolved jobs may run again.",
 )
 @history_options
+@click.option(
+    "--probe-port",
+    type=click.IntRange(min=0, max=65535),
+    envvar="CONVEYOR_PROBE_PORT",
+    show_envvar=True,
+    help="Serve health probes (/status, /status/started, /status/connected) on this "
+    "HTTP port, and /metrics with --metrics.",
+)
+@click.option(
+    "--probe-host",
+    default="0.0.0.0",
+    show_default=True,
+    envvar="CONVEYOR_PROBE_HOST",
+    show_envvar=True,
+    help="The address the probe port listens on.",
+)
+@click.option(
+    "--metrics",
+    is_flag=True,
+    envvar="CONVEYOR_METRICS",
+    show_envvar=True,
+    help="Record job and locker metrics and serve them as /metrics on --probe-port "
+    "(Prometheus text; needs conveyor[metrics]).",
+)
 @_version_option
 @errors_as_one_line
 def worker(
@@ -313,6 +339,9 @@ def worker(
     log_internals: bool,
     durable_resolutions: bool,
     history: dict[str, Any],
+    probe_port: int | None,
+    probe_host: str,
+    metrics: bool,
 ) -> None:
     """Work jobs: import MODULEs (module names or .py files) so their Job
     classes are known, then lock and run jobs until SIGTERM or SIGINT.
@@ -326,6 +355,10 @@ def worker(
         raise click.BadParameter(
             "must not exceed --maximum-buffer-size", param_hint="--minimum-buffer-size"
         )
+    if metrics and probe_port is None:
+        raise click.BadParameter("needs --probe-port to serve /metrics on", param_hint="--metrics")
+    if metrics:
+        require_prometheus_client()
     _load_modules(modules)
     configure_logging(
         log_level,
@@ -352,7 +385,9 @@ def worker(
         log_internals=log_internals,
         durable_resolutions=durable_resolutions,
         **history,
+        metrics=metrics,
     )
+    probes = None if probe_port is None else ProbeServer(process, port=probe_port, host=probe_host)
     stop_requested = threading.Event()
     signals: list[int] = []
 
@@ -369,11 +404,15 @@ def worker(
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
+    if probes is not None:  # /status answers while the worker starts
+        probes.start()
     process.start()
     while not stop_requested.wait(0.5):
         if process.wait(0):  # the locker ended by itself: a fatal error
             break
     clean = process.stop()
+    if probes is not None:
+        probes.stop()
     fatal = process.fatal_error
     logging.shutdown()
     if fatal is not None:

@@ -30,7 +30,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import psycopg
@@ -128,6 +128,7 @@ class Locker:
         #: Whether the locker is connected and registered now.
         self.connected = False
         self.reconnects = 0
+        self.on_round_trip: Callable[[float], None] = lambda seconds: None  # metrics' timer
         self.thread = threading.Thread(target=self._main, name="conveyor-locker", daemon=True)
 
     # --- control, from other threads ---------------------------------------------
@@ -295,6 +296,7 @@ class Locker:
         schedules = self._schedule_statements() if locking else []
         if not statements and not locks.statements and not schedules:
             return
+        started = time.perf_counter()
         try:
             outputs = self._execute(statements + locks.statements + schedules)
         except psycopg.OperationalError:
@@ -303,6 +305,7 @@ class Locker:
             # loop; those jobs will simply run again.)
             self._carry = [r for r in results if r.action is not Action.UNLOCK]
             raise
+        self.on_round_trip(time.perf_counter() - started)
         self._held.difference_update(released)
         locked = self._take_locked(locks, outputs[len(statements) : len(outputs) - len(schedules)])
         if schedules:
@@ -460,8 +463,7 @@ class Locker:
     def _mine(self, ids: list[int]) -> str:
         """The given jobs whose locks this session holds (after a reconnect,
         jobs locked by the lost session are reported here too), for `held`."""
-        held = self._held
-        return sql.ids(i for i in ids if i in held)
+        return sql.ids(i for i in ids if i in self._held)
 
     def _execute(self, statements: list[Statement]) -> list[Any]:
         """Send the statements in one transaction; the rows of the lock and

@@ -24,6 +24,7 @@ from .errors import ConveyorError, leaked_connections_error
 from .event_loop import EventLoopThread
 from .locker import Locker
 from .logs import log
+from .metrics import WorkerMetrics
 from .poolers import configure_pooled_connection
 from .waker import Waker
 from .worker_threads import WorkerThreads
@@ -312,6 +313,9 @@ class Worker:
     ``cleanup_interval`` seconds (None or 0: never) one worker of the
     database at a time deletes kept jobs finished -- and, with
     ``cleanup_expired``, expired -- more than ``preserve_for`` seconds ago.
+    ``metrics``: count jobs worked, errored and expired, their durations and
+    start delays, and the locker's round trips, in :attr:`metrics` (served
+    as ``/metrics`` by :class:`conveyor.probes.ProbeServer`).
     """
 
     def __init__(
@@ -339,6 +343,7 @@ class Worker:
         cleanup_interval: float | None = cleanup.DEFAULT_INTERVAL,
         preserve_for: float = cleanup.DEFAULT_PRESERVE_FOR,
         cleanup_expired: bool = True,
+        metrics: bool = False,
     ) -> None:
         if isinstance(queues, str):
             queues = [queues]
@@ -392,6 +397,8 @@ class Worker:
             ceilings=self.worker_priorities,
             wake=self._waker.wake,
         )
+        #: The process's job and locker counters (None unless ``metrics``).
+        self.metrics: WorkerMetrics | None = WorkerMetrics() if metrics else None
         self._locker: Locker | None = None
         self._threads: WorkerThreads | None = None
         self._context: _PoolContext | None = None
@@ -444,7 +451,10 @@ class Worker:
             event_loop=self._event_loop,
             error_notifier=notifier,
             job_middleware=job_middleware,
+            metrics=self.metrics,
         )
+        if self.metrics is not None:
+            self._locker.on_round_trip = self.metrics.round_trip
         log(
             logging.INFO,
             "worker_started",
@@ -542,8 +552,27 @@ class Worker:
 
     @property
     def connected(self) -> bool:
-        """Whether the locker is connected and registered."""
-        return self._locker is not None and self._locker.connected
+        """Whether the locker is connected, registered and LISTENing (False
+        while it reconnects, and once it has stopped)."""
+        locker = self._locker
+        return locker is not None and locker.connected and locker.thread.is_alive()
+
+    @property
+    def started(self) -> bool:
+        """Whether the worker has started and not stopped: its locker has
+        connected (it may be reconnecting now) and its threads all run."""
+        locker = self._locker
+        return (
+            locker is not None
+            and (locker.connected or locker.reconnects > 0)
+            and not self._stopped.is_set()
+            and all(thread.is_alive() for thread in self.threads)
+        )
+
+    @property
+    def reconnects(self) -> int:
+        """How many times the locker lost its session and started a new one."""
+        return self._locker.reconnects if self._locker is not None else 0
 
     @property
     def fatal_error(self) -> BaseException | None:

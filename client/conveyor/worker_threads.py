@@ -36,6 +36,7 @@ from .history import encode_result
 from .job import Job, resolve_job_class
 from .job_context import JobContext
 from .logs import LEVELS, LOGGER, log
+from .metrics import WorkerMetrics
 from .protocol import Action, LockedJob, Resolution, job_row_dict
 
 __all__ = ["DEFAULT_WORKER_PRIORITIES", "parse_worker_priorities", "worker_priorities"]
@@ -101,8 +102,10 @@ class WorkerThreads:
         event_loop: EventLoopThread,
         error_notifier: ErrorNotifier | None,
         job_middleware: Sequence[JobMiddleware],
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self._buffer = buffer
+        self._metrics = metrics
         self._context = context
         self._event_loop = event_loop
         self._error_notifier = error_notifier
@@ -230,6 +233,8 @@ class WorkerThreads:
                 job_class=row.job_class,
                 error=describe(error),
             )
+        if self._metrics is not None:
+            self._metrics.job_done(row, elapsed, resolution, errored=False)
         return resolution
 
     def _errored(
@@ -300,6 +305,8 @@ class WorkerThreads:
             )
         if notify:
             self._notify(error, row, error_count)
+        if self._metrics is not None:
+            self._metrics.job_done(row, elapsed, resolution, errored=True)
         return resolution
 
     def _notify(self, error: BaseException, row: LockedJob, error_count: int) -> None:
