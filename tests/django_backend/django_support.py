@@ -31,3 +31,16 @@ def log_rows(event: str | None = None) -> list[tuple[str, str]]:
                 "SELECT event, what FROM shop_log WHERE event = %s ORDER BY id", [event]
             )
         return list(cursor.fetchall())
+
+
+def wait_log(event: str, result_id: str, timeout: float = 30) -> list[str]:
+    """The shop_log rows of ``event`` for the task, once there is one (a
+    receiver in the worker writes it after the result is stored)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = [what for _, what in log_rows(event) if what.startswith(f"{result_id} ")]
+        if rows:
+            return rows
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {event} row for task {result_id} after {timeout} s")
+        time.sleep(0.05)

@@ -17,7 +17,7 @@ from conveyor.contrib.django.compat import (
 )
 from django.db import connection, connections, transaction
 from django.utils import timezone
-from django_support import log_rows, wait_finished
+from django_support import log_rows, wait_finished, wait_log
 
 pytestmark = pytest.mark.usefixtures("django_db_url")
 
@@ -204,6 +204,7 @@ def test_signals_are_sent_where_the_task_is(session_worker: Any) -> None:
 
     result = add.enqueue(4, 4)
     wait_finished(add, result.id)
+    wait_log("finished", result.id)
     events = [
         (event, what.split()[:2])
         for event, what in log_rows()
@@ -227,7 +228,7 @@ def test_failed_task_sends_finished_with_failed(session_worker: Any) -> None:
 
     result = fail.enqueue("signal")
     wait_finished(fail, result.id)
-    finished = [w for e, w in log_rows("finished") if w.startswith(f"{result.id} ")]
+    finished = wait_log("finished", result.id)
     assert len(finished) == 1 and finished[0].split()[1] == "FAILED"
 
 
