@@ -12,7 +12,9 @@ from django.db import migrations
 def install(apps: Any, schema_editor: Any) -> None:
     from conveyor.contrib.django.schema import migrate_alias
 
-    migrate_alias(schema_editor.connection.alias)
+    result = migrate_alias(schema_editor.connection.alias)
+    if result is not None and result.applied:
+        print(f"\n  {result.describe()}", end="")
 
 
 class Migration(migrations.Migration):
