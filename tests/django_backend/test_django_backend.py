@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import socket
 from typing import Any
 
 import pytest
@@ -72,6 +73,10 @@ def test_committed_enqueue_runs_and_reports_its_return_value(
     assert done.args == [2, 3] and done.kwargs == {}
     assert done.enqueued_at is not None and done.finished_at >= done.enqueued_at
     assert done.errors == []
+    worker = f"{socket.gethostname()}:{session_worker.process.pid}"
+    assert done.worker_ids == [worker] and done.attempts == 1
+    assert done.enqueued_at <= done.started_at <= done.finished_at
+    assert done.last_attempted_at == done.started_at
     mailed = wait_finished(send_mail, mail.id)
     assert mailed.return_value == {"to": "ann@example.com", "subject": "hi"}
     assert mailed.kwargs == {"subject": "hi"}
@@ -175,6 +180,8 @@ def test_retries_on_another_alias_with_its_search_path(session_worker: Any) -> N
     assert done.status == TaskResultStatus.SUCCESSFUL
     assert done.return_value == 2
     assert done.attempts == 2
+    worker = f"{socket.gethostname()}:{session_worker.process.pid}"
+    assert done.worker_ids == [worker, worker]
     assert [e.exception_class_path for e in done.errors] == ["shop.tasks.ShopError"]
     assert "first attempt fails" in done.errors[0].traceback
     shown = wait_finished(search_path, search_path.enqueue().id)

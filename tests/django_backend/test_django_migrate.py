@@ -89,10 +89,13 @@ def test_worker_command_takes_conveyor_worker_options(django_db_url: str) -> Non
 
 
 def test_worker_runs_for_a_second_backend(start_worker: Any) -> None:
-    """--backend other: the worker connects through that backend's alias."""
+    """--backend other: the worker connects through that backend's alias
+    (a queue no other worker works, so this worker is the one that ran it)."""
     from django_support import wait_finished
     from shop.tasks import search_path
 
-    result = search_path.enqueue()
-    start_worker("--backend", "other", "-q", "other")
-    assert wait_finished(search_path, result.id).return_value == "shop_schema"
+    result = search_path.using(queue_name="other-solo").enqueue()
+    worker = start_worker("--backend", "other", "-q", "other-solo")
+    done = wait_finished(search_path, result.id)
+    assert done.return_value == "shop_schema"
+    assert done.worker_ids[-1].endswith(f":{worker.process.pid}")

@@ -50,7 +50,7 @@ TASKS = {
     },
     "other": {
         "BACKEND": "conveyor.contrib.django.ConveyorBackend",
-        "QUEUES": ["other"],
+        "QUEUES": ["other", "other-solo"],
         "OPTIONS": {"database": "tasks", "max_retries": 1},
     },
 }
