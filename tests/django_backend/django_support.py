@@ -42,5 +42,7 @@ def wait_log(event: str, result_id: str, timeout: float = 30) -> list[str]:
         if rows:
             return rows
         if time.monotonic() > deadline:
-            raise AssertionError(f"no {event} row for task {result_id} after {timeout} s")
+            raise AssertionError(
+                f"no {event} row for task {result_id} after {timeout} s"
+            )
         time.sleep(0.05)

@@ -7,12 +7,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import conveyor
 import psycopg
 from conftest import manage, recreate, with_dbname
 
-import conveyor
-
-RELEASED = Path(__file__).resolve().parents[2] / "sql" / "released" / "conveyor-0.1.0.sql"
+RELEASED = (
+    Path(__file__).resolve().parents[2] / "sql" / "released" / "conveyor-0.1.0.sql"
+)
 
 
 def test_migrate_installs_then_finds_it_up_to_date(admin_url: str) -> None:
@@ -71,7 +72,9 @@ def test_migrate_upgrades_after_the_migration_ran(admin_url: str) -> None:
         assert conveyor.migrate(url, check=True).status == "up to date"
         again = manage(url, "migrate", "--no-input")
         assert again.returncode == 0, again.stderr
-        assert "No migrations to apply" in again.stdout and "upgraded" not in again.stdout
+        assert (
+            "No migrations to apply" in again.stdout and "upgraded" not in again.stdout
+        )
     finally:
         recreate(admin_url, name, drop_only=True)
 
@@ -79,7 +82,12 @@ def test_migrate_upgrades_after_the_migration_ran(admin_url: str) -> None:
 def test_worker_command_takes_conveyor_worker_options(django_db_url: str) -> None:
     shown = manage(django_db_url, "conveyor_worker", "--help")
     assert shown.returncode == 0, shown.stderr
-    for option in ("--queue-name", "--worker-count", "--poll-interval", "--shutdown-timeout"):
+    for option in (
+        "--queue-name",
+        "--worker-count",
+        "--poll-interval",
+        "--shutdown-timeout",
+    ):
         assert option in shown.stdout
     assert "manage.py conveyor_worker" in shown.stdout
     bad = manage(django_db_url, "conveyor_worker", "--backend", "nope")

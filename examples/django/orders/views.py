@@ -10,7 +10,9 @@ from .tasks import send_confirmation
 def place_order(request: HttpRequest) -> JsonResponse:
     body = json.loads(request.body or "{}")
     with transaction.atomic():
-        order = Order.objects.create(email=body["email"], total_cents=body["total_cents"])
+        order = Order.objects.create(
+            email=body["email"], total_cents=body["total_cents"]
+        )
         # In the same transaction as the order: no order, no e-mail; and the
         # worker sees the task only once the order is committed.
         result = send_confirmation.enqueue(order.pk)

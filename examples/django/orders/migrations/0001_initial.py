@@ -3,8 +3,8 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     initial = True
-    dependencies = [("conveyor", "0001_conveyor_schema")]
-    operations = [
+    dependencies = [("conveyor", "0001_conveyor_schema")]  # noqa: RUF012
+    operations = [  # noqa: RUF012
         migrations.CreateModel(
             name="Order",
             fields=[
