@@ -146,7 +146,9 @@ def dumps(value: Any, what: str) -> str:
         raise TypeError(f"{what} must be JSON-serializable: nested too deeply") from None
 
 
-def _insert_job_query(name: str, args: Any, options: dict[str, Any]) -> tuple[str, list[Any]]:
+def insert_job_query(name: str, args: Any, options: dict[str, Any]) -> tuple[str, list[Any]]:
+    """The statement and parameters that ``conveyor.enqueue`` one job (for
+    callers that run it on their own cursor, such as Django's)."""
     if "data" in options:
         options["data"] = dumps(dict(options["data"]), "data")
     return sql.enqueue(tuple(options)), [name, dumps(args, "args"), *options.values()]
@@ -154,7 +156,7 @@ def _insert_job_query(name: str, args: Any, options: dict[str, Any]) -> tuple[st
 
 def insert_job(conn: psycopg.Connection[Any], name: str, args: Any, options: dict[str, Any]) -> int:
     """``conveyor.enqueue`` one job; its id."""
-    statement, params = _insert_job_query(name, args, options)
+    statement, params = insert_job_query(name, args, options)
     row = conn.execute(statement, params).fetchone()
     assert row is not None
     job_id: int = row[0]
@@ -165,7 +167,7 @@ async def ainsert_job(
     conn: psycopg.AsyncConnection[Any], name: str, args: Any, options: dict[str, Any]
 ) -> int:
     """:func:`insert_job` on an async connection."""
-    statement, params = _insert_job_query(name, args, options)
+    statement, params = insert_job_query(name, args, options)
     row = await (await conn.execute(statement, params)).fetchone()
     assert row is not None
     job_id: int = row[0]

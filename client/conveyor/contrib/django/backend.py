@@ -1,0 +1,156 @@
+"""``ConveyorBackend``: Django's tasks framework on conveyor.
+
+``TASKS = {"default": {"BACKEND": "conveyor.contrib.django.ConveyorBackend",
+"QUEUES": ["default", "mail"], "OPTIONS": {"database": "default",
+"max_retries": 0}}}``. A task is enqueued as one conveyor job of the class
+:class:`~conveyor.contrib.django.job.DjangoTask` through Django's own
+connection of the ``database`` alias, in the caller's transaction: inside
+``transaction.atomic()`` it is rolled back with it and visible to workers
+once it commits. ``python manage.py conveyor_worker`` runs it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
+from django.db import connections
+from django.utils import timezone
+
+from ... import enqueueing
+from .compat import (
+    BaseTaskBackend,
+    InvalidTaskBackend,
+    Task,
+    TaskResult,
+    TaskResultDoesNotExist,
+    TaskResultStatus,
+    task_enqueued,
+)
+from .job import DjangoTask
+from .results import (
+    RESULT_QUERY,
+    JobRow,
+    conveyor_priority,
+    json_value,
+    load_task,
+    task_result,
+)
+
+__all__ = ["ConveyorBackend"]
+
+#: OPTIONS the backend knows, with their defaults.
+DEFAULT_OPTIONS: dict[str, Any] = {
+    # The DATABASES alias whose connection enqueues (and whose database the
+    # worker and the migration use).
+    "database": "default",
+    # Errors a task may raise before it FAILS (Django's tasks fail at the
+    # first error; a retried task is READY again, its errors listed).
+    "max_retries": 0,
+}
+
+
+class ConveyorBackend(BaseTaskBackend):
+    """A Django task backend that enqueues conveyor jobs (see the module docs)."""
+
+    supports_defer = True
+    supports_async_task = True
+    supports_get_result = True
+    supports_priority = True
+
+    def __init__(self, alias: str, params: dict[str, Any]) -> None:
+        super().__init__(alias, params)
+        unknown = set(self.options) - set(DEFAULT_OPTIONS)
+        if unknown:
+            raise InvalidTaskBackend(
+                f"TASKS[{alias!r}]: unknown OPTIONS {sorted(unknown)} for "
+                f"conveyor.contrib.django.ConveyorBackend (known: {sorted(DEFAULT_OPTIONS)})"
+            )
+        options = {**DEFAULT_OPTIONS, **self.options}
+        self.database: str = options["database"]
+        retries = options["max_retries"]
+        if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+            raise InvalidTaskBackend(
+                f"TASKS[{alias!r}]: OPTIONS['max_retries'] must be an integer >= 0, not {retries!r}"
+            )
+        self.max_retries: int = retries
+
+    def _connection(self) -> Any:
+        try:
+            return connections[self.database]
+        except Exception as error:  # django.utils.connection.ConnectionDoesNotExist
+            raise ImproperlyConfigured(
+                f"TASKS[{self.alias!r}]: OPTIONS['database'] is {self.database!r}, "
+                "which is not in DATABASES"
+            ) from error
+
+    def enqueue(self, task: Task, args: Any, kwargs: Any) -> TaskResult:
+        """Insert the task as a conveyor job in the current transaction of the
+        ``database`` alias's connection; its TaskResult (status READY)."""
+        self.validate_task(task)
+        options = enqueueing.options(
+            None,
+            queue=task.queue_name,
+            priority=conveyor_priority(task.priority),
+            run_at=task.run_after,
+            data={"task": task.module_path, "backend": self.alias},
+            maximum_retry_count=self.max_retries,
+            kwargs=dict(kwargs),
+        )
+        statement, params = enqueueing.insert_job_query(DjangoTask.job_class, list(args), options)
+        job_id = self._insert(statement, params)
+        result = TaskResult(
+            task=task,
+            id=str(job_id),
+            status=TaskResultStatus.READY,
+            enqueued_at=timezone.now(),
+            started_at=None,
+            finished_at=None,
+            last_attempted_at=None,
+            args=list(args),
+            kwargs=dict(kwargs),
+            backend=self.alias,
+            errors=[],
+            worker_ids=[],
+        )
+        task_enqueued.send(type(self), task_result=result)
+        return result
+
+    def _insert(self, statement: str, params: list[Any]) -> int:
+        """Run the enqueue statement on the psycopg connection under Django's
+        (in its transaction), with Django's checks and error translation.
+        Django's cursor wrapper is left out: it costs more CPU than the
+        statement itself (see docs/performance.md), and so are its
+        ``execute_wrapper`` hooks and its DEBUG query log."""
+        db = self._connection()
+        db.ensure_connection()
+        db.validate_no_broken_transaction()
+        with db.wrap_database_errors:
+            row = db.connection.execute(statement, params).fetchone()
+        return int(row[0])
+
+    def get_result(self, result_id: str) -> TaskResult:
+        """The task's result as conveyor's ``jobs_view`` has it now: the job
+        must still exist (finished jobs are kept until ``conveyor.cleanup``)."""
+        row = self.job_row(result_id)
+        return task_result(row, load_task(_data(row)["task"], row), self.alias)
+
+    def job_row(self, result_id: str) -> JobRow:
+        try:
+            job_id = int(result_id)
+        except (TypeError, ValueError):
+            raise TaskResultDoesNotExist(result_id) from None
+        with self._connection().cursor() as cursor:
+            cursor.execute(RESULT_QUERY, (job_id,))
+            found = cursor.fetchone()
+        if found is None:
+            raise TaskResultDoesNotExist(result_id)
+        row = JobRow(*found)
+        if row.job_class != DjangoTask.job_class:
+            raise TaskResultDoesNotExist(f"{result_id} is a conveyor job, not a Django task")
+        return row
+
+
+def _data(row: JobRow) -> dict[str, Any]:
+    data: dict[str, Any] = json_value(row.data) or {}
+    return data
