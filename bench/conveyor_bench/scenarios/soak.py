@@ -34,8 +34,12 @@ SAMPLE_EVERY = 10.0
 #: Burst jobs are numbered from here, apart from the steady ones.
 BURST_BASE = 100_000_000
 
+#: The server's defaults but for autovacuum on with a short naptime (the table's
+#: own settings come with the schema; docs/performance.md "Tuning" recommends
+#: both) and function timing, for lock_jobs' time per call.
 SERVER_SETTINGS = {
     "autovacuum": "on",
+    "autovacuum_naptime": "'10s'",
     "track_functions": "'pl'",
     "max_connections": "100",
     "shared_buffers": "128MB",
