@@ -262,6 +262,7 @@ def test_two_processes_share_a_backlog_of_short_jobs(
     for proc in (first, second):
         proc.popen.terminate()
         proc.popen.wait(30)
+    print(f"shares of {total} jobs by pid: {shares}")  # for docs/performance.md
     assert values == rows == total, "every job ran exactly once"
     assert set(shares) == {first.popen.pid, second.popen.pid}
     # The goal is >= 35 % each; a loaded machine can starve one process of
