@@ -254,8 +254,10 @@ def test_two_processes_share_a_backlog_of_short_jobs(
         total = 4000
         enqueue_many(conn, total, "AdaptiveShared")
         wait_for(lambda: _remaining(conn) == 0, timeout=180, what="the backlog drained")
-        shares = dict(
-            conn.execute("SELECT pid, count(*) FROM adaptive_ran GROUP BY pid")
+        shares: dict[int, int] = dict(
+            conn.execute(
+                "SELECT pid, count(*) FROM adaptive_ran GROUP BY pid"
+            ).fetchall()
         )
         values = scalar(conn, "SELECT count(DISTINCT value) FROM adaptive_ran")
         rows = scalar(conn, "SELECT count(*) FROM adaptive_ran")
