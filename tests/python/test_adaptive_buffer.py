@@ -251,6 +251,18 @@ def test_two_processes_share_a_backlog_of_short_jobs(
             timeout=60,
             what="two workers registered",
         )
+        # Warm both up first (imports, each thread's pool connection), so
+        # that the backlog meets two running processes, not one still starting.
+        enqueue_many(conn, 200, "AdaptiveShared")
+        wait_for(
+            lambda: (
+                scalar(conn, "SELECT count(DISTINCT pid) FROM adaptive_ran") == 2
+                and _remaining(conn) == 0
+            ),
+            timeout=120,
+            what="both workers warmed up",
+        )
+        conn.execute("TRUNCATE adaptive_ran")
         total = 4000
         enqueue_many(conn, total, "AdaptiveShared")
         wait_for(lambda: _remaining(conn) == 0, timeout=180, what="the backlog drained")
