@@ -15,9 +15,12 @@ from .scenarios import SCENARIOS
 
 __all__ = ["bench"]
 
+LONG_SCENARIOS = ("many_workers", "soak", "soak_short")
 #: ``--scenario peers``: the scenarios the peers take part in.
 GROUPS = {
-    "all": list(SCENARIOS),
+    # The long scenarios (the soak: 10 minutes; many workers: 20 processes)
+    # run only when named.
+    "all": [name for name in SCENARIOS if name not in LONG_SCENARIOS],
     "peers": ["enqueue_single", "enqueue_bulk", "drain", "latency_idle"],
 }
 PEER_NAMES = ("procrastinate", "pgqueuer")
@@ -73,7 +76,7 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     help="Scenario to run (repeatable or comma-separated): "
     + ", ".join(SCENARIOS)
     + "; 'peers' for the four the peers join; "
-    "'all' (the default).",
+    "'all' (the default: all but many_workers, soak and soak_short).",
 )
 @click.option(
     "--jobs",

@@ -211,4 +211,42 @@ def write_plots(report: dict[str, Any], folder: Path) -> list[Path]:
         )
         save(fig, "memory.png")
 
+    for run in _runs(report, "soak") + _runs(report, "soak_short"):
+        save(_soak_figure(plt, run["details"], _subtitle(report)), "soak.png")
+        break
+
     return written
+
+
+def _soak_figure(plt: Any, details: dict[str, Any], subtitle: str) -> Any:
+    """Four panels over the soak's time: enqueue->start p50/p99, lock_jobs ms
+    per call, table and index MB, dead tuples with autovacuum runs."""
+    latency, samples = details["latency_per_10s"], details["samples"]
+    fig, axes = plt.subplots(4, 1, figsize=(9, 10), sharex=True)
+    t = [w["t"] for w in latency]
+    axes[0].plot(t, [w["p50_ms"] for w in latency], label="p50")
+    axes[0].plot(t, [w["p99_ms"] for w in latency], label="p99")
+    axes[0].set_yscale("log")
+    axes[0].set_ylabel("enqueue->start ms")
+    axes[0].legend()
+    timed = [s for s in samples if s.get("lock_ms_per_call") is not None]
+    axes[1].plot([s["t"] for s in timed], [s["lock_ms_per_call"] for s in timed])
+    axes[1].set_ylabel("lock_jobs ms/call")
+    st = [s["t"] for s in samples]
+    axes[2].plot(st, [s["table_bytes"] / 1e6 for s in samples], label="table")
+    axes[2].plot(st, [s["index_bytes"] / 1e6 for s in samples], label="indexes")
+    axes[2].set_ylabel("MB")
+    axes[2].legend()
+    axes[3].plot(st, [s["dead"] for s in samples], label="dead tuples")
+    axes[3].plot(st, [s["live"] for s in samples], label="live tuples")
+    runs = axes[3].twinx()
+    runs.step(st, [s["autovacuums"] for s in samples], color="gray", where="post")
+    runs.set_ylabel("autovacuum runs")
+    axes[3].set_ylabel("tuples")
+    axes[3].legend(loc="upper left")
+    axes[3].set_xlabel("seconds")
+    fig.suptitle(
+        f"soak: {details['rate']:,.0f} jobs/s for {details['seconds']:.0f} s, "
+        f"burst of {details['burst']:,} halfway ({subtitle})"
+    )
+    return fig

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from bisect import insort
 from collections.abc import Callable, Iterable, Sequence
 
@@ -34,13 +35,14 @@ def _key(ceiling: int | None) -> int:
 class Waiter:
     """One worker thread's place in the buffer."""
 
-    __slots__ = ("ceiling", "cond", "key", "row")
+    __slots__ = ("ceiling", "cond", "key", "row", "taken_at")
 
     def __init__(self, ceiling: int | None, lock: threading.Lock) -> None:
         self.ceiling = ceiling
         self.key = _key(ceiling)
         self.cond = threading.Condition(lock)
         self.row: LockedJob | None = None  # a job handed over by push()
+        self.taken_at = 0.0  # when this thread got its current job (monotonic)
 
     def __lt__(self, other: Waiter) -> bool:
         return self.key < other.key
@@ -76,6 +78,10 @@ class JobBuffer:
         self._top: int | None = None if len(numbers) < len(ceilings) else max(numbers)
         #: The largest number of jobs ever waiting at once (for tests and logs).
         self.high_water = 0
+        # Jobs finished through finish() since the last sample(), and the
+        # seconds they took from take to finish (for the adaptive size).
+        self._done = 0
+        self._busy = 0.0
 
     def waiter(self, ceiling: int | None) -> Waiter:
         return Waiter(ceiling, self._lock)
@@ -91,6 +97,8 @@ class JobBuffer:
     def finish(self, waiter: Waiter, result: Resolution) -> LockedJob | None:
         """Report a worked job's resolution, then take the next job."""
         with self._lock:
+            self._done += 1
+            self._busy += time.monotonic() - waiter.taken_at
             self._report(result)
             return self._take(waiter)
 
@@ -112,6 +120,7 @@ class JobBuffer:
         if jobs and jobs[0].priority <= waiter.key:
             row = jobs.pop(0)
             self._running += 1
+            waiter.taken_at = time.monotonic()
             if len(jobs) < self.minimum_size and not self._wake_pending:
                 self._wake_pending = True
                 self._wake()
@@ -128,6 +137,7 @@ class JobBuffer:
             handed = waiter.row
             if handed is not None:
                 waiter.row = None
+                waiter.taken_at = time.monotonic()
                 return handed  # push() counted it as running
             if self._stopped:
                 if waiter in self._idle:
@@ -198,6 +208,29 @@ class JobBuffer:
             if space > 0:
                 counts[self._top] = counts.get(self._top, 0) + space
             return counts
+
+    def sample(self) -> tuple[int, float]:
+        """Jobs finished since the last call, and the seconds they took from
+        take to finish, in all."""
+        with self._lock:
+            done, busy = self._done, self._busy
+            self._done, self._busy = 0, 0.0
+            return done, busy
+
+    def resize(self, minimum_size: int, maximum_size: int) -> list[LockedJob]:
+        """Set new bounds; returns the least urgent waiting jobs that no
+        longer fit, which the caller must unlock."""
+        if not 0 <= minimum_size <= maximum_size:
+            raise ValueError("buffer sizes must satisfy 0 <= minimum <= maximum")
+        with self._lock:
+            self.minimum_size = minimum_size
+            self.maximum_size = maximum_size
+            jobs = self._jobs
+            if len(jobs) <= maximum_size:
+                return []
+            evicted = jobs[maximum_size:]
+            del jobs[maximum_size:]
+            return evicted
 
     def collect(self) -> list[Resolution]:
         """Take the results reported since the last call."""

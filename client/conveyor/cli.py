@@ -218,20 +218,20 @@ def _priorities(ctx: click.Context, param: click.Parameter, value: str | None) -
 @click.option(
     "--minimum-buffer-size",
     type=click.IntRange(min=0),
-    default=2,
-    show_default=True,
+    default=None,
     envvar="CONVEYOR_MINIMUM_BUFFER_SIZE",
     show_envvar=True,
-    help="Poll for more jobs when fewer than this many wait in the buffer.",
+    help="Poll for more jobs when fewer than this many wait in the buffer "
+    "[default: adaptive, 2 when only the maximum is given].",
 )
 @click.option(
     "--maximum-buffer-size",
     type=click.IntRange(min=0),
-    default=8,
-    show_default=True,
+    default=None,
     envvar="CONVEYOR_MAXIMUM_BUFFER_SIZE",
     show_envvar=True,
-    help="Most locked jobs held waiting for a worker thread.",
+    help="Most locked jobs held waiting for a worker thread [default: adaptive, "
+    "8 to 2,000 by the queue's backlog and job times; 8 when only the minimum is given].",
 )
 @click.option(
     "--shutdown-timeout",
@@ -329,8 +329,8 @@ def worker(
     worker_count: int | None,
     poll_interval: float,
     wait_period: float,
-    minimum_buffer_size: int,
-    maximum_buffer_size: int,
+    minimum_buffer_size: int | None,
+    maximum_buffer_size: int | None,
     shutdown_timeout: float,
     async_concurrency: int,
     async_block_threshold: float,
@@ -351,7 +351,11 @@ def worker(
     second signal exits at once. Exit status 0 after a clean shutdown.
     """
     url = require_url(database_url)
-    if minimum_buffer_size > maximum_buffer_size:
+    if (
+        minimum_buffer_size is not None
+        and maximum_buffer_size is not None
+        and minimum_buffer_size > maximum_buffer_size
+    ):
         raise click.BadParameter(
             "must not exceed --maximum-buffer-size", param_hint="--minimum-buffer-size"
         )

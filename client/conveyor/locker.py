@@ -38,8 +38,11 @@ import psycopg
 from . import sql
 from ._hooks import run_chain
 from .buffer import JobBuffer
+from .buffer_sizing import AdaptiveSize
 from .errors import NOT_INSTALLED, ConveyorError, SchemaError, describe, permanent_connection_error
 from .history import finish_statement, retry_statement
+from .lock_budget import BufferBounds, is_lock_table_full
+from .locker_statements import execute_cycle, run_one
 from .logs import log
 from .poller import Poller
 from .poolers import require_own_session
@@ -54,7 +57,6 @@ from .protocol import (
     Resolutions,
     Statement,
     StatementKind,
-    locked_job_row,
 )
 from .schedule_clock import ScheduleClock
 from .waker import Waker
@@ -93,8 +95,10 @@ class Locker:
         sql_middleware: Sequence[sql.SQLMiddleware],
         log_internals: bool,
         durable_resolutions: bool = False,
+        adaptive: AdaptiveSize | None = None,
     ) -> None:
         self._buffer = buffer
+        self._bounds = BufferBounds(buffer, adaptive, log_internals=log_internals)
         self._waker = waker
         self._url = connection_url
         self._queues = list(queues)
@@ -204,8 +208,9 @@ class Locker:
                 self._cycle()
                 self._wait()
             except psycopg.Error as error:
-                self._lost(error)
-                delay = 0.1
+                if not (is_lock_table_full(error) and self._lock_table_full(error)):
+                    self._lost(error)
+                    delay = 0.1
             except Exception as error:  # a bug or an unsendable value: start afresh
                 log(logging.ERROR, "locker_cycle_failed", exc_info=error, error=describe(error))
                 self._lost(error)
@@ -263,6 +268,20 @@ class Locker:
             reconnects=self.reconnects,
         )
 
+    def _lock_table_full(self, error: BaseException) -> bool:
+        """Recover in the same session from a cycle that failed on a full lock
+        table (see lock_budget); False if that failed too (then reconnect)."""
+        conn = self._conn
+        resolving = [r.job_id for r in self._carry if r.job_id is not None]
+        if conn is None or conn.closed:
+            return False
+        try:
+            self._held = self._bounds.after_full_lock_table(conn, error, self._held, resolving)
+        except psycopg.Error:
+            return False
+        self._poller.hint()
+        return True
+
     def _lost(self, error: BaseException) -> None:
         self.connected = False
         self.reconnects += 1
@@ -302,8 +321,11 @@ class Locker:
         except psycopg.OperationalError:
             # The session broke: send these resolutions again on the next one.
             # (Other errors drop them: resending a statement that fails would
-            # loop; those jobs will simply run again.)
+            # loop; those jobs will simply run again.) A full lock table keeps
+            # the session: its unlocks are sent again too (lock_budget).
             self._carry = [r for r in results if r.action is not Action.UNLOCK]
+            carried = {r.job_id for r in self._carry}
+            self._unlock[:0] = [i for i in released if i not in carried]
             raise
         self.on_round_trip(time.perf_counter() - started)
         self._held.difference_update(released)
@@ -359,6 +381,7 @@ class Locker:
 
     def _lock_statements(self, *, topping_up: bool) -> Locks:
         """Lock the announced jobs by id, then poll as the poller plans."""
+        self._unlock.extend(self._bounds.adapt(self._conn, backlog=self._poller.backlog))
         buffer = self._buffer
         now = time.monotonic()
         # Includes the jobs released in this transaction: a release leaves a
@@ -466,53 +489,13 @@ class Locker:
         return sql.ids(i for i in ids if i in self._held)
 
     def _execute(self, statements: list[Statement]) -> list[Any]:
-        """Send the statements in one transaction; the rows of the lock and
-        schedule statements (None for the others)."""
-        conn = self._conn
-        assert conn is not None
-        if self._middleware or len(statements) == 1:
-            # One transaction, as in a pipeline: a release's transaction-level
-            # lock and conveyor's memory of the jobs locked (for `held`) last
-            # until it commits.
-            outputs: list[Any] = []
-            with conn.transaction() if len(statements) > 1 else contextlib.nullcontext():
-                for query, params, kind in statements:
-                    if kind is StatementKind.RESOLVE:
-                        self._run_one(conn, query, params)
-                        outputs.append(None)
-                    elif kind is StatementKind.SCHEDULES:
-                        outputs.append(self._run_one(conn, query, params))
-                    else:
-                        outputs.append(self._run_locking(conn, query, params))
-            return outputs
-        with conn.pipeline():
-            cursors = [
-                conn.execute(query, params)
-                if kind is not StatementKind.POLL and kind is not StatementKind.LOCK_BY_ID
-                else conn.cursor(row_factory=locked_job_row).execute(query, params)
-                for query, params, kind in statements
-            ]
-        return [
-            None if kind is StatementKind.RESOLVE else cursor.fetchall()
-            for cursor, (_, _, kind) in zip(cursors, statements, strict=True)
-        ]
+        assert self._conn is not None
+        return execute_cycle(self._conn, self._middleware, statements)
 
     def _run_one(
         self, conn: psycopg.Connection[Any], query: str, params: Sequence[Any]
     ) -> list[Any]:
-        def proceed() -> list[Any]:
-            cursor = conn.execute(query, params)
-            return cursor.fetchall() if cursor.description is not None else []
-
-        return run_chain(self._middleware, (query, params), proceed)
-
-    def _run_locking(
-        self, conn: psycopg.Connection[Any], query: str, params: Sequence[Any]
-    ) -> list[LockedJob]:
-        def proceed() -> list[LockedJob]:
-            return conn.cursor(row_factory=locked_job_row).execute(query, params).fetchall()
-
-        return run_chain(self._middleware, (query, params), proceed)
+        return run_one(conn, self._middleware, query, params)
 
     # --- waiting and notifications --------------------------------------------------
 

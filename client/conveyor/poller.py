@@ -79,6 +79,12 @@ class Poller:
         if full:
             self._next_full = now + self.poll_interval
 
+    @property
+    def backlog(self) -> bool:
+        """Whether the last poll at the widest ceiling got every job it asked
+        for (or a hint said more are ready): the adaptive buffer grows only then."""
+        return self._satisfied
+
     def hint(self) -> None:
         """More jobs are ready than were announced: poll when the buffer is low."""
         self._satisfied = True

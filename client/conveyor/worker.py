@@ -20,6 +20,7 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 from . import cleanup, schedules, sql
 from ._hooks import ErrorNotifier, JobMiddleware, hooks
 from .buffer import JobBuffer
+from .buffer_sizing import FLOOR_MAXIMUM, FLOOR_MINIMUM, AdaptiveSize
 from .errors import ConveyorError, leaked_connections_error
 from .event_loop import EventLoopThread
 from .locker import Locker
@@ -286,7 +287,9 @@ class Worker:
     defaults to ``database_url``, which job code's pool uses),
     ``queues``, ``worker_priorities`` (None for "any") and ``worker_count``
     (Que's trim/pad rule), ``poll_interval`` (seconds), ``wait_period``
-    (seconds), ``minimum_buffer_size``, ``maximum_buffer_size``,
+    (seconds), ``minimum_buffer_size``, ``maximum_buffer_size`` (both None,
+    the default: the adaptive buffer of :mod:`conveyor.buffer_sizing`; either
+    given: fixed bounds, the other defaulting to Que's 2 or 8),
     ``shutdown_timeout`` (seconds), ``log_internals``.
     ``durable_resolutions``: by default the locker's session commits with
     ``synchronous_commit = off``, so sending a batch of resolutions does not
@@ -328,8 +331,8 @@ class Worker:
         worker_count: int | None = None,
         poll_interval: float = 5.0,
         wait_period: float = 0.05,
-        minimum_buffer_size: int = 2,
-        maximum_buffer_size: int = 8,
+        minimum_buffer_size: int | None = None,
+        maximum_buffer_size: int | None = None,
         shutdown_timeout: float = 10.0,
         error_notifier: ErrorNotifier | None = None,
         job_middleware: Sequence[JobMiddleware] | None = None,
@@ -365,6 +368,12 @@ class Worker:
         self.worker_priorities = _resolve_priorities(worker_priorities, worker_count)
         self.poll_interval = poll_interval
         self.wait_period = wait_period
+        #: Whether the buffer's bounds adapt (no size given).
+        self.adaptive_buffer = minimum_buffer_size is None and maximum_buffer_size is None
+        if maximum_buffer_size is None:
+            maximum_buffer_size = max(FLOOR_MAXIMUM, minimum_buffer_size or 0)
+        if minimum_buffer_size is None:
+            minimum_buffer_size = min(FLOOR_MINIMUM, maximum_buffer_size)
         self.minimum_buffer_size = minimum_buffer_size
         self.maximum_buffer_size = maximum_buffer_size
         self.shutdown_timeout = shutdown_timeout
@@ -443,6 +452,7 @@ class Worker:
             sql_middleware=sql_middleware,
             log_internals=self.log_internals,
             durable_resolutions=self.durable_resolutions,
+            adaptive=(AdaptiveSize(len(self.worker_priorities)) if self.adaptive_buffer else None),
         )
         self._threads = WorkerThreads(
             self.buffer,
@@ -464,6 +474,7 @@ class Worker:
             wait_period=self.wait_period,
             minimum_buffer_size=self.minimum_buffer_size,
             maximum_buffer_size=self.maximum_buffer_size,
+            adaptive_buffer=self.adaptive_buffer,
         )
         self._apply_schedules()
         self._threads.start()

@@ -57,7 +57,10 @@ def one_line_error(result: Any) -> str:
 
 
 def work_until(
-    worker: WorkerProcess, workers: list[WorkerProcess], done: Callable[[], Any], what: str
+    worker: WorkerProcess,
+    workers: list[WorkerProcess],
+    done: Callable[[], Any],
+    what: str,
 ) -> list[dict[str, Any]]:
     """Let the worker run until ``done()``, stop it with SIGTERM (it must exit
     0) and return its log events, none of them critical."""
@@ -99,7 +102,9 @@ def test_help_lists_the_commands_and_every_worker_option() -> None:
         assert option in result.output, option
 
 
-def test_the_package_version_is_the_schema_version(conn: psycopg.Connection[Any]) -> None:
+def test_the_package_version_is_the_schema_version(
+    conn: psycopg.Connection[Any],
+) -> None:
     installed = conn.execute("SELECT conveyor.schema_version()").fetchone()
     assert installed == (conveyor.__version__,)
     # The bundled plan's last release; "+N" counts the plan entries after it
@@ -176,7 +181,9 @@ def test_enqueue_and_stats(db_url: str, conn: psycopg.Connection[Any]) -> None:
         ),
     ],
 )
-def test_enqueue_errors_are_one_line(db_url: str, args: list[str], message: str) -> None:
+def test_enqueue_errors_are_one_line(
+    db_url: str, args: list[str], message: str
+) -> None:
     result = CliRunner().invoke(cli, [*args, "--database-url", db_url])
     assert result.exit_code == 1
     assert message in one_line_error(result)
@@ -200,7 +207,10 @@ def test_migrate_is_up_to_date_then_refuses_an_unknown_release(
         )
     result = CliRunner().invoke(cli, ["migrate", "--database-url", url])
     assert result.exit_code == 1
-    assert "has conveyor schema 0.0.9, which this package does not know" in one_line_error(result)
+    assert (
+        "has conveyor schema 0.0.9, which this package does not know"
+        in one_line_error(result)
+    )
 
 
 def test_an_unreachable_database_is_one_line() -> None:
@@ -216,7 +226,9 @@ def test_debug_prints_the_traceback_of_an_expected_error() -> None:
     assert "Traceback" in result.stderr and "psycopg.OperationalError" in result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("conveyor: error: cannot connect to the database")
-    result = conveyor_process("stats", "--database-url", UNREACHABLE, env={"CONVEYOR_DEBUG": "1"})
+    result = conveyor_process(
+        "stats", "--database-url", UNREACHABLE, env={"CONVEYOR_DEBUG": "1"}
+    )
     assert "Traceback" in result.stderr
 
 
@@ -233,11 +245,16 @@ def test_a_bug_is_not_hidden_behind_one_line() -> None:
         "c.main()\n"
     )
     result = subprocess.run(
-        [sys.executable, "-c", code, "buggy"], capture_output=True, text=True, check=False
+        [sys.executable, "-c", code, "buggy"],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 1
     assert "Traceback" in result.stderr
-    assert result.stderr.strip().splitlines()[-1].startswith("ValueError: invalid literal")
+    assert (
+        result.stderr.strip().splitlines()[-1].startswith("ValueError: invalid literal")
+    )
     assert "conveyor: error" not in result.stderr
 
 
@@ -259,10 +276,14 @@ def test_a_missing_module_is_one_line(db_url: str, tmp_path: Path) -> None:
 
 
 def test_bad_options_are_usage_errors(db_url: str) -> None:
-    result = CliRunner().invoke(cli, ["worker", "-p", "10,high", "--database-url", db_url])
+    result = CliRunner().invoke(
+        cli, ["worker", "-p", "10,high", "--database-url", db_url]
+    )
     assert result.exit_code == 2 and "invalid worker priority" in result.output
     result = CliRunner().invoke(
-        cli, ["worker", "--minimum-buffer-size", "9", "--database-url", db_url]
+        cli,
+        ["worker", "--minimum-buffer-size", "9", "--maximum-buffer-size", "8"]
+        + ["--database-url", db_url],
     )
     assert result.exit_code == 2 and "must not exceed" in result.output
 
@@ -278,7 +299,10 @@ def test_a_schema_less_database_stops_the_worker_with_one_line(
 
 
 def test_the_worker_reads_options_from_the_environment_and_works_jobs(
-    db_url: str, conn: psycopg.Connection[Any], tmp_path: Path, workers: list[WorkerProcess]
+    db_url: str,
+    conn: psycopg.Connection[Any],
+    tmp_path: Path,
+    workers: list[WorkerProcess],
 ) -> None:
     (tmp_path / "cli_jobs.py").write_text(
         "import conveyor\n"
@@ -299,7 +323,9 @@ def test_the_worker_reads_options_from_the_environment_and_works_jobs(
         "CONVEYOR_LOG_INTERNALS": "1",
         "CONVEYOR_LOG_LEVEL": "debug",
     }
-    worker = WorkerProcess(None, ["cli_jobs"], name="cli-env", log_dir=tmp_path, env=env)
+    worker = WorkerProcess(
+        None, ["cli_jobs"], name="cli-env", log_dir=tmp_path, env=env
+    )
     events = work_until(
         worker,
         workers,
@@ -312,7 +338,9 @@ def test_the_worker_reads_options_from_the_environment_and_works_jobs(
     assert started["maximum_buffer_size"] == 4
     assert any(e["event"] == "locker_cycle" for e in events)  # --log-internals
     worked = next(e for e in events if e["event"] == "job_worked")  # DEBUG level
-    assert worked["job_class"] == "CliJob" and worked["thread"].startswith("conveyor-worker-")
+    assert worked["job_class"] == "CliJob" and worked["thread"].startswith(
+        "conveyor-worker-"
+    )
     assert events[-1]["event"] == "worker_stopped" and events[-1]["clean"] is True
 
 
@@ -322,7 +350,9 @@ def test_the_worker_keeps_trying_an_unreachable_database(
     worker = WorkerProcess(UNREACHABLE, [], name="cli-unreachable", log_dir=tmp_path)
     workers.append(worker)
     wait_for(
-        lambda: [e for e in worker.events() if e["event"] == "database_unreachable"][1:],
+        lambda: [e for e in worker.events() if e["event"] == "database_unreachable"][
+            1:
+        ],
         what="two connection attempts",
     )
     assert worker.alive()
@@ -334,18 +364,25 @@ def test_the_worker_keeps_trying_an_unreachable_database(
 def test_the_installed_script_runs() -> None:
     script = shutil.which("conveyor", path=str(Path(sys.executable).parent))
     assert script is not None, "the conveyor entry point is not installed"
-    result = subprocess.run([script, "--version"], capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [script, "--version"], capture_output=True, text=True, check=False
+    )
     assert result.returncode == 0
     assert result.stdout.strip() == f"conveyor, version {conveyor.__version__}"
 
 
 def test_the_example_jobs_run_in_a_worker(
-    db_url: str, conn: psycopg.Connection[Any], tmp_path: Path, workers: list[WorkerProcess]
+    db_url: str,
+    conn: psycopg.Connection[Any],
+    tmp_path: Path,
+    workers: list[WorkerProcess],
 ) -> None:
     examples = Path(__file__).resolve().parents[2] / "examples" / "jobs.py"
     hello = conveyor.enqueue(conn, "Hello", "tests")
     greeting = conveyor.enqueue(conn, "RecordGreeting", "ada")
-    worker = WorkerProcess(db_url, [str(examples)], name="cli-examples", log_dir=tmp_path)
+    worker = WorkerProcess(
+        db_url, [str(examples)], name="cli-examples", log_dir=tmp_path
+    )
     events = work_until(
         worker,
         workers,

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 from .backlog import BACKLOG_SCALING, run_backlog
 from .base import Context, Runner, RunResult, Scenario
+from .capacity import DB_COST
 from .ceiling import ADVISORY_LOOP_VARIANT, RAW_CEILING, SQL_COSTS
 from .drain import DRAIN, DRAIN_SCALING, DRAIN_TUNED_VARIANT, WORKER_MEMORY
 from .enqueue import ENQUEUE_BULK, ENQUEUE_SINGLE
 from .latency import LATENCY_IDLE, LATENCY_URGENT
+from .many import MANY_WORKERS
+from .soak import SOAK, SOAK_SHORT
 
 __all__ = [
     "ADVISORY_LOOP_VARIANT",
@@ -41,5 +44,9 @@ SCENARIOS: dict[str, Scenario] = {
         RAW_CEILING,
         SQL_COSTS,
         WORKER_MEMORY,
+        MANY_WORKERS,
+        DB_COST,
+        SOAK,
+        SOAK_SHORT,
     )
 }

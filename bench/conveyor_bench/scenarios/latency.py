@@ -45,6 +45,7 @@ def run_latency(
     priority: int | None = None,
     backlog: Callable[[str], int] | None = None,
     backlog_left: Callable[[psycopg.Connection[Any]], int] | None = None,
+    options: Sequence[str] = (),
 ) -> RunResult:
     """Start a worker, then enqueue ``count`` jobs at ``rate`` per second, one
     transaction each, noting the time each COMMIT returned; each job notes
@@ -53,6 +54,7 @@ def run_latency(
         backlog_jobs = backlog(url) if backlog is not None else 0
         records_dir = ctx.new_dir(f"{system.name}-records")
         argv, env = system.worker_command(url, threads)
+        argv += list(options)
         env[recorder.ENV] = str(records_dir)
         committed: dict[int, float] = {}
         with (
@@ -128,19 +130,27 @@ def _sleep_backlog_left(conn: psycopg.Connection[Any]) -> int:
     return int(row[0]) if row else 0
 
 
-def _latency_urgent(jobs: int, peers: Sequence[System]) -> list[Runner]:
-    def run(ctx: Context) -> RunResult:
-        return run_latency(
-            ctx,
-            ConveyorSystem(),
-            count=200,
-            rate=20.0,
-            priority=1,
-            backlog=_seed_sleep_backlog,
-            backlog_left=_sleep_backlog_left,
-        )
+#: Que's fixed buffer, for the adaptive default's paired comparison.
+QUE_BUFFER = ("--maximum-buffer-size", "8", "--minimum-buffer-size", "2")
 
-    return [Runner("conveyor", "", run)]
+
+def _latency_urgent(jobs: int, peers: Sequence[System]) -> list[Runner]:
+    def runner(variant: str, options: Sequence[str]) -> Runner:
+        def run(ctx: Context) -> RunResult:
+            return run_latency(
+                ctx,
+                ConveyorSystem(),
+                count=200,
+                rate=20.0,
+                priority=1,
+                backlog=_seed_sleep_backlog,
+                backlog_left=_sleep_backlog_left,
+                options=options,
+            )
+
+        return Runner("conveyor", variant, run)
+
+    return [runner("", ()), runner("buffer 8/2", QUE_BUFFER)]
 
 
 LATENCY_IDLE = Scenario(
