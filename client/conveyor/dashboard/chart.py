@@ -66,8 +66,10 @@ def per_minute_chart(points: list[tuple[datetime, int, int]]) -> Chart:
         h_e = plot_h * e / top
         worked.append(Bar(x, bar_w, baseline - h_w, h_w, f"{label}: {w} finished"))
         errored.append(Bar(x + bar_w, bar_w, baseline - h_e, h_e, f"{label}: {e} errors"))
-        if i % 10 == 0 or i == len(points) - 1:
+        if i % 10 == 0 and i < len(points) - 5:
             x_labels.append((x, label))
+        elif i == len(points) - 1:
+            x_labels.append((x + slot, label))
     y_ticks = [(baseline - plot_h * k / 4, top * k // 4) for k in range(5)]
     return Chart(
         width=WIDTH,

@@ -63,7 +63,7 @@ async def job(dash: Dashboard, request: Request) -> Response:
     errors = row.get("errors")
     history = list(reversed(errors)) if isinstance(errors, list) else []
     return dash.render(
-        request, "job.html", job=row, history=history, actions=queries.ACTIONS
+        request, "job.html", job=row, history=history, actions=queries.actions_for(row["state"])
     )
 
 

@@ -18,6 +18,7 @@ __all__ = [
     "ActionOutcome",
     "JobFilter",
     "Overview",
+    "actions_for",
     "apply_action",
     "filter_ids",
     "get_job",
@@ -121,6 +122,25 @@ ACTIONS = {
     "reschedule": "Reschedule",
     "destroy": "Destroy",
 }
+
+#: The actions each state allows (the database has the last word: it
+#: refuses with a reason, which the page shows). destroy_job deletes only
+#: unresolved jobs; a running job is left to its worker.
+_ALLOWED = {
+    "ready": ("retry", "discard", "reschedule", "destroy"),
+    "scheduled": ("retry", "discard", "reschedule", "destroy"),
+    "retrying": ("retry", "discard", "reschedule", "destroy"),
+    "expired": ("retry",),
+    "finished": (),
+    "running": (),
+}
+
+
+def actions_for(state: str) -> dict[str, str]:
+    """The actions offered on a job in ``state`` (an unknown state: all)."""
+    allowed = _ALLOWED.get(state, tuple(ACTIONS))
+    return {key: label for key, label in ACTIONS.items() if key in allowed}
+
 
 #: How many jobs one click on "every job matching the filter" changes at most.
 FILTER_ACTION_LIMIT = 1000
