@@ -38,7 +38,7 @@
   function refresh() {
     if (!live() || document.hidden || busy()) return;
     fetch(window.location.href, { headers: { "X-Conveyor-Refresh": "1" }, credentials: "same-origin" })
-      .then(function (r) { return r.ok ? r.text() : null; })
+      .then(function (r) { return r.ok || r.status === 404 ? r.text() : null; })
       .then(function (html) {
         if (html === null || busy()) return;
         var doc = new DOMParser().parseFromString(html, "text/html");
