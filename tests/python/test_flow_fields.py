@@ -32,7 +32,8 @@ class FlowFieldsPlain(conveyor.Job):
 
 def fields(conn: psycopg.Connection[Any], job_id: int | None) -> tuple[Any, ...]:
     row = conn.execute(
-        "SELECT concurrency_key, labels, batch_id FROM conveyor.jobs WHERE id = %s", (job_id,)
+        "SELECT concurrency_key, labels, batch_id FROM conveyor.jobs WHERE id = %s",
+        (job_id,),
     ).fetchone()
     assert row is not None
     return tuple(row)
@@ -49,11 +50,15 @@ def test_a_job_without_fields_has_none(conn: psycopg.Connection[Any]) -> None:
     assert fields(conn, FlowFieldsPlain.enqueue(conn=conn)) == (None, [], None)
 
 
-def test_class_defaults_key_from_the_arguments_and_labels(conn: psycopg.Connection[Any]) -> None:
+def test_class_defaults_key_from_the_arguments_and_labels(
+    conn: psycopg.Connection[Any],
+) -> None:
     job_id = FlowFieldsReport.enqueue(42, conn=conn, kwargs={"fmt": "csv"})
     assert fields(conn, job_id) == ("report-42-csv", ["reports", "nightly"], None)
     # given values win over the class's
-    job_id = FlowFieldsReport.enqueue(42, conn=conn, concurrency_key="mine", labels=["x"])
+    job_id = FlowFieldsReport.enqueue(
+        42, conn=conn, concurrency_key="mine", labels=["x"]
+    )
     assert fields(conn, job_id) == ("mine", ["x"], None)
 
 
@@ -62,12 +67,19 @@ def test_a_single_string_is_one_label(conn: psycopg.Connection[Any]) -> None:
     assert fields(conn, job_id) == (None, ["solo"], None)
 
 
-def test_enqueue_many_takes_the_fields_and_the_class_defaults(conn: psycopg.Connection[Any]) -> None:
+def test_enqueue_many_takes_the_fields_and_the_class_defaults(
+    conn: psycopg.Connection[Any],
+) -> None:
     ids = conveyor.enqueue_many(
         conn,
         [
             {"job_class": FlowFieldsReport, "args": [1]},
-            {"job_class": "FlowFieldsPlain", "concurrency_key": "k", "labels": ["l"], "batch_id": 3},
+            {
+                "job_class": "FlowFieldsPlain",
+                "concurrency_key": "k",
+                "labels": ["l"],
+                "batch_id": 3,
+            },
             {"job_class": FlowFieldsPlain},
         ],
     )
@@ -85,10 +97,16 @@ def test_enqueue_many_takes_the_fields_and_the_class_defaults(conn: psycopg.Conn
 
 def test_async_enqueue_takes_the_fields(db_url: str) -> None:
     async def main() -> tuple[int | None, int | None]:
-        async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as aconn:
+        async with await psycopg.AsyncConnection.connect(
+            db_url, autocommit=True
+        ) as aconn:
             first = await conveyor.aio.enqueue(aconn, FlowFieldsReport, 8)
             second = await conveyor.aio.enqueue(
-                aconn, "FlowFieldsPlain", concurrency_key="ak", labels=["al"], batch_id=1
+                aconn,
+                "FlowFieldsPlain",
+                concurrency_key="ak",
+                labels=["al"],
+                batch_id=1,
             )
             return first, second
 
@@ -99,11 +117,17 @@ def test_async_enqueue_takes_the_fields(db_url: str) -> None:
 
 
 def test_bad_fields_are_sql_errors(conn: psycopg.Connection[Any]) -> None:
-    with pytest.raises(errors.InvalidParameterValue, match="concurrency_key must not be empty"):
+    with pytest.raises(
+        errors.InvalidParameterValue, match="concurrency_key must not be empty"
+    ):
         FlowFieldsPlain.enqueue(conn=conn, concurrency_key="")
-    with pytest.raises(errors.NullValueNotAllowed, match="labels must not contain NULL"):
+    with pytest.raises(
+        errors.NullValueNotAllowed, match="labels must not contain NULL"
+    ):
         FlowFieldsPlain.enqueue(conn=conn, labels=["a", None])  # type: ignore[list-item]
-    with pytest.raises(errors.InvalidParameterValue, match=r"jobs\[0\]: a label must not be empty"):
+    with pytest.raises(
+        errors.InvalidParameterValue, match=r"jobs\[0\]: a label must not be empty"
+    ):
         conveyor.enqueue_many(conn, [{"job_class": "FlowFieldsPlain", "labels": [""]}])
     row = conn.execute("SELECT count(*) FROM conveyor.jobs").fetchone()
     assert row == (0,)
@@ -118,5 +142,7 @@ def test_a_key_function_must_return_a_string(conn: psycopg.Connection[Any]) -> N
         def run(self) -> None:
             pass
 
-    with pytest.raises(TypeError, match="concurrency_key must return a str or None, not int"):
+    with pytest.raises(
+        TypeError, match="concurrency_key must return a str or None, not int"
+    ):
         FlowFieldsBadKey.enqueue(conn=conn)
