@@ -180,7 +180,7 @@ def test_enqueue_limit_under_8_concurrent_enqueuers(connect: Connect) -> None:
             results[number] = enqueue(conn, [number], "flow.enqueue")
             time.sleep(0.2)  # hold the transaction: the others must wait, not miscount
             conn.commit()
-        except BaseException as error:  # reported below
+        except BaseException as error:  # noqa: BLE001 -- reported by the main thread
             failures.append(error)
 
     threads = [threading.Thread(target=session, args=(n,)) for n in range(sessions)]
