@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from starlette.testclient import TestClient
-
 from conveyor.dashboard import create_app
+from starlette.testclient import TestClient
 
 LOCAL = ("127.0.0.1", 40000)
 
@@ -31,7 +30,9 @@ def dashboard_client(
     """A TestClient of create_app(db_url, **options), as a browser on this
     machine (client) would be; the app's pool is closed on exit."""
     app = create_app(db_url, **options)
-    with TestClient(app, client=client, root_path=root_path, follow_redirects=False) as tc:
+    with TestClient(
+        app, client=client, root_path=root_path, follow_redirects=False
+    ) as tc:
         yield tc
 
 
@@ -43,7 +44,10 @@ def csrf_of(page_html: str) -> str:
 
 
 def post_action(
-    tc: TestClient, path: str, fields: dict[str, Any] | Sequence[tuple[str, str]], page: str = "/jobs"
+    tc: TestClient,
+    path: str,
+    fields: dict[str, Any] | Sequence[tuple[str, str]],
+    page: str = "/jobs",
 ) -> Any:
     """POST a form as the page's own form would (the cookie set by GET page,
     its CSRF token), confirming: returns the response of the confirmed POST."""
@@ -72,7 +76,11 @@ def free_port() -> int:
 
 @contextmanager
 def dashboard_server(
-    db_url: str, *args: str, host: str = "127.0.0.1", log: Path, env: dict[str, str] | None = None
+    db_url: str,
+    *args: str,
+    host: str = "127.0.0.1",
+    log: Path,
+    env: dict[str, str] | None = None,
 ) -> Iterator[str]:
     """``python -m conveyor dashboard`` as a subprocess; yields its base URL
     once it answers (any HTTP status), and stops it (SIGTERM) on exit."""
@@ -92,14 +100,18 @@ def dashboard_server(
             if proc.poll() is not None:
                 raise AssertionError(f"the dashboard exited: {log.read_text()}")
             try:
-                urllib.request.urlopen(base + "/static/dashboard.css", timeout=5).close()
+                urllib.request.urlopen(
+                    base + "/static/dashboard.css", timeout=5
+                ).close()
                 break
             except urllib.error.HTTPError as error:
                 error.close()
                 break  # it answers (401/403 when auth is on)
             except OSError:
                 if time.monotonic() > deadline:
-                    raise AssertionError(f"the dashboard never answered: {log.read_text()}")
+                    raise AssertionError(
+                        f"the dashboard never answered: {log.read_text()}"
+                    )
                 time.sleep(0.1)
         yield base
     finally:
@@ -117,10 +129,14 @@ def job_row(conn: psycopg.Connection[Any], job_id: int) -> dict[str, Any] | None
     from psycopg.rows import dict_row
 
     with conn.cursor(row_factory=dict_row) as cursor:
-        return cursor.execute("SELECT * FROM conveyor.jobs_view WHERE id = %s", (job_id,)).fetchone()
+        return cursor.execute(
+            "SELECT * FROM conveyor.jobs_view WHERE id = %s", (job_id,)
+        ).fetchone()
 
 
-def enqueue(conn: psycopg.Connection[Any], job_class: str, *args: Any, **options: Any) -> int:
+def enqueue(
+    conn: psycopg.Connection[Any], job_class: str, *args: Any, **options: Any
+) -> int:
     """conveyor.enqueue through SQL, returning the id."""
     from psycopg.types.json import Jsonb
 

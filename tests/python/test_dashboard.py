@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +20,8 @@ from typing import Any
 import psycopg
 import pytest
 from click.testing import CliRunner
+from conveyor.cli import cli
+from conveyor.dashboard import BasicAuth, TokenAuth, create_app
 from dashboard_support import (
     csrf_of,
     dashboard_client,
@@ -34,19 +37,20 @@ from starlette.requests import Request
 from starlette.routing import Mount
 from starlette.testclient import TestClient
 
-from conveyor.cli import cli
-from conveyor.dashboard import BasicAuth, TokenAuth, create_app
-
 XSS = "<script>window.__xss = 1</script>"
 TOKEN = "s3cret-token-of-the-tests"
 
 
-def test_every_page_renders_with_jobs_of_every_kind(db_url: str, conn: psycopg.Connection[Any]) -> None:
+def test_every_page_renders_with_jobs_of_every_kind(
+    db_url: str, conn: psycopg.Connection[Any]
+) -> None:
     ready = enqueue(conn, "DashPageMail", 42, queue="mail")
     enqueue(conn, "DashPageReport", "full", queue="reports", run_at=_in_hours(2))
     failed = enqueue(conn, "DashPageCharge", 17, queue="billing")
     expire_with_error(conn, failed, "ConnectionError: gateway timeout")
-    conn.execute("SELECT conveyor.set_schedule('dash-nightly', '0 3 * * *', 'DashPageReport')")
+    conn.execute(
+        "SELECT conveyor.set_schedule('dash-nightly', '0 3 * * *', 'DashPageReport')"
+    )
     with dashboard_client(db_url) as tc:
         overview = tc.get("/")
         assert overview.status_code == 200
@@ -91,7 +95,9 @@ def test_filters_and_keyset_pages(db_url: str, conn: psycopg.Connection[Any]) ->
         assert _job_ids(by_state.text) == []
 
 
-def test_args_and_errors_are_escaped(db_url: str, conn: psycopg.Connection[Any]) -> None:
+def test_args_and_errors_are_escaped(
+    db_url: str, conn: psycopg.Connection[Any]
+) -> None:
     job_id = enqueue(conn, "DashXss<b>", XSS, {"k": XSS}, queue="x<i>ss")
     expire_with_error(conn, job_id, f"boom {XSS}")
     conn.execute(
@@ -99,7 +105,13 @@ def test_args_and_errors_are_escaped(db_url: str, conn: psycopg.Connection[Any])
         (f"dash-{XSS}", f"DashXss{XSS}", json.dumps([XSS])),
     )
     with dashboard_client(db_url) as tc:
-        for path in ("/", "/jobs", f"/jobs/{job_id}", "/schedules", "/jobs?search=%3Cscript"):
+        for path in (
+            "/",
+            "/jobs",
+            f"/jobs/{job_id}",
+            "/schedules",
+            "/jobs?search=%3Cscript",
+        ):
             body = tc.get(path).text
             assert "<script>window" not in body, path
             assert "<b>" not in body and "<i>" not in body, path
@@ -109,11 +121,15 @@ def test_args_and_errors_are_escaped(db_url: str, conn: psycopg.Connection[Any])
         assert "<script>window" not in tc.get("/", params={"notice": XSS}).text
 
 
-def test_actions_need_the_csrf_token_of_the_cookie(db_url: str, conn: psycopg.Connection[Any]) -> None:
+def test_actions_need_the_csrf_token_of_the_cookie(
+    db_url: str, conn: psycopg.Connection[Any]
+) -> None:
     job_id = enqueue(conn, "DashCsrf", 1)
     fields = {"action": "destroy", "ids": str(job_id), "confirmed": "yes"}
     with dashboard_client(db_url) as tc:
-        assert tc.post("/jobs/actions", data=fields).status_code == 403  # no token, no cookie
+        assert (
+            tc.post("/jobs/actions", data=fields).status_code == 403
+        )  # no token, no cookie
         token = csrf_of(tc.get("/jobs").text)
         wrong = tc.post("/jobs/actions", data={**fields, "csrf_token": token[::-1]})
         assert wrong.status_code == 403 and "CSRF" in wrong.text
@@ -125,7 +141,10 @@ def test_actions_need_the_csrf_token_of_the_cookie(db_url: str, conn: psycopg.Co
         )
         assert cross.status_code == 403
         tc.cookies.clear()  # a token without the cookie it must match
-        assert tc.post("/jobs/actions", data={**fields, "csrf_token": token}).status_code == 403
+        assert (
+            tc.post("/jobs/actions", data={**fields, "csrf_token": token}).status_code
+            == 403
+        )
     assert job_row(conn, job_id) is not None, "a refused action changed the job"
     assert scalar(conn, "SELECT count(*) FROM conveyor.jobs") == 1
 
@@ -134,7 +153,11 @@ def test_cookie_and_security_headers(db_url: str) -> None:
     with dashboard_client(db_url) as tc:
         page = tc.get("/jobs")
         cookie = page.headers["set-cookie"]
-        assert "conveyor_csrf=" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+        assert (
+            "conveyor_csrf=" in cookie
+            and "HttpOnly" in cookie
+            and "SameSite=Strict" in cookie
+        )
         csp = page.headers["content-security-policy"]
         assert "script-src 'self'" in csp and "unsafe-inline" not in csp
         assert page.headers["x-frame-options"] == "DENY"
@@ -151,14 +174,21 @@ def test_retry_discard_reschedule_destroy_with_confirmation(
     with dashboard_client(db_url) as tc:
         # The first POST only asks: nothing changes until it is confirmed.
         token = csrf_of(tc.get("/jobs").text)
-        ask = tc.post("/jobs/actions", data={"action": "destroy", "ids": str(to_destroy),
-                                             "csrf_token": token})
+        ask = tc.post(
+            "/jobs/actions",
+            data={"action": "destroy", "ids": str(to_destroy), "csrf_token": token},
+        )
         assert ask.status_code == 200 and "Destroy: job" in ask.text
         assert job_row(conn, to_destroy) is not None
 
-        done = post_action(tc, "/jobs/actions", {"action": "retry", "ids": str(expired),
-                                                 "back": f"/jobs/{expired}"})
-        assert done.status_code == 303 and done.headers["location"].startswith(f"/jobs/{expired}?")
+        done = post_action(
+            tc,
+            "/jobs/actions",
+            {"action": "retry", "ids": str(expired), "back": f"/jobs/{expired}"},
+        )
+        assert done.status_code == 303 and done.headers["location"].startswith(
+            f"/jobs/{expired}?"
+        )
         row = job_row(conn, expired)
         assert row is not None and row["state"] == "ready" and row["expired_at"] is None
 
@@ -166,14 +196,24 @@ def test_retry_discard_reschedule_destroy_with_confirmation(
         row = job_row(conn, to_discard)
         assert row is not None and row["state"] == "expired"
 
-        post_action(tc, "/jobs/actions", {"action": "reschedule", "ids": str(to_move),
-                                          "run_at": "2099-01-02T03:04"})
+        post_action(
+            tc,
+            "/jobs/actions",
+            {"action": "reschedule", "ids": str(to_move), "run_at": "2099-01-02T03:04"},
+        )
         row = job_row(conn, to_move)
         assert row is not None and row["state"] == "scheduled"
         assert row["run_at"].isoformat().startswith("2099-01-02T03:04:00")
 
-        gone = post_action(tc, "/jobs/actions", {"action": "destroy", "ids": str(to_destroy),
-                                                 "back": f"/jobs/{to_destroy}"})
+        gone = post_action(
+            tc,
+            "/jobs/actions",
+            {
+                "action": "destroy",
+                "ids": str(to_destroy),
+                "back": f"/jobs/{to_destroy}",
+            },
+        )
         assert job_row(conn, to_destroy) is None
         assert gone.headers["location"].startswith("/jobs?notice=")
 
@@ -184,31 +224,46 @@ def test_bulk_selection_and_filter(db_url: str, conn: psycopg.Connection[Any]) -
     untouched = enqueue(conn, "DashBulk", 99, queue="elsewhere")
     with dashboard_client(db_url) as tc:
         done = post_action(
-            tc, "/jobs/actions", [("action", "discard"), *[("ids", str(i)) for i in picked]]
+            tc,
+            "/jobs/actions",
+            [("action", "discard"), *[("ids", str(i)) for i in picked]],
         )
-        assert "3 job(s) done" in done.headers["location"].replace("+", " ").replace("%28", "(").replace("%29", ")")
+        assert "3 job(s) done" in done.headers["location"].replace("+", " ").replace(
+            "%28", "("
+        ).replace("%29", ")")
         assert all(job_row(conn, i)["state"] == "expired" for i in picked)  # type: ignore[index]
         # Every job matching a filter (queue bulk, class DashBulkOther).
         post_action(
             tc,
             "/jobs/actions",
-            {"action": "reschedule", "scope": "filter", "queue": "bulk",
-             "job_class": "DashBulkOther", "run_at": "2099-01-01T00:00"},
+            {
+                "action": "reschedule",
+                "scope": "filter",
+                "queue": "bulk",
+                "job_class": "DashBulkOther",
+                "run_at": "2099-01-01T00:00",
+            },
         )
         assert all(job_row(conn, i)["state"] == "scheduled" for i in others)  # type: ignore[index]
         assert job_row(conn, untouched)["state"] == "ready"  # type: ignore[index]
 
 
 def test_a_refused_job_is_reported_and_the_others_done(
-    db_url: str, conn: psycopg.Connection[Any], connect: Callable[..., psycopg.Connection[Any]]
+    db_url: str,
+    conn: psycopg.Connection[Any],
+    connect: Callable[..., psycopg.Connection[Any]],
 ) -> None:
     free = enqueue(conn, "DashRefusedFree", 1)
     held = enqueue(conn, "DashRefusedHeld", 2)
     worker = connect()
-    assert worker.execute("SELECT count(*) FROM conveyor.lock_jobs_by_id(%s)", ([held],)).fetchone()
+    assert worker.execute(
+        "SELECT count(*) FROM conveyor.lock_jobs_by_id(%s)", ([held],)
+    ).fetchone()
     with dashboard_client(db_url) as tc:
         done = post_action(
-            tc, "/jobs/actions", [("action", "discard"), ("ids", str(free)), ("ids", str(held))]
+            tc,
+            "/jobs/actions",
+            [("action", "discard"), ("ids", str(free)), ("ids", str(held))],
         )
         notice = urllib.parse.unquote_plus(done.headers["location"])
     assert "1 job(s) done, 1 refused" in notice and f"{held}:" in notice
@@ -216,22 +271,43 @@ def test_a_refused_job_is_reported_and_the_others_done(
     assert job_row(conn, held)["state"] == "running"  # type: ignore[index]
 
 
-def test_schedule_enable_disable_and_enqueue_now(db_url: str, conn: psycopg.Connection[Any]) -> None:
+def test_schedule_enable_disable_and_enqueue_now(
+    db_url: str, conn: psycopg.Connection[Any]
+) -> None:
     conn.execute(
         "SELECT conveyor.set_schedule('dash-hourly', '@hourly', 'DashCronJob', '[7]', queue => 'cron')"
     )
     with dashboard_client(db_url) as tc:
-        post_action(tc, "/schedules/actions", {"action": "disable", "name": "dash-hourly"}, "/schedules")
+        post_action(
+            tc,
+            "/schedules/actions",
+            {"action": "disable", "name": "dash-hourly"},
+            "/schedules",
+        )
         assert scalar(conn, "SELECT enabled FROM conveyor.schedules") is False
-        post_action(tc, "/schedules/actions", {"action": "enable", "name": "dash-hourly"}, "/schedules")
+        post_action(
+            tc,
+            "/schedules/actions",
+            {"action": "enable", "name": "dash-hourly"},
+            "/schedules",
+        )
         assert scalar(conn, "SELECT enabled FROM conveyor.schedules") is True
         done = post_action(
-            tc, "/schedules/actions", {"action": "enqueue", "name": "dash-hourly",
-                                       "back": "/schedules"}, "/schedules"
+            tc,
+            "/schedules/actions",
+            {"action": "enqueue", "name": "dash-hourly", "back": "/schedules"},
+            "/schedules",
         )
         assert done.headers["location"].startswith("/schedules?notice=")
-    row = conn.execute("SELECT job_class, args, queue, data FROM conveyor.jobs").fetchone()
-    assert row == ("DashCronJob", [7], "cron", {"schedule": {"name": "dash-hourly", "at": None}})
+    row = conn.execute(
+        "SELECT job_class, args, queue, data FROM conveyor.jobs"
+    ).fetchone()
+    assert row == (
+        "DashCronJob",
+        [7],
+        "cron",
+        {"schedule": {"name": "dash-hourly", "at": None}},
+    )
 
 
 def test_read_only_mode_shows_no_action_and_refuses_posts(
@@ -241,9 +317,20 @@ def test_read_only_mode_shows_no_action_and_refuses_posts(
     with dashboard_client(db_url, read_only=True) as tc:
         page = tc.get(f"/jobs/{job_id}").text
         assert "read-only" in page and 'value="destroy"' not in page
-        token = csrf_of(tc.get("/jobs").text) if "csrf_token" in tc.get("/jobs").text else "x" * 43
-        refused = tc.post("/jobs/actions", data={"action": "destroy", "ids": str(job_id),
-                                                 "confirmed": "yes", "csrf_token": token})
+        token = (
+            csrf_of(tc.get("/jobs").text)
+            if "csrf_token" in tc.get("/jobs").text
+            else "x" * 43
+        )
+        refused = tc.post(
+            "/jobs/actions",
+            data={
+                "action": "destroy",
+                "ids": str(job_id),
+                "confirmed": "yes",
+                "csrf_token": token,
+            },
+        )
         assert refused.status_code == 403 and "read-only" in refused.text
     assert job_row(conn, job_id) is not None
 
@@ -261,9 +348,19 @@ def test_token_and_basic_auth(db_url: str) -> None:
     remote = ("203.0.113.9", 5000)
     with dashboard_client(db_url, client=remote, auth=TokenAuth(TOKEN)) as tc:
         refused = tc.get("/")
-        assert refused.status_code == 401 and "Basic" in refused.headers["www-authenticate"]
-        assert tc.get("/", headers={"Authorization": "Bearer wrong-token-wrong"}).status_code == 401
-        assert tc.get("/", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+        assert (
+            refused.status_code == 401
+            and "Basic" in refused.headers["www-authenticate"]
+        )
+        assert (
+            tc.get(
+                "/", headers={"Authorization": "Bearer wrong-token-wrong"}
+            ).status_code
+            == 401
+        )
+        assert (
+            tc.get("/", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+        )
         assert tc.get("/", headers=_basic("anyone", TOKEN)).status_code == 200
     with dashboard_client(db_url, client=remote, auth=BasicAuth("ops", "pa:ss")) as tc:
         assert tc.get("/", headers=_basic("ops", "pa:ss")).status_code == 200
@@ -273,13 +370,17 @@ def test_token_and_basic_auth(db_url: str) -> None:
         TokenAuth("short")
 
 
-def test_mounted_under_a_path_with_the_hosts_authorization(db_url: str, conn: psycopg.Connection[Any]) -> None:
+def test_mounted_under_a_path_with_the_hosts_authorization(
+    db_url: str, conn: psycopg.Connection[Any]
+) -> None:
     job_id = enqueue(conn, "DashMounted", 1)
 
     def staff_only(request: Request) -> bool:
         return request.headers.get("x-user") == "staff"
 
-    host = Starlette(routes=[Mount("/ops/conveyor", create_app(db_url, authorize=staff_only))])
+    host = Starlette(
+        routes=[Mount("/ops/conveyor", create_app(db_url, authorize=staff_only))]
+    )
     with TestClient(host, client=("198.51.100.7", 1), follow_redirects=False) as tc:
         assert tc.get("/ops/conveyor/").status_code == 403
         tc.headers["x-user"] = "staff"
@@ -290,32 +391,54 @@ def test_mounted_under_a_path_with_the_hosts_authorization(db_url: str, conn: ps
         assert tc.get("/ops/conveyor/static/dashboard.js").status_code == 200
         assert "Path=/ops/conveyor" in page.headers["set-cookie"]
         done = post_action(
-            tc, "/ops/conveyor/jobs/actions",
+            tc,
+            "/ops/conveyor/jobs/actions",
             {"action": "discard", "ids": str(job_id), "back": "/ops/conveyor/jobs"},
             "/ops/conveyor/jobs",
         )
         assert done.headers["location"].startswith("/ops/conveyor/jobs?notice=")
         # A redirect target outside the app is not followed.
-        away = post_action(tc, "/ops/conveyor/jobs/actions",
-                           {"action": "retry", "ids": str(job_id), "back": "//evil.example/x"},
-                           "/ops/conveyor/jobs")
+        away = post_action(
+            tc,
+            "/ops/conveyor/jobs/actions",
+            {"action": "retry", "ids": str(job_id), "back": "//evil.example/x"},
+            "/ops/conveyor/jobs",
+        )
         assert away.headers["location"].startswith("/ops/conveyor/?notice=")
 
 
 def test_cli_refuses_a_public_address_without_auth(db_url: str) -> None:
-    result = CliRunner().invoke(cli, ["dashboard", "--host", "0.0.0.0", "--database-url", db_url])
+    result = CliRunner().invoke(
+        cli, ["dashboard", "--host", "0.0.0.0", "--database-url", db_url]
+    )
     assert result.exit_code == 1
     assert "refusing to listen on 0.0.0.0 without authentication" in result.output
     proc = subprocess.run(
-        [sys.executable, "-m", "conveyor", "dashboard", "--host", "::", "--database-url", db_url],
-        capture_output=True, text=True, timeout=60, check=False,
+        [
+            sys.executable,
+            "-m",
+            "conveyor",
+            "dashboard",
+            "--host",
+            "::",
+            "--database-url",
+            db_url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert proc.returncode == 1 and "refusing to listen on ::" in proc.stderr
-    short = CliRunner().invoke(cli, ["dashboard", "--token", "short", "--database-url", db_url])
+    short = CliRunner().invoke(
+        cli, ["dashboard", "--token", "short", "--database-url", db_url]
+    )
     assert short.exit_code == 1 and "16 characters" in short.output
 
 
-def test_cli_serves_with_a_token(db_url: str, tmp_path: Path, conn: psycopg.Connection[Any]) -> None:
+def test_cli_serves_with_a_token(
+    db_url: str, tmp_path: Path, conn: psycopg.Connection[Any]
+) -> None:
     enqueue(conn, "DashServed", 1)
     env = {**__import__("os").environ, "CONVEYOR_DASHBOARD_TOKEN": TOKEN}
     with dashboard_server(db_url, log=tmp_path / "dash.log", env=env) as base:
@@ -323,7 +446,9 @@ def test_cli_serves_with_a_token(db_url: str, tmp_path: Path, conn: psycopg.Conn
             urllib.request.urlopen(base + "/jobs", timeout=10)
         assert refused.value.code == 401
         refused.value.close()
-        request = urllib.request.Request(base + "/jobs", headers={"Authorization": f"Bearer {TOKEN}"})
+        request = urllib.request.Request(
+            base + "/jobs", headers={"Authorization": f"Bearer {TOKEN}"}
+        )
         with urllib.request.urlopen(request, timeout=10) as response:
             assert response.status == 200 and "DashServed" in response.read().decode()
 
@@ -351,6 +476,3 @@ def _link_after(page: str, marker: str) -> str:
 def _basic(user: str, password: str) -> dict[str, str]:
     token = base64.b64encode(f"{user}:{password}".encode()).decode()
     return {"Authorization": f"Basic {token}"}
-
-
-import urllib.parse  # noqa: E402  (used by the notices above)

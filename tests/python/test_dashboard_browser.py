@@ -66,7 +66,8 @@ def browser(playwright_driver: Playwright) -> Iterator[Browser]:
 def screenshots(request: pytest.FixtureRequest) -> Iterator[Path]:
     """The folder of this run's screenshots, printed at the end."""
     folder = Path(
-        os.environ.get("CONVEYOR_SCREENSHOTS") or tempfile.mkdtemp(prefix="conveyor-dashboard-")
+        os.environ.get("CONVEYOR_SCREENSHOTS")
+        or tempfile.mkdtemp(prefix="conveyor-dashboard-")
     )
     folder.mkdir(parents=True, exist_ok=True)
     yield folder
@@ -94,7 +95,9 @@ def page(browser: Browser) -> Iterator[Page]:
 @pytest.fixture
 def dashboard(db_url: str, tmp_path: Path) -> Iterator[str]:
     """A ``conveyor dashboard`` on loopback without auth, refreshing every second."""
-    with dashboard_server(db_url, "--refresh", "1", log=tmp_path / "dashboard.log") as base:
+    with dashboard_server(
+        db_url, "--refresh", "1", log=tmp_path / "dashboard.log"
+    ) as base:
         yield base
 
 
@@ -115,7 +118,9 @@ def test_filter_open_a_failed_job_retry_it_and_watch_it_run(
     for i in range(3):
         enqueue(conn, "DashBrowserMail", f"user-{i}@example.com", queue="mail")
     enqueue(conn, "DashBrowserReport", "nightly", queue="reports", run_at=_later(3))
-    failing = enqueue(conn, "DashBrowserFlaky", str(marker), queue="dash", maximum_retry_count=0)
+    failing = enqueue(
+        conn, "DashBrowserFlaky", str(marker), queue="dash", maximum_retry_count=0
+    )
     worker = spawn_worker(FLAKY_JOBS, "-q", "dash", "-w", "1", "-i", "0.2")
     wait_for(
         lambda: (job_row(conn, failing) or {}).get("state") == "expired",
@@ -182,7 +187,9 @@ def test_enqueue_a_cron_job_now(
     row = page.locator("tr[data-schedule=nightly-report]")
     row.get_by_role("button", name="Enqueue now").click()
     page.locator(".confirm").get_by_role("button", name="Enqueue now").click()
-    expect(page.locator(".notice")).to_contain_text("Schedule nightly-report: enqueued job")
+    expect(page.locator(".notice")).to_contain_text(
+        "Schedule nightly-report: enqueued job"
+    )
     job = conn.execute("SELECT job_class, args, data FROM conveyor.jobs").fetchone()
     assert job == (
         "DashBrowserReport",
@@ -190,16 +197,25 @@ def test_enqueue_a_cron_job_now(
         {"schedule": {"name": "nightly-report", "at": None}},
     )
     # Disable it from the page too.
-    page.locator("tr[data-schedule=nightly-report]").get_by_role("button", name="Disable").click()
+    page.locator("tr[data-schedule=nightly-report]").get_by_role(
+        "button", name="Disable"
+    ).click()
     page.locator(".confirm").get_by_role("button", name="Disable").click()
     expect(page.locator("tr[data-schedule=nightly-report]")).to_contain_text("disabled")
-    assert scalar(conn, "SELECT enabled FROM conveyor.schedules WHERE name = 'nightly-report'") is False
+    assert (
+        scalar(
+            conn, "SELECT enabled FROM conveyor.schedules WHERE name = 'nightly-report'"
+        )
+        is False
+    )
 
 
 def test_a_script_in_args_renders_as_text(
     page: Page, dashboard: str, conn: psycopg.Connection[Any]
 ) -> None:
-    job_id = enqueue(conn, "DashBrowserXss", XSS, {"html": "<img src=x onerror=alert(1)>"})
+    job_id = enqueue(
+        conn, "DashBrowserXss", XSS, {"html": "<img src=x onerror=alert(1)>"}
+    )
     for path in ("/jobs", f"/jobs/{job_id}", "/jobs?search=script"):
         page.goto(dashboard + path)
         assert page.evaluate("() => window.__xss") is None, path
@@ -217,9 +233,12 @@ def test_a_form_from_another_site_is_refused(
     page.goto(dashboard + "/jobs")  # the browser now has the dashboard's cookie
     evil = f"""<form method="post" action="{dashboard}/jobs/actions">
       <input name="action" value="destroy"><input name="ids" value="{job_id}">
-      <input name="confirmed" value="yes"><input name="csrf_token" value="{'x' * 43}">
+      <input name="confirmed" value="yes"><input name="csrf_token" value="{"x" * 43}">
       <button id="go">go</button></form>"""
-    page.route("http://evil.test/", lambda route: route.fulfill(body=evil, content_type="text/html"))
+    page.route(
+        "http://evil.test/",
+        lambda route: route.fulfill(body=evil, content_type="text/html"),
+    )
     page.goto("http://evil.test/")
     with page.expect_navigation():
         page.click("#go")
@@ -254,7 +273,9 @@ def test_a_token_protects_every_page(
         assert anonymous.request.get(base + "/").status == 401
         assert anonymous.request.get(base + "/static/dashboard.js").status == 401
         anonymous.close()
-        logged_in = browser.new_context(http_credentials={"username": "ops", "password": TOKEN})
+        logged_in = browser.new_context(
+            http_credentials={"username": "ops", "password": TOKEN}
+        )
         response = logged_in.new_page().goto(base + "/jobs")
         assert response is not None and response.status == 200
         logged_in.close()
@@ -264,4 +285,3 @@ def _later(hours: int) -> Any:
     from datetime import UTC, datetime, timedelta
 
     return datetime.now(UTC) + timedelta(hours=hours)
-

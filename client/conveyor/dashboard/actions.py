@@ -106,8 +106,7 @@ async def job_actions(dash: Dashboard, request: Request) -> Response:
     label = queries.ACTIONS[action]
     if scope == "filter":
         target = (
-            f"up to {queries.FILTER_ACTION_LIMIT:,} of the newest jobs matching "
-            f"{where.describe()}"
+            f"up to {queries.FILTER_ACTION_LIMIT:,} of the newest jobs matching {where.describe()}"
         )
     elif len(ids) == 1:
         target = f"job {ids[0]}"

@@ -142,7 +142,7 @@ def local_redirect(request: Request, target: str | None, notice: str) -> Redirec
 
 def format_age(value: timedelta | None) -> str:
     if value is None:
-        return "–"
+        return "\u2013"  # an en dash
     seconds = int(value.total_seconds())
     if seconds < 0:
         return "in " + format_age(-value)
@@ -157,7 +157,7 @@ def format_age(value: timedelta | None) -> str:
 
 def format_when(value: datetime | None) -> str:
     if value is None:
-        return "–"
+        return "\u2013"  # an en dash
     return value.strftime("%Y-%m-%d %H:%M:%S %Z").strip()
 
 
@@ -226,4 +226,3 @@ def _not_found(dashboard: Dashboard) -> Callable[[Request, Exception], Any]:
         return dashboard.render(request, "error.html", 404, message="Not found.")
 
     return handler
-

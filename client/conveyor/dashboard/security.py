@@ -182,9 +182,7 @@ class Guard:
                 new_token = scope.get("conveyor.new_csrf")
                 if new_token is not None:
                     path = scope.get("root_path") or "/"
-                    cookie = (
-                        f"{CSRF_COOKIE}={new_token}; Path={path}; HttpOnly; SameSite=Strict"
-                    )
+                    cookie = f"{CSRF_COOKIE}={new_token}; Path={path}; HttpOnly; SameSite=Strict"
                     headers.append((b"set-cookie", cookie.encode("latin-1")))
                 message = {**message, "headers": headers}
             await send(message)
