@@ -310,6 +310,53 @@ def test_schedule_enable_disable_and_enqueue_now(
     )
 
 
+def test_pause_and_resume_a_queue_and_a_class(
+    db_url: str, conn: psycopg.Connection[Any]
+) -> None:
+    enqueue(conn, "DashPaused", 1, queue="pausable")
+    with dashboard_client(db_url) as tc:
+        assert 'data-queue="pausable"' in tc.get("/queues").text
+        done = post_action(
+            tc,
+            "/queues/actions",
+            {"action": "pause", "queue": "pausable", "back": "/queues"},
+            "/queues",
+        )
+        assert done.headers["location"].startswith("/queues?notice=")
+        assert (
+            scalar(
+                conn, "SELECT count(*) FROM conveyor.pauses WHERE queue = 'pausable'"
+            )
+            == 1
+        )
+        assert "Resume" in tc.get("/queues").text
+        post_action(
+            tc,
+            "/queues/actions",
+            {"action": "pause", "job_class": "DashPaused"},
+            "/queues",
+        )
+        assert (
+            scalar(conn, "SELECT job_class FROM conveyor.pauses WHERE queue IS NULL")
+            == "DashPaused"
+        )
+        post_action(
+            tc, "/queues/actions", {"action": "resume", "queue": "pausable"}, "/queues"
+        )
+        post_action(
+            tc,
+            "/queues/actions",
+            {"action": "resume", "job_class": "DashPaused"},
+            "/queues",
+        )
+        assert scalar(conn, "SELECT count(*) FROM conveyor.pauses") == 0
+        token = csrf_of(tc.get("/queues").text)
+        empty = tc.post(
+            "/queues/actions", data={"action": "pause", "csrf_token": token}
+        )
+        assert empty.status_code == 400
+
+
 def test_read_only_mode_shows_no_action_and_refuses_posts(
     db_url: str, conn: psycopg.Connection[Any]
 ) -> None:

@@ -210,6 +210,42 @@ def test_enqueue_a_cron_job_now(
     )
 
 
+def test_pause_a_queue(
+    page: Page,
+    dashboard: str,
+    conn: psycopg.Connection[Any],
+    spawn_worker: Callable[..., Any],
+    tmp_path: Path,
+    screenshots: Path,
+) -> None:
+    marker = tmp_path / "marker"
+    marker.write_text("present")
+    enqueue(conn, "DashBrowserMail", "a@example.com", queue="mail")
+    spawn_worker(FLAKY_JOBS, "-q", "dash", "-w", "1", "-i", "0.2")
+    page.goto(dashboard + "/queues")
+    page.locator("tr[data-queue=mail]").get_by_role("button", name="Pause").click()
+    page.locator(".confirm").get_by_role("button", name="Pause").click()
+    expect(page.locator(".notice")).to_contain_text("Pause queue 'mail': paused.")
+    expect(page.locator("tr[data-queue=mail]")).to_contain_text("paused")
+    assert scalar(conn, "SELECT queue FROM conveyor.pauses") == "mail"
+    # The worker skips the paused queue's jobs and works the others.
+    paused = enqueue(conn, "DashBrowserFlaky", str(marker), queue="dash")
+    conn.execute("SELECT conveyor.pause(queue => 'dash')")
+    page.reload()
+    shoot(page, screenshots, "queues")
+    page.wait_for_timeout(2000)
+    row = job_row(conn, paused)
+    assert row is not None and row["state"] not in ("running", "finished"), row
+    page.locator("tr[data-queue=dash]").get_by_role("button", name="Resume").click()
+    page.locator(".confirm").get_by_role("button", name="Resume").click()
+    expect(page.locator(".notice")).to_contain_text("resumed")
+    wait_for(
+        lambda: (job_row(conn, paused) or {}).get("state") == "finished",
+        60,
+        "resumed job",
+    )
+
+
 def test_a_script_in_args_renders_as_text(
     page: Page, dashboard: str, conn: psycopg.Connection[Any]
 ) -> None:

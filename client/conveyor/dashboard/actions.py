@@ -18,7 +18,7 @@ from . import queries
 from .app import Dashboard, base_path, local_redirect
 from .security import CSRF_FIELD, cross_site, csrf_ok
 
-__all__ = ["job_actions", "schedule_actions"]
+__all__ = ["job_actions", "pause_actions", "schedule_actions"]
 
 _MAX_IDS = 1000
 
@@ -192,3 +192,39 @@ async def schedule_actions(dash: Dashboard, request: Request) -> Response:
     except psycopg.errors.InsufficientPrivilege as error:
         result = f"refused by the database: {error.diag.message_primary}"
     return local_redirect(request, _text(form, "back"), f"Schedule {name}: {result}.")
+
+
+async def pause_actions(dash: Dashboard, request: Request) -> Response:
+    form = await _checked_form(dash, request)
+    if isinstance(form, Response):
+        return form
+    action = _text(form, "action")
+    names = {
+        "queue": _text(form, "queue") or None,
+        "job_class": _text(form, "job_class") or None,
+        "label": _text(form, "label") or None,
+    }
+    what = ", ".join(f"{k.replace('_', ' ')} {v!r}" for k, v in names.items() if v)
+    if action not in ("pause", "resume") or not what:
+        return dash.render(
+            request, "error.html", 400, message="Pause or resume needs a queue, class or label."
+        )
+    label = action.capitalize()
+    if _text(form, "confirmed") != "yes":
+        details = (
+            "Matching jobs stay queued but are not started; running jobs finish."
+            if action == "pause"
+            else "Workers are told at once and start the matching jobs again "
+            "(unless another pause still matches them)."
+        )
+        return _confirm(
+            dash, request, form, title=f"{label}: {what}?", details=[details], button=label
+        )
+    try:
+        changed = await dash.db(queries.set_paused, action == "pause", **names)
+        result = (
+            f"{action}d" if changed else f"already {'paused' if action == 'pause' else 'running'}"
+        )
+    except (psycopg.errors.DataException, psycopg.errors.InsufficientPrivilege) as error:
+        result = f"refused by the database: {error.diag.message_primary}"
+    return local_redirect(request, _text(form, "back"), f"{label} {what}: {result}.")

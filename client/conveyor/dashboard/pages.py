@@ -11,7 +11,7 @@ from . import queries
 from .app import Dashboard
 from .chart import per_minute_chart
 
-__all__ = ["job", "jobs", "overview", "processes", "schedules"]
+__all__ = ["job", "jobs", "overview", "processes", "queues", "schedules"]
 
 
 async def overview(dash: Dashboard, request: Request) -> Response:
@@ -75,3 +75,12 @@ async def schedules(dash: Dashboard, request: Request) -> Response:
 async def processes(dash: Dashboard, request: Request) -> Response:
     rows = await dash.db(queries.list_processes)
     return dash.render(request, "processes.html", processes=rows)
+
+
+async def queues(dash: Dashboard, request: Request) -> Response:
+    counts = await dash.db(queries.overview)
+    pauses = await dash.db(queries.list_pauses)
+    paused_queues = {p["queue"] for p in pauses if p["job_class"] is None and p["label"] is None}
+    return dash.render(
+        request, "queues.html", counts=counts, pauses=pauses, paused_queues=paused_queues
+    )

@@ -23,8 +23,10 @@ __all__ = [
     "filter_ids",
     "get_job",
     "list_jobs",
+    "list_pauses",
     "list_processes",
     "overview",
+    "set_paused",
     "throughput",
 ]
 
@@ -108,6 +110,14 @@ SELECT l.pid AS backend_pid, l.hostname, l.process_id, l.queues, l.worker_priori
   ) AS held ON true
  ORDER BY l.started_at, l.pid
 """
+
+_PAUSES = (
+    "SELECT id, queue, job_class, label, paused_at FROM conveyor.pauses ORDER BY paused_at, id"
+)
+_PAUSE = "SELECT conveyor.pause(queue => %(queue)s, job_class => %(job_class)s, label => %(label)s)"
+_RESUME = (
+    "SELECT conveyor.resume(queue => %(queue)s, job_class => %(job_class)s, label => %(label)s)"
+)
 
 _ACTION_SQL = {
     "retry": "SELECT conveyor.retry_now(%(id)s)",
@@ -272,3 +282,22 @@ def apply_action(
 def _reason(error: psycopg.Error) -> str:
     diag = error.diag
     return f"{diag.message_primary or error} ({diag.sqlstate})"
+
+
+def list_pauses(conn: psycopg.Connection[Any]) -> list[Row]:
+    with conn.cursor(row_factory=dict_row) as cursor:
+        return cursor.execute(_PAUSES).fetchall()
+
+
+def set_paused(
+    conn: psycopg.Connection[Any],
+    paused: bool,
+    *,
+    queue: str | None,
+    job_class: str | None,
+    label: str | None,
+) -> bool:
+    """conveyor.pause or conveyor.resume; False when nothing changed."""
+    params = {"queue": queue, "job_class": job_class, "label": label}
+    row = conn.execute(_PAUSE if paused else _RESUME, params).fetchone()
+    return bool(row and row[0])
