@@ -2,7 +2,7 @@
 -- the trigger, the whole function surface (public and internal), comments,
 -- pinned search_path, SECURITY DEFINER, and who may execute or read what.
 BEGIN;
-SELECT plan(55);
+SELECT plan(65);
 
 -- Tables and columns --------------------------------------------------------
 
@@ -28,7 +28,8 @@ SELECT set_eq(
 SELECT columns_are('conveyor', 'jobs', ARRAY[
   'id', 'priority', 'run_at', 'job_class', 'queue', 'args', 'data', 'error_count',
   'maximum_retry_count', 'last_error_message', 'last_error_backtrace', 'finished_at',
-  'expired_at', 'created_at', 'unique_key', 'concurrency_key', 'labels', 'batch_id'],
+  'expired_at', 'created_at', 'unique_key', 'concurrency_key', 'labels', 'batch_id',
+  'result', 'errors', 'attempted_at', 'attempted_by'],
   'conveyor.jobs has exactly the documented columns');
 
 SELECT columns_are('conveyor', 'lockers', ARRAY[
@@ -60,7 +61,11 @@ SELECT results_eq(
            ('unique_key', 'text', false, NULL),
            ('concurrency_key', 'text', false, NULL),
            ('labels', 'text[]', true, '''{}''::text[]'),
-           ('batch_id', 'bigint', false, NULL)$$,
+           ('batch_id', 'bigint', false, NULL),
+           ('result', 'jsonb', false, NULL),
+           ('errors', 'jsonb', true, '''[]''::jsonb'),
+           ('attempted_at', 'timestamp with time zone', false, NULL),
+           ('attempted_by', 'text', false, NULL)$$,
   'conveyor.jobs columns have the documented types, NOT NULLs and defaults, in order');
 
 SELECT col_is_pk('conveyor', 'jobs', 'id', 'conveyor.jobs.id is the primary key');
@@ -153,12 +158,15 @@ SELECT functions_are('conveyor', ARRAY[
   'retry_job', 'job_stats', 'queue_stats', 'register_locker', 'unregister_locker',
   'prune_lockers', 'schema_version', 'cron_next', 'set_schedule', 'set_schedule_enabled',
   'delete_schedule', 'enqueue_due_schedules', 'next_schedule_at',
+  'list_jobs', 'retry_now', 'discard_job', 'reschedule_job', 'retry_jobs_where',
+  'discard_jobs_where', 'cleanup',
   -- internal helpers and the trigger function
   'cron_field', 'cron_parse', 'enqueue_schedules_due_at',
   'held_job_ids', 'working_job_ids', 'release_job_locks', 'job_problem', 'job_json_problem',
   'recheck_locked_jobs', 'locked_in_transaction', 'tg_jobs__notify', 'resolve_jobs',
   'require_read_committed', 'job_lock_key1', 'job_lock_key2', 'job_lock_id', 'sorted_array_contains',
   'job_limit', 'flow_fields_problem', 'labels_from_json',
+  'errors_append', 'job_state', 'manage_job', 'jobs_where_check',
   -- flow control (tests/pgtap/flow_control.sql)
   'pause', 'resume', 'set_concurrency_limit', 'delete_concurrency_limit', 'check_pause_names',
   'concurrency_limit_for', 'concurrency_key_lock', 'try_lock_limited_job', 'job_paused', 'enqueue_allowed'],
@@ -172,6 +180,7 @@ SELECT results_eq(
      ORDER BY 1, 2$$,
   $$VALUES
     ('check_pause_names', 'caller text, queue text, job_class text, label text', 'void', 'i'),
+    ('cleanup', 'finished_before interval, expired_before interval, batch_size integer, max_batches integer', 'bigint', 'v'),
     ('concurrency_key_lock', 'purpose text, key text', 'bigint', 'i'),
     ('concurrency_limit_for', 'key text', 'conveyor.concurrency_limits', 's'),
     ('cron_field', 'field text, field_name text, lo integer, hi integer, names text[]', 'bigint', 'i'),
@@ -181,15 +190,18 @@ SELECT results_eq(
     ('delete_schedule', 'name text', 'boolean', 'v'),
     ('destroy_job', 'id bigint', 'boolean', 'v'),
     ('destroy_jobs', 'ids bigint[], held bigint[]', 'SETOF bigint', 'v'),
+    ('discard_job', 'id bigint, reason text', 'text', 'v'),
+    ('discard_jobs_where', 'state text, queue text, job_class text, error_like text, since timestamp with time zone, reason text', 'bigint', 'v'),
     ('enqueue', 'job_class text, args jsonb, queue text, priority integer, run_at timestamp with time zone, data jsonb, maximum_retry_count integer, unique_key text, concurrency_key text, labels text[], batch_id bigint', 'conveyor.jobs', 'v'),
     ('enqueue_allowed', 'key text', 'boolean', 'v'),
     ('enqueue_due_schedules', '', 'SETOF bigint', 'v'),
     ('enqueue_many', 'jobs jsonb', 'SETOF bigint', 'v'),
     ('enqueue_schedules_due_at', 'as_of timestamp with time zone', 'SETOF bigint', 'v'),
+    ('errors_append', 'errors jsonb, entry jsonb', 'jsonb', 'i'),
     ('expire_job', 'id bigint', 'boolean', 'v'),
     ('expire_jobs', 'ids bigint[], held bigint[]', 'SETOF bigint', 'v'),
-    ('finish_job', 'id bigint', 'boolean', 'v'),
-    ('finish_jobs', 'ids bigint[], held bigint[]', 'SETOF bigint', 'v'),
+    ('finish_job', 'id bigint, result jsonb', 'boolean', 'v'),
+    ('finish_jobs', 'ids bigint[], held bigint[], results jsonb, attempted_at timestamp with time zone[], attempted_by text', 'SETOF bigint', 'v'),
     ('flow_fields_problem', 'concurrency_key text, labels text[], OUT error_code text, OUT error_message text', 'record', 'i'),
     ('held_job_ids', '', 'bigint[]', 's'),
     ('job_json_problem', 'job jsonb, OUT error_code text, OUT error_message text', 'record', 's'),
@@ -199,11 +211,15 @@ SELECT results_eq(
     ('job_lock_key2', 'id bigint', 'integer', 'i'),
     ('job_paused', 'pauses conveyor.pauses[], queue text, job_class text, labels text[]', 'boolean', 'i'),
     ('job_problem', 'job_class text, args jsonb, queue text, priority integer, run_at timestamp with time zone, data jsonb, maximum_retry_count integer, OUT error_code text, OUT error_message text', 'record', 'i'),
+    ('job_state', 'finished_at timestamp with time zone, expired_at timestamp with time zone, locked boolean, run_at timestamp with time zone, error_count integer, as_of timestamp with time zone', 'text', 'i'),
     ('job_stats', '', 'TABLE(job_class text, count bigint, count_working bigint, count_errored bigint, highest_error_count integer, oldest_run_at timestamp with time zone)', 's'),
+    ('jobs_where_check', 'action text, state text, allowed text[]', 'void', 'i'),
     ('labels_from_json', 'labels jsonb', 'text[]', 'i'),
+    ('list_jobs', 'state text, queue text, job_class text, search text, before_id bigint, max_rows integer', 'SETOF conveyor.jobs_view', 's'),
     ('lock_jobs', 'queues text[], max_jobs integer, max_priority integer, held bigint[]', 'SETOF conveyor.jobs', 'v'),
     ('lock_jobs_by_id', 'ids bigint[], queues text[], held bigint[]', 'SETOF conveyor.jobs', 'v'),
     ('locked_in_transaction', 'add bigint[]', 'bigint[]', 'v'),
+    ('manage_job', 'id bigint, action text', 'conveyor.jobs', 'v'),
     ('next_schedule_at', '', 'timestamp with time zone', 's'),
     ('pause', 'queue text, job_class text, label text', 'boolean', 'v'),
     ('prune_lockers', '', 'integer', 'v'),
@@ -212,9 +228,12 @@ SELECT results_eq(
     ('register_locker', 'queues text[], worker_priorities integer[], hostname text, process_id integer, listening boolean', 'text', 'v'),
     ('release_job_locks', 'ids bigint[], held bigint[]', 'SETOF bigint', 'v'),
     ('require_read_committed', 'caller text', 'void', 's'),
+    ('reschedule_job', 'id bigint, run_at timestamp with time zone', 'text', 'v'),
     ('resolve_jobs', 'action text, ids bigint[], held bigint[]', 'SETOF bigint', 'v'),
     ('resume', 'queue text, job_class text, label text', 'boolean', 'v'),
-    ('retry_job', 'id bigint, error_message text, error_backtrace text, delay double precision, expire boolean', 'SETOF conveyor.jobs', 'v'),
+    ('retry_job', 'id bigint, error_message text, error_backtrace text, delay double precision, expire boolean, attempted_at timestamp with time zone, attempted_by text', 'SETOF conveyor.jobs', 'v'),
+    ('retry_jobs_where', 'state text, queue text, job_class text, error_like text, since timestamp with time zone', 'bigint', 'v'),
+    ('retry_now', 'id bigint', 'text', 'v'),
     ('schema_version', '', 'text', 'i'),
     ('set_concurrency_limit', 'key text, perform_limit integer, enqueue_limit integer', 'void', 'v'),
     ('set_schedule', 'name text, cron text, job_class text, args jsonb, queue text, priority integer, data jsonb, time_zone text, enabled boolean, catch_up boolean', 'conveyor.schedules', 'v'),
@@ -274,8 +293,8 @@ SELECT is(
   ARRAY(SELECT p.proname::text COLLATE "default" FROM pg_catalog.pg_proc AS p
          WHERE p.pronamespace = 'conveyor'::regnamespace AND p.proconfig IS NULL
          ORDER BY 1),
-  ARRAY['concurrency_key_lock', 'job_limit', 'job_lock_id', 'job_lock_key1', 'job_lock_key2', 'job_paused', 'sorted_array_contains'],
-  'only the inlinable helpers concurrency_key_lock, job_limit, job_lock_id, job_lock_key1, job_lock_key2, job_paused and sorted_array_contains go without SET clauses');
+  ARRAY['concurrency_key_lock', 'errors_append', 'job_limit', 'job_lock_id', 'job_lock_key1', 'job_lock_key2', 'job_paused', 'job_state', 'sorted_array_contains'],
+  'only the inlinable helpers concurrency_key_lock, errors_append, job_limit, job_lock_id, job_lock_key1, job_lock_key2, job_paused, job_state and sorted_array_contains go without SET clauses');
 
 SELECT is(
   ARRAY(SELECT p.proname::text COLLATE "default" FROM pg_catalog.pg_proc AS p
@@ -367,16 +386,16 @@ SELECT is(
          WHERE p.pronamespace = 'conveyor'::regnamespace
            AND pg_catalog.has_function_privilege('conveyor_worker', p.oid, 'EXECUTE')
          ORDER BY 1),
-  ARRAY['concurrency_key_lock', 'concurrency_limit_for',
+  ARRAY['cleanup', 'concurrency_key_lock', 'concurrency_limit_for',
         'cron_field', 'cron_next', 'cron_parse', 'destroy_job', 'destroy_jobs', 'enqueue',
-        'enqueue_due_schedules', 'enqueue_many', 'expire_job', 'expire_jobs', 'finish_job',
+        'enqueue_due_schedules', 'enqueue_many', 'errors_append', 'expire_job', 'expire_jobs', 'finish_job',
         'finish_jobs', 'held_job_ids', 'job_limit', 'job_lock_id', 'job_lock_key1',
-        'job_lock_key2', 'job_paused', 'job_stats', 'lock_jobs', 'lock_jobs_by_id', 'locked_in_transaction',
+        'job_lock_key2', 'job_paused', 'job_state', 'job_stats', 'lock_jobs', 'lock_jobs_by_id', 'locked_in_transaction',
         'next_schedule_at', 'prune_lockers', 'queue_stats', 'recheck_locked_jobs',
         'register_locker', 'release_job_locks', 'require_read_committed', 'resolve_jobs',
         'retry_job', 'schema_version', 'sorted_array_contains', 'try_lock_limited_job', 'unlock_jobs',
         'unregister_locker', 'working_job_ids'],
-  'conveyor_worker may execute the worker functions (and enqueue, as an enqueuer), not job_problem, job_json_problem or tg_jobs__notify');
+  'conveyor_worker may execute the worker functions (and enqueue, as an enqueuer, and cleanup), not job_problem, job_json_problem, tg_jobs__notify or the management functions');
 
 SELECT table_privs_are('conveyor', 'jobs', 'conveyor_worker', ARRAY['SELECT', 'UPDATE', 'DELETE'],
   'conveyor_worker may SELECT, UPDATE, DELETE conveyor.jobs (no INSERT: enqueue inserts)');
@@ -403,6 +422,48 @@ SELECT function_privs_are('conveyor', 'job_problem',
   ARRAY['text', 'jsonb', 'text', 'integer', 'timestamp with time zone', 'jsonb', 'integer'],
   'conveyor_worker', ARRAY[]::text[],
   'conveyor_worker has no EXECUTE on the internal conveyor.job_problem');
+
+SELECT table_privs_are('conveyor', 'jobs_view', 'conveyor_worker', ARRAY['SELECT'],
+  'conveyor_worker may SELECT conveyor.jobs_view');
+
+SELECT table_privs_are('conveyor', 'jobs_view', 'conveyor_enqueuer', ARRAY[]::text[],
+  'conveyor_enqueuer has no privilege on conveyor.jobs_view');
+
+-- Privileges: conveyor_admin --------------------------------------------------
+
+SELECT ok(EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'conveyor_admin' AND NOT rolcanlogin AND NOT rolsuper),
+          'conveyor_admin exists as a NOLOGIN, non-superuser role');
+
+SELECT ok(NOT pg_catalog.pg_has_role('conveyor_admin', 'conveyor_worker', 'member')
+          AND NOT pg_catalog.pg_has_role('conveyor_admin', 'conveyor_enqueuer', 'member'),
+          'conveyor_admin is neither a worker nor an enqueuer');
+
+SELECT is(
+  ARRAY(SELECT p.proname::text COLLATE "default" FROM pg_catalog.pg_proc AS p
+         WHERE p.pronamespace = 'conveyor'::regnamespace
+           AND pg_catalog.has_function_privilege('conveyor_admin', p.oid, 'EXECUTE')
+         ORDER BY 1),
+  ARRAY['cleanup', 'destroy_job', 'discard_job', 'discard_jobs_where', 'errors_append',
+        'held_job_ids', 'job_limit', 'job_lock_id', 'job_lock_key1', 'job_lock_key2', 'job_state',
+        'job_stats', 'jobs_where_check', 'list_jobs', 'manage_job', 'queue_stats',
+        'release_job_locks', 'reschedule_job', 'resolve_jobs', 'retry_jobs_where', 'retry_now',
+        'schema_version', 'sorted_array_contains', 'working_job_ids'],
+  'conveyor_admin may execute the management functions, the stats, destroy_job and their internals; nothing that locks, enqueues or registers');
+
+SELECT table_privs_are('conveyor', 'jobs', 'conveyor_admin', ARRAY['SELECT', 'UPDATE', 'DELETE'],
+  'conveyor_admin may SELECT, UPDATE, DELETE conveyor.jobs (no INSERT)');
+
+SELECT table_privs_are('conveyor', 'jobs_view', 'conveyor_admin', ARRAY['SELECT'],
+  'conveyor_admin may SELECT conveyor.jobs_view');
+
+SELECT table_privs_are('conveyor', 'lockers', 'conveyor_admin', ARRAY['SELECT'],
+  'conveyor_admin may SELECT conveyor.lockers (which workers are alive)');
+
+SELECT table_privs_are('conveyor', 'schedules', 'conveyor_admin', ARRAY[]::text[],
+  'conveyor_admin has no privilege on conveyor.schedules');
+
+SELECT schema_privs_are('conveyor', 'conveyor_admin', ARRAY['USAGE'],
+  'conveyor_admin has USAGE (not CREATE) on schema conveyor');
 
 SELECT * FROM finish();
 ROLLBACK;

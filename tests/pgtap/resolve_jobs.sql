@@ -47,6 +47,8 @@ SELECT throws_ok($$SELECT conveyor.resolve_jobs(NULL, '{}')$$, '22023',
 \set many finish_jobs
 \set one_fn conveyor.finish_job
 \set many_fn conveyor.finish_jobs
+\set one_args '{bigint,jsonb}'
+\set many_args '{bigint[],bigint[],jsonb,"timestamp with time zone[]",text}'
 \ir include/resolve_action.psql
 
 \set action destroy
@@ -54,6 +56,8 @@ SELECT throws_ok($$SELECT conveyor.resolve_jobs(NULL, '{}')$$, '22023',
 \set many destroy_jobs
 \set one_fn conveyor.destroy_job
 \set many_fn conveyor.destroy_jobs
+\set one_args '{bigint}'
+\set many_args '{bigint[],bigint[]}'
 \ir include/resolve_action.psql
 
 \set action expire
@@ -61,6 +65,8 @@ SELECT throws_ok($$SELECT conveyor.resolve_jobs(NULL, '{}')$$, '22023',
 \set many expire_jobs
 \set one_fn conveyor.expire_job
 \set many_fn conveyor.expire_jobs
+\set one_args '{bigint}'
+\set many_args '{bigint[],bigint[]}'
 \ir include/resolve_action.psql
 
 SELECT * FROM finish();

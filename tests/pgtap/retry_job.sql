@@ -1,14 +1,14 @@
--- conveyor.retry_job(id, error_message, error_backtrace, delay, expire)
+-- conveyor.retry_job(id, error_message, error_backtrace, delay, expire, attempted_at, attempted_by)
 --
 -- now() is fixed for the whole transaction, so run_at - now() is exact.
 BEGIN;
 SELECT plan(48);
 
-SELECT has_function('conveyor', 'retry_job', ARRAY['bigint', 'text', 'text', 'double precision', 'boolean'],
-  'conveyor.retry_job(bigint, text, text, double precision, boolean) exists');
+SELECT has_function('conveyor', 'retry_job', ARRAY['bigint', 'text', 'text', 'double precision', 'boolean', 'timestamp with time zone', 'text'],
+  'conveyor.retry_job(bigint, text, text, double precision, boolean, timestamptz, text) exists');
 SELECT hasnt_function('conveyor', 'retry_job', ARRAY['bigint', 'text', 'text', 'double precision'],
   'v0.1.0''s retry_job without expire is gone (no second overload)');
-SELECT function_returns('conveyor', 'retry_job', ARRAY['bigint', 'text', 'text', 'double precision', 'boolean'],
+SELECT function_returns('conveyor', 'retry_job', ARRAY['bigint', 'text', 'text', 'double precision', 'boolean', 'timestamp with time zone', 'text'],
   'setof conveyor.jobs', 'conveyor.retry_job returns SETOF conveyor.jobs');
 
 CREATE TEMP TABLE fx (name text PRIMARY KEY, id bigint NOT NULL);
