@@ -454,6 +454,85 @@ def test_mounted_under_a_path_with_the_hosts_authorization(
         assert away.headers["location"].startswith("/ops/conveyor/?notice=")
 
 
+# The grants of docs/how-to/dashboard.md, "The database role" (keep in step).
+ADMIN_GRANTS = """
+GRANT conveyor_admin, conveyor_enqueuer TO {role};
+GRANT SELECT, UPDATE ON conveyor.schedules TO {role};
+GRANT SELECT, INSERT, DELETE ON conveyor.pauses TO {role};
+GRANT EXECUTE ON FUNCTION conveyor.set_schedule_enabled(text, boolean),
+  conveyor.pause(text, text, text), conveyor.resume(text, text, text),
+  conveyor.check_pause_names(text, text, text, text),
+  conveyor.cron_next(text, timestamptz, text) TO {role};
+"""
+READ_ONLY_GRANTS = """
+GRANT USAGE ON SCHEMA conveyor TO {role};
+GRANT SELECT ON conveyor.jobs, conveyor.jobs_view, conveyor.schedules, conveyor.pauses,
+  conveyor.lockers TO {role};
+GRANT EXECUTE ON FUNCTION conveyor.list_jobs(text, text, text, text, bigint, integer),
+  conveyor.job_lock_id(oid, oid),
+  conveyor.job_state(timestamptz, timestamptz, boolean, timestamptz, integer, timestamptz)
+  TO {role};
+"""
+
+
+def test_the_documented_grants_are_enough(
+    db_url: str, conn: psycopg.Connection[Any], login_role: Any
+) -> None:
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    job_id = enqueue(conn, "DashGrants", 1, queue="grants")
+    conn.execute("SELECT conveyor.set_schedule('dash-grants', '@daily', 'DashGrants')")
+    password_free = conninfo_to_dict(db_url)
+    admin_role, _ = login_role()
+    reader_role, _ = login_role()
+    try:
+        conn.execute(ADMIN_GRANTS.format(role=admin_role))
+        conn.execute(READ_ONLY_GRANTS.format(role=reader_role))
+        pages = (
+            "/",
+            "/jobs",
+            f"/jobs/{job_id}",
+            "/jobs?search=Grants",
+            "/schedules",
+            "/queues",
+            "/processes",
+        )
+        reader_url = make_conninfo(**{**password_free, "user": reader_role})
+        with dashboard_client(reader_url, read_only=True) as tc:
+            for path in pages:
+                assert tc.get(path).status_code == 200, path
+        admin_url = make_conninfo(**{**password_free, "user": admin_role})
+        with dashboard_client(admin_url) as tc:
+            for path in pages:
+                assert tc.get(path).status_code == 200, path
+            post_action(
+                tc, "/schedules/actions", {"action": "enqueue", "name": "dash-grants"}
+            )
+            post_action(
+                tc, "/schedules/actions", {"action": "disable", "name": "dash-grants"}
+            )
+            post_action(tc, "/queues/actions", {"action": "pause", "queue": "grants"})
+            post_action(
+                tc,
+                "/jobs/actions",
+                {
+                    "action": "reschedule",
+                    "ids": str(job_id),
+                    "run_at": "2099-01-01T00:00",
+                },
+            )
+            post_action(tc, "/jobs/actions", {"action": "retry", "ids": str(job_id)})
+            post_action(tc, "/jobs/actions", {"action": "discard", "ids": str(job_id)})
+        assert job_row(conn, job_id)["state"] == "expired"  # type: ignore[index]
+        assert scalar(conn, "SELECT count(*) FROM conveyor.jobs") == 2
+        assert scalar(conn, "SELECT enabled FROM conveyor.schedules") is False
+        assert scalar(conn, "SELECT queue FROM conveyor.pauses") == "grants"
+    finally:
+        # What the grants made depend on the roles: drop it so they can go.
+        for role in (admin_role, reader_role):
+            conn.execute(f'DROP OWNED BY "{role}"')
+
+
 def test_cli_refuses_a_public_address_without_auth(db_url: str) -> None:
     result = CliRunner().invoke(
         cli, ["dashboard", "--host", "0.0.0.0", "--database-url", db_url]
