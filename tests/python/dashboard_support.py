@@ -156,3 +156,24 @@ def expire_with_error(conn: psycopg.Connection[Any], job_id: int, message: str) 
         "SELECT conveyor.retry_job(%s, %s, %s, expire => true)",
         (job_id, message, f"Traceback (most recent call last):\n  ...\n{message}"),
     )
+
+
+# An hour of history for the overview's screenshot: kept finished jobs of a
+# few classes in each minute, and errors recorded on some retrying jobs.
+SEED_DEMO_HOUR = """
+INSERT INTO conveyor.jobs (job_class, queue, args, run_at, finished_at, created_at)
+SELECT (ARRAY['SendWelcomeEmail', 'ResizeImage', 'SyncInvoice'])[1 + i % 3],
+       (ARRAY['mail', 'media', 'billing'])[1 + i % 3], jsonb_build_array(i),
+       m + (i % 50) * interval '1 second', m + (i % 50) * interval '1 second', m
+  FROM generate_series(0, 59) AS k,
+       LATERAL (SELECT date_trunc('minute', now()) - k * interval '1 minute' AS m) AS t,
+       LATERAL generate_series(1, 12 + (k * 7) % 11 + (CASE WHEN k BETWEEN 20 AND 26 THEN 15 ELSE 0 END)) AS i;
+INSERT INTO conveyor.jobs (job_class, queue, args, run_at, error_count, last_error_message,
+                           last_error_backtrace, errors)
+SELECT 'SyncInvoice', 'billing', jsonb_build_array(1000 + k), now() + interval '4 minutes', 1,
+       'TimeoutError: the invoicing API did not answer in 30 s', 'Traceback ...',
+       jsonb_build_array(jsonb_build_object('attempt', 1, 'at', now() - k * interval '1 minute',
+         'message', 'TimeoutError: the invoicing API did not answer in 30 s',
+         'backtrace', 'Traceback ...', 'worker', 'app-1:4242'))
+  FROM generate_series(0, 59) AS k WHERE k % 4 = 0 OR k BETWEEN 21 AND 24;
+"""

@@ -74,6 +74,36 @@ def test_every_page_renders_with_jobs_of_every_kind(
         assert css.status_code == 200 and "text/css" in css.headers["content-type"]
 
 
+SEED_LAST_HOUR = """
+INSERT INTO conveyor.jobs (job_class, queue, args, run_at, finished_at)
+SELECT 'DashChartDone', 'chart', '[]', t, t
+  FROM (SELECT date_trunc('minute', now()) - interval '5 minutes' + interval '10 seconds' AS t,
+               generate_series(1, 3)) AS s;
+INSERT INTO conveyor.jobs (job_class, queue, args, run_at, finished_at)
+VALUES ('DashChartOld', 'chart', '[]', now() - interval '3 hours', now() - interval '3 hours');
+"""
+
+
+def test_the_chart_counts_finished_jobs_and_errors_per_minute(
+    db_url: str, conn: psycopg.Connection[Any]
+) -> None:
+    conn.execute(SEED_LAST_HOUR)
+    failed = enqueue(conn, "DashChartFail", 1, queue="chart", maximum_retry_count=5)
+    conn.execute("SELECT conveyor.retry_job(%s, 'first', 'tb')", (failed,))
+    conn.execute("SELECT conveyor.retry_job(%s, 'second', 'tb')", (failed,))
+    minute, error_minute = conn.execute(
+        "SELECT to_char(date_trunc('minute', now()) - interval '5 minutes', 'HH24:MI'),"
+        " to_char(now(), 'HH24:MI')"
+    ).fetchone()  # type: ignore[misc]
+    with dashboard_client(db_url) as tc:
+        page = tc.get("/").text
+    assert f"<title>{minute}: 3 finished</title>" in page
+    assert "finished: 3" in page  # the one finished 3 hours ago is not counted
+    assert "errors: 2" in page  # both of the retried job's error history
+    assert page.count('<rect class="worked"') == 1
+    assert f"{error_minute}: " in page
+
+
 def test_filters_and_keyset_pages(db_url: str, conn: psycopg.Connection[Any]) -> None:
     ids = [enqueue(conn, "DashFilterA", i, queue="qa") for i in range(7)]
     enqueue(conn, "DashFilterB", "needle-in-args", queue="qb")

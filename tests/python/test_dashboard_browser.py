@@ -17,7 +17,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from dashboard_support import dashboard_server, enqueue, job_row
+from dashboard_support import SEED_DEMO_HOUR, dashboard_server, enqueue, job_row
 from db_support import scalar, wait_for
 from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
 from playwright.sync_api import Error as PlaywrightError
@@ -167,8 +167,10 @@ def test_filter_open_a_failed_job_retry_it_and_watch_it_run(
     if row is not None:
         expect(page.locator("#job-result")).to_contain_text('"ok": true')
 
-    # The other pages, for the record.
+    # The other pages, for the record (with an hour of history to chart).
+    conn.execute(SEED_DEMO_HOUR)
     page.goto(dashboard + "/")
+    expect(page.locator("svg.chart rect.worked").first).to_be_visible()
     expect(page.locator("h1")).to_have_text("Overview")
     shoot(page, screenshots, "overview")
     page.goto(dashboard + "/processes")

@@ -39,13 +39,12 @@ class Chart:
     total_errored: int
 
 
-def _nice_max(value: int) -> int:
-    """The smallest of 1, 2, 5 x 10^k at or above value (at least 4)."""
-    top = max(value, 4)
+def _tick_step(value: int) -> int:
+    """The smallest of 1, 2, 5 x 10^k whose four steps reach value."""
     step = 1
     while True:
         for factor in (1, 2, 5):
-            if step * factor >= top:
+            if 4 * step * factor >= value:
                 return step * factor
         step *= 10
 
@@ -55,7 +54,8 @@ def per_minute_chart(points: list[tuple[datetime, int, int]]) -> Chart:
     plot_w = WIDTH - LEFT - 8
     plot_h = HEIGHT - TOP - BOTTOM
     baseline = TOP + plot_h
-    top = _nice_max(max((max(w, e) for _, w, e in points), default=0))
+    step = _tick_step(max((max(w, e) for _, w, e in points), default=0))
+    top = 4 * step
     slot = plot_w / max(len(points), 1)
     bar_w = max(slot / 2 - 0.5, 0.5)
     worked, errored, x_labels = [], [], []
@@ -70,7 +70,7 @@ def per_minute_chart(points: list[tuple[datetime, int, int]]) -> Chart:
             x_labels.append((x, label))
         elif i == len(points) - 1:
             x_labels.append((x + slot, label))
-    y_ticks = [(baseline - plot_h * k / 4, top * k // 4) for k in range(5)]
+    y_ticks = [(baseline - plot_h * k / 4, step * k) for k in range(5)]
     return Chart(
         width=WIDTH,
         height=HEIGHT,
