@@ -44,6 +44,7 @@ from .cli_support import (
     require_url,
     table,
 )
+from .cli_worker_history import history_options
 from .errors import ConveyorError, describe
 from .job import Job, resolve_job_class
 from .logs import LEVELS, LOG_FORMATS, configure_logging, log
@@ -290,6 +291,7 @@ def _priorities(ctx: click.Context, param: click.Parameter, value: str | None) -
     help="Make the locker's batched resolutions wait for the WAL flush (synchronous_commit "
     "on). Off by default: after a server crash the last resolved jobs may run again.",
 )
+@history_options
 @_version_option
 @errors_as_one_line
 def worker(
@@ -310,6 +312,7 @@ def worker(
     log_format: str | None,
     log_internals: bool,
     durable_resolutions: bool,
+    history: dict[str, Any],
 ) -> None:
     """Work jobs: import MODULEs (module names or .py files) so their Job
     classes are known, then lock and run jobs until SIGTERM or SIGINT.
@@ -348,6 +351,7 @@ def worker(
         async_block_threshold=async_block_threshold or None,
         log_internals=log_internals,
         durable_resolutions=durable_resolutions,
+        **history,
     )
     stop_requested = threading.Event()
     signals: list[int] = []

@@ -11,15 +11,8 @@ from __future__ import annotations
 import inspect
 import logging
 import math
-from collections.abc import (
-    Callable,
-    Mapping,
-    Sequence,
-)
-from contextlib import (
-    AbstractAsyncContextManager,
-    AbstractContextManager,
-)
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -29,6 +22,7 @@ from .connections import (
     Connectable,
 )
 from .errors import ConveyorError, format_error
+from .history import attempt, encode_result
 from .job_context import JobContext
 from .job_enqueue import enqueue_job, enqueue_jobs
 from .protocol import Action, LockedJob, Resolution, job_row_dict
@@ -93,6 +87,8 @@ class Job:
     #: ``job_class``). ``conveyor worker`` declares it at start-up (see
     #: docs/how-to/recurring-jobs.md). Not inherited by subclasses.
     schedule: ClassVar[str | Schedule | None] = None
+    #: Keep jobs when done: finish, not destroy (docs/how-to/history-and-cleanup.md).
+    preserve: ClassVar[bool] = False
 
     _row: LockedJob | None
     _args: list[Any]
@@ -139,6 +135,7 @@ class Job:
         self._resolution = None
         self._error = None
         self._error_count = row.error_count if row is not None else 0
+        self._started: float | None = None  # when the worker started it (time.time())
 
     def run(self, *args: Any, **kwargs: Any) -> Any:
         """The job's work. Receives the job's ``args`` (and ``kwargs``).
@@ -190,9 +187,14 @@ class Job:
         """
         return self._resolve(Action.DESTROY, sql.DESTROY_JOB, conn)
 
-    def finish(self, *, conn: psycopg.Connection[Any] | None = None) -> bool:
-        """Mark the job finished (the row is kept, with ``finished_at`` set)."""
-        return self._resolve(Action.FINISH, sql.FINISH_JOB, conn)
+    def finish(self, result: Any = None, *, conn: psycopg.Connection[Any] | None = None) -> bool:
+        """Mark the job finished (the row is kept, with ``finished_at`` set);
+        ``result`` (else the value ``run`` returns) is stored as its result
+        (JSON, at most 1 MiB: else :class:`~conveyor.history.ResultError`)."""
+        text = encode_result(result, self.job_class, self.id)
+        if text is None:
+            return self._resolve(Action.FINISH, sql.FINISH_JOB, conn)
+        return self._resolve(Action.FINISH, sql.FINISH_JOB_WITH_RESULT, conn, text)
 
     def expire(self, *, conn: psycopg.Connection[Any] | None = None) -> bool:
         """Mark the job expired: kept in the table and never retried.
@@ -221,8 +223,12 @@ class Job:
 
     def default_resolve_action(self) -> None:
         """Called when :meth:`run` returned without resolving the job:
-        destroys it. Override to :meth:`finish` instead, for instance."""
-        self.destroy()
+        destroys it, or finishes (keeps) it with :attr:`preserve` or
+        ``conveyor worker --preserve-finished``."""
+        if type(self).preserve or getattr(self._context, "preserve_finished", False):
+            self.finish()
+        else:
+            self.destroy()
 
     def handle_error(self, error: BaseException) -> bool:
         """Called when :meth:`run` raised ``error`` (any exception, including
@@ -435,18 +441,23 @@ class Job:
         if job_id is None or conn is None:
             self._resolution = Resolution(Action.RETRY, job_id, message, backtrace, seconds, expire)
             return True
-        rows = self._execute(conn, sql.RETRY_JOB, (job_id, message, backtrace, seconds, expire))
+        params = (job_id, message, backtrace, seconds, expire, *attempt(self._started))
+        rows = self._execute(conn, sql.RETRY_JOB, params)
         self._resolution = Resolution(Action.UNLOCK, job_id)
         return bool(rows)
 
     def _resolve(
-        self, action: Action, statement: str, conn: psycopg.Connection[Any] | None
+        self,
+        action: Action,
+        statement: str,
+        conn: psycopg.Connection[Any] | None,
+        result: str | None = None,
     ) -> bool:
         job_id = self.id
         if job_id is None or conn is None:
-            self._resolution = Resolution(action, job_id)
+            self._resolution = Resolution(action, job_id, result=result)
             return True
-        rows = self._execute(conn, statement, (job_id,))
+        rows = self._execute(conn, statement, (job_id,) if result is None else (job_id, result))
         self._resolution = Resolution(Action.UNLOCK, job_id)
         return bool(rows and rows[0][0])
 

@@ -16,9 +16,8 @@ If the session drops or is terminated, the locker logs it, forgets the
 buffered jobs (their locks went with the session), and reconnects with
 backoff, re-registering and re-LISTENing; it keeps trying while the database
 is down (refused, timed out, starting up, shutting down, too many connections).
-A connection attempt that retrying cannot fix -- authentication failed, an
-unknown role or database, no CONNECT privilege, a URL that does not parse --
-stops the locker with a fatal error instead.
+A connection attempt that retrying cannot fix (bad authentication, an unknown
+role or database, no CONNECT, a URL that does not parse) stops it, fatally.
 """
 
 from __future__ import annotations
@@ -40,6 +39,7 @@ from . import sql
 from ._hooks import run_chain
 from .buffer import JobBuffer
 from .errors import NOT_INSTALLED, ConveyorError, SchemaError, describe, permanent_connection_error
+from .history import finish_statement, retry_statement
 from .logs import log
 from .poller import Poller
 from .poolers import require_own_session
@@ -333,14 +333,16 @@ class Locker:
             if action is Action.UNLOCK:
                 self._unlock.append(job_id)
             elif action is Action.RETRY:
-                params = (job_id, result.message, result.backtrace, result.delay, result.expire)
-                statements.append(Statement(sql.RETRY_JOB, params, StatementKind.RESOLVE))
+                statements.append(retry_statement(result))
                 released.append(job_id)
             else:
                 batches[action].append(job_id)
         for action, query in _RELEASE_STATEMENTS.items():
             if ids := batches[action]:
-                statements.append(self._release(query, ids))
+                statement = self._release(query, ids)
+                if action is Action.FINISH:  # with results and attempts, when known
+                    statement = finish_statement(statement, results)
+                statements.append(statement)
                 released.extend(ids)
         unlocking = bool(self._unlock)
         if unlocking:

@@ -72,6 +72,11 @@ class Resolution(NamedTuple):
     #: A retry that gives up: the error is recorded and the job expired
     #: (``expire()`` from ``handle_error``).
     expire: bool = False
+    #: A kept job's result: the JSON text of what ``run`` returned (FINISH).
+    result: str | None = None
+    #: When the attempt started (``time.time()``), for ``attempted_at`` and
+    #: the error history (FINISH and RETRY; None: not said).
+    started_at: float | None = None
 
 
 class AnnouncedJob(NamedTuple):

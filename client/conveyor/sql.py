@@ -89,11 +89,19 @@ LOCK_JOBS_BY_ID = (
 
 DESTROY_JOBS = "SELECT conveyor.destroy_jobs(%s::bigint[], %s::bigint[])"
 FINISH_JOBS = "SELECT conveyor.finish_jobs(%s::bigint[], %s::bigint[])"
+#: finish_jobs with the kept jobs' results (a JSON array, one per id, or NULL),
+#: when each attempt started, and the worker (host:pid).
+FINISH_JOBS_KEPT = (
+    "SELECT conveyor.finish_jobs(%s::bigint[], %s::bigint[], %s::jsonb, %s::timestamptz[],"
+    " %s::text)"
+)
 EXPIRE_JOBS = "SELECT conveyor.expire_jobs(%s::bigint[], %s::bigint[])"
 UNLOCK_JOBS = "SELECT conveyor.unlock_jobs(%s::bigint[], %s::bigint[])"
+#: The last two: when the attempt started and the worker (host:pid), for the
+#: error history.
 RETRY_JOB = (
     "SELECT id FROM conveyor.retry_job("
-    "%s::bigint, %s::text, %s::text, %s::double precision, %s::boolean)"
+    "%s::bigint, %s::text, %s::text, %s::double precision, %s::boolean, %s::timestamptz, %s::text)"
 )
 
 
@@ -108,6 +116,9 @@ def ids(values: Iterable[int]) -> str:
 
 DESTROY_JOB = "SELECT conveyor.destroy_job(%s::bigint)"
 FINISH_JOB = "SELECT conveyor.finish_job(%s::bigint)"
+FINISH_JOB_WITH_RESULT = "SELECT conveyor.finish_job(%s::bigint, %s::jsonb)"
+#: One cleanup batch (see cleanup.py): finished_before, expired_before, batch_size.
+CLEANUP_BATCH = "SELECT conveyor.cleanup(%s::interval, %s::interval, %s::integer, max_batches => 1)"
 EXPIRE_JOB = "SELECT conveyor.expire_job(%s::bigint)"
 
 REGISTER_LOCKER = (

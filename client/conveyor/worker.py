@@ -17,7 +17,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
-from . import schedules, sql
+from . import cleanup, schedules, sql
 from ._hooks import ErrorNotifier, JobMiddleware, hooks
 from .buffer import JobBuffer
 from .errors import ConveyorError, leaked_connections_error
@@ -101,6 +101,8 @@ class _PoolContext:
         self.sql_middleware: Sequence[sql.SQLMiddleware] = tuple(sql_middleware)
         self.loop = loop
         self._async_pool_size = async_pool_size
+        #: Jobs that return are finished (kept), not destroyed (Job.preserve).
+        self.preserve_finished = False
         # Both touched only on the loop's thread.
         self._apool: AsyncConnectionPool | None = None
         self._apool_opened: Any = None  # an asyncio.Future, made on the loop
@@ -303,6 +305,13 @@ class Worker:
     :class:`psycopg_pool.AsyncConnectionPool` as large as the blocking pool.
     A job that blocks the loop for longer than ``async_block_threshold``
     seconds is logged (``event_loop_blocked``; None turns the watchdog off).
+
+    History (docs/how-to/history-and-cleanup.md): ``preserve_finished`` keeps
+    every job that returns (finish, with ``run``'s value as its result)
+    instead of destroying it, as ``Job.preserve`` does per class. Every
+    ``cleanup_interval`` seconds (None or 0: never) one worker of the
+    database at a time deletes kept jobs finished -- and, with
+    ``cleanup_expired``, expired -- more than ``preserve_for`` seconds ago.
     """
 
     def __init__(
@@ -326,6 +335,10 @@ class Worker:
         pool: ConnectionPool | None = None,
         async_concurrency: int = 100,
         async_block_threshold: float | None = 0.25,
+        preserve_finished: bool = False,
+        cleanup_interval: float | None = cleanup.DEFAULT_INTERVAL,
+        preserve_for: float = cleanup.DEFAULT_PRESERVE_FOR,
+        cleanup_expired: bool = True,
     ) -> None:
         if isinstance(queues, str):
             queues = [queues]
@@ -337,6 +350,10 @@ class Worker:
             raise ValueError("wait_period must be positive")
         if shutdown_timeout < 0:
             raise ValueError("shutdown_timeout must not be negative")
+        if cleanup_interval is not None and cleanup_interval < 0:
+            raise ValueError("cleanup_interval must not be negative")
+        if preserve_for < 0:
+            raise ValueError("preserve_for must not be negative")
         self.database_url = database_url
         self.connection_url = connection_url or database_url
         self.queues = list(dict.fromkeys(queues))
@@ -354,6 +371,17 @@ class Worker:
         self._user_pool = pool
         self.async_concurrency = async_concurrency
         self.async_block_threshold = async_block_threshold
+        self.preserve_finished = preserve_finished
+        self._cleaner = (
+            cleanup.Cleaner(
+                self.connection_url,
+                interval=cleanup_interval,
+                preserve_for=preserve_for,
+                cleanup_expired=cleanup_expired,
+            )
+            if cleanup_interval
+            else None
+        )
         self._event_loop = EventLoopThread(
             concurrency=async_concurrency, block_threshold=async_block_threshold
         )
@@ -396,6 +424,7 @@ class Worker:
             self._event_loop,
             len(self.worker_priorities),
         )
+        self._context.preserve_finished = self.preserve_finished
         self._locker = Locker(
             buffer=self.buffer,
             waker=self._waker,
@@ -436,6 +465,8 @@ class Worker:
             if isinstance(fatal, ConveyorError):
                 raise fatal
             raise ConveyorError(str(fatal)) from fatal
+        if self._cleaner is not None:
+            self._cleaner.start()
 
     def _apply_schedules(self) -> None:
         """Create or update the schedules the loaded job modules declare
@@ -468,12 +499,16 @@ class Worker:
         if timeout is None:
             timeout = self.shutdown_timeout
         deadline = time.monotonic() + timeout
+        if self._cleaner is not None:  # a batch in flight ends within its statement
+            self._cleaner.stop(timeout=0)
         self._locker.stop(deadline)
         self._locker.thread.join(timeout + _LOCKER_FINAL_STATEMENTS_TIMEOUT)
         # Idle worker threads exit as soon as the locker has stopped the buffer:
         # give them a moment even when the deadline has passed.
         done = self._threads.join(max(deadline, time.monotonic() + 0.5))
         done = done and not self._locker.thread.is_alive()
+        if self._cleaner is not None:
+            self._cleaner.stop(timeout=max(0.5, deadline - time.monotonic()))
         if self._context is not None:
             closed = self._context.close(timeout=max(1.0, deadline - time.monotonic()))
             done = closed and done

@@ -32,6 +32,7 @@ from ._hooks import ErrorNotifier, JobMiddleware, run_chain
 from .buffer import JobBuffer, Waiter
 from .errors import describe, format_error, leaked_connections_error
 from .event_loop import EventLoopThread
+from .history import encode_result
 from .job import Job, resolve_job_class
 from .job_context import JobContext
 from .logs import LEVELS, LOGGER, log
@@ -152,6 +153,7 @@ class WorkerThreads:
         except BaseException as error:
             return self._errored(None, row, error, 0.0)
         job = cls._from_row(row, self._context, args, data)
+        job._started = time.time()
         if not self._middleware and cls._is_async():
             try:
                 self._event_loop.submit(self._awork(job, row, args, data), self._buffer.report)
@@ -161,15 +163,16 @@ class WorkerThreads:
         start = time.perf_counter()
         try:
             if self._middleware:
-                run_chain(self._middleware, (job,), lambda: job._invoke(args, data))
+                value = run_chain(self._middleware, (job,), lambda: job._invoke(args, data))
             else:
-                job._invoke(args, data)
+                value = job._invoke(args, data)
             leaked = self._context.leftovers()
             if leaked:
                 raise leaked_connections_error(leaked)
+            resolution = _kept(job, value)
         except BaseException as error:
             return self._errored(job, row, error, time.perf_counter() - start)
-        return self._worked(job, row, time.perf_counter() - start)
+        return self._worked(job, row, time.perf_counter() - start, resolution)
 
     async def _awork(
         self, job: Job, row: LockedJob, args: list[object], data: dict[str, object]
@@ -180,10 +183,11 @@ class WorkerThreads:
             task.set_name(f"conveyor-job-{row.id} {row.job_class}")
         start = time.perf_counter()
         try:
-            await job._ainvoke(args, data)
+            value = await job._ainvoke(args, data)
             leaked = await self._context.aleftovers()
             if leaked:
                 raise leaked_connections_error(leaked)
+            resolution = _kept(job, value)
         except asyncio.CancelledError as error:
             await self._context.aleftovers()
             if not self._event_loop.closing:  # cancelled by the job's own code
@@ -195,11 +199,12 @@ class WorkerThreads:
         except BaseException as error:
             await self._context.aleftovers()
             return self._errored(job, row, error, time.perf_counter() - start, own_thread=False)
-        return self._worked(job, row, time.perf_counter() - start)
+        return self._worked(job, row, time.perf_counter() - start, resolution)
 
-    def _worked(self, job: Job, row: LockedJob, elapsed: float) -> Resolution:
+    def _worked(
+        self, job: Job, row: LockedJob, elapsed: float, resolution: Resolution | None
+    ) -> Resolution:
         """A job that returned: its resolution, and its ``job_worked`` line."""
-        resolution = job._resolution
         if resolution is None:
             resolution = Resolution(Action.DESTROY, row.id)
         try:
@@ -277,6 +282,8 @@ class WorkerThreads:
         message, backtrace = format_error(error)
         if resolution is None:
             resolution = Resolution(Action.RETRY, job_id, message, backtrace)
+        if resolution.action is Action.RETRY and job is not None and job._started is not None:
+            resolution = resolution._replace(started_at=job._started)
         if LOGGER.isEnabledFor(logging.ERROR):
             log(
                 logging.ERROR,
@@ -309,3 +316,17 @@ class WorkerThreads:
                 job_class=row.job_class,
                 error=describe(notifier_error),
             )
+
+
+def _kept(job: Job, value: object) -> Resolution | None:
+    """The job's resolution; a finish (kept job) carries when the attempt
+    started and, unless ``finish(result)`` gave one, the value ``run``
+    returned as its result (raises ResultError when it cannot be stored:
+    the job's error)."""
+    resolution = job._resolution
+    if resolution is None or resolution.action is not Action.FINISH:
+        return resolution
+    result = resolution.result
+    if result is None and value is not None:
+        result = encode_result(value, job.job_class, job.id)
+    return resolution._replace(result=result, started_at=job._started)

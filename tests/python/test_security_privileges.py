@@ -72,12 +72,20 @@ def test_enqueuer_enqueues_and_gets_back_only_its_own_row(
         r[0]
         for r in app.execute(
             "SELECT * FROM conveyor.enqueue_many(%s::jsonb)",
-            [Jsonb([{"job_class": "A", "args": [1]}, {"job_class": "B", "queue": "mail"}])],
+            [
+                Jsonb(
+                    [
+                        {"job_class": "A", "args": [1]},
+                        {"job_class": "B", "queue": "mail"},
+                    ]
+                )
+            ],
         ).fetchall()
     ]
     assert len(ids) == 2
     stored = conn.execute(
-        "SELECT job_class, args, queue FROM conveyor.jobs WHERE id = ANY(%s) ORDER BY id", [ids]
+        "SELECT job_class, args, queue FROM conveyor.jobs WHERE id = ANY(%s) ORDER BY id",
+        [ids],
     ).fetchall()
     assert stored == [("A", [1], "default"), ("B", [], "mail")]
     # Enqueueing inside the application's own transaction: a rollback leaves no job.
@@ -120,7 +128,9 @@ def test_enqueuer_holds_exactly_the_documented_privileges(
         {"r": name},
     ).fetchall()
     assert {r[0] for r in relations} >= {"jobs", "lockers"}
-    assert [r for r in relations if r[3]] == [], "conveyor_enqueuer has table privileges"
+    assert [r for r in relations if r[3]] == [], (
+        "conveyor_enqueuer has table privileges"
+    )
     assert conn.execute(
         "SELECT has_schema_privilege(%s, 'conveyor', 'USAGE'),"
         " has_schema_privilege(%s, 'conveyor', 'CREATE')",
@@ -180,7 +190,9 @@ def test_enqueuer_cannot_do_anything_but_enqueue(
     app = connect()
     problems = refusals(conn, app, [s.format(id=job) for s in REFUSED_TO_ENQUEUER])
     assert problems == []
-    assert app.execute("SELECT count(*) FROM conveyor.enqueue('StillWorks')").fetchone() == (1,)
+    assert app.execute(
+        "SELECT count(*) FROM conveyor.enqueue('StillWorks')"
+    ).fetchone() == (1,)
 
 
 def refusals(
@@ -263,7 +275,9 @@ def test_worker_role_runs_the_whole_protocol(
     worker.execute(f'LISTEN "{channel[0]}"')
     locked = [
         r[0]
-        for r in worker.execute("SELECT id FROM conveyor.lock_jobs(ARRAY['default'], 4)").fetchall()
+        for r in worker.execute(
+            "SELECT id FROM conveyor.lock_jobs(ARRAY['default'], 4)"
+        ).fetchall()
     ]
     assert locked == jobs[:4]
     assert [
@@ -272,19 +286,33 @@ def test_worker_role_runs_the_whole_protocol(
             "SELECT id FROM conveyor.lock_jobs_by_id(%s)", [jobs[4:]]
         ).fetchall()
     ] == jobs[4:]
-    assert worker.execute("SELECT conveyor.destroy_job(%s)", [jobs[0]]).fetchone() == (True,)
-    assert worker.execute("SELECT conveyor.finish_job(%s)", [jobs[1]]).fetchone() == (True,)
-    assert worker.execute("SELECT conveyor.expire_job(%s)", [jobs[2]]).fetchone() == (True,)
+    assert worker.execute("SELECT conveyor.destroy_job(%s)", [jobs[0]]).fetchone() == (
+        True,
+    )
+    assert worker.execute("SELECT conveyor.finish_job(%s)", [jobs[1]]).fetchone() == (
+        True,
+    )
+    assert worker.execute("SELECT conveyor.expire_job(%s)", [jobs[2]]).fetchone() == (
+        True,
+    )
     retried = worker.execute(
         "SELECT error_count FROM conveyor.retry_job(%s, 'boom', 'trace', 60)", [jobs[3]]
     ).fetchone()
     assert retried == (1,)
-    assert worker.execute("SELECT conveyor.unlock_jobs(%s)", [jobs[4:]]).fetchall() == [(jobs[4],)]
-    assert worker.execute("SELECT count(*) FROM conveyor.job_stats()").fetchone() == (2,)
-    assert worker.execute("SELECT count(*) FROM conveyor.queue_stats()").fetchone() == (1,)
+    assert worker.execute("SELECT conveyor.unlock_jobs(%s)", [jobs[4:]]).fetchall() == [
+        (jobs[4],)
+    ]
+    assert worker.execute("SELECT count(*) FROM conveyor.job_stats()").fetchone() == (
+        2,
+    )
+    assert worker.execute("SELECT count(*) FROM conveyor.queue_stats()").fetchone() == (
+        1,
+    )
     assert worker.execute("SELECT conveyor.prune_lockers()").fetchone() == (0,)
     # A worker's jobs enqueue jobs: conveyor_worker is an enqueuer too.
-    assert worker.execute("SELECT count(*) FROM conveyor.enqueue('FollowUp')").fetchone() == (1,)
+    assert worker.execute(
+        "SELECT count(*) FROM conveyor.enqueue('FollowUp')"
+    ).fetchone() == (1,)
     assert worker.execute("SELECT conveyor.unregister_locker()").fetchone() == (True,)
     assert worker.execute("SELECT conveyor.held_job_ids()").fetchone() == ([],)
     # Nothing stays locked by the worker's session.
@@ -319,7 +347,9 @@ def test_worker_role_cannot_change_the_schema_or_bypass_enqueue(
     assert refusals(conn, connect(), REFUSED_TO_WORKER) == []
 
 
-def test_definer_rights_search_path_and_public_grants(conn: psycopg.Connection[Any]) -> None:
+def test_definer_rights_search_path_and_public_grants(
+    conn: psycopg.Connection[Any],
+) -> None:
     rows = conn.execute(
         """
         SELECT p.proname, p.prosecdef, p.proconfig,
@@ -331,15 +361,26 @@ def test_definer_rights_search_path_and_public_grants(conn: psycopg.Connection[A
     assert {name for name, definer, _, _ in rows if definer} == SECURITY_DEFINER
     # The helpers the planner inlines have no SET clause (their bodies are
     # bound at creation; see test_security_search_path.py).
-    inlined = {"job_limit", "job_lock_key1", "job_lock_key2", "job_lock_id", "sorted_array_contains"}
+    inlined = {
+        "errors_append",
+        "job_limit",
+        "job_lock_key1",
+        "job_lock_key2",
+        "job_lock_id",
+        "job_state",
+        "sorted_array_contains",
+    }
     unpinned = [
         name
         for name, _, config, _ in rows
-        if PINNED_PATH not in (config or []) and not (name in inlined and config is None)
+        if PINNED_PATH not in (config or [])
+        and not (name in inlined and config is None)
     ]
     assert unpinned == [], f"functions without SET {PINNED_PATH}: {unpinned}"
     public = {name for name, _, _, public in rows if public}
-    assert public == {"schema_version"}, "EXECUTE granted to PUBLIC (or a NULL acl, which is)"
+    assert public == {"schema_version"}, (
+        "EXECUTE granted to PUBLIC (or a NULL acl, which is)"
+    )
     # The schema itself: no CREATE or USAGE for PUBLIC.
     assert conn.execute(
         "SELECT has_schema_privilege('public', 'conveyor', 'USAGE'),"
@@ -347,7 +388,9 @@ def test_definer_rights_search_path_and_public_grants(conn: psycopg.Connection[A
     ).fetchone() == (False, False)
 
 
-def test_the_owner_of_definer_functions_is_the_table_owner(conn: psycopg.Connection[Any]) -> None:
+def test_the_owner_of_definer_functions_is_the_table_owner(
+    conn: psycopg.Connection[Any],
+) -> None:
     """enqueue runs with its owner's rights: the owner must own conveyor.jobs
     (so that it needs no grant), and nobody else may replace the functions."""
     owners = conn.execute(
@@ -400,7 +443,9 @@ def test_hardening_recipe_keeps_enqueuers_off_job_lock_keys(
     app, worker = connect_app(), connect_worker()
 
     # Default: the enqueuer can squat on the job's key, and the worker cannot lock it.
-    assert app.execute("SELECT pg_try_advisory_lock(%s, %s)", lock_key(job)).fetchone() == (True,)
+    assert app.execute(
+        "SELECT pg_try_advisory_lock(%s, %s)", lock_key(job)
+    ).fetchone() == (True,)
     assert worker.execute("SELECT id FROM conveyor.lock_jobs()").fetchall() == []
     app.execute("SELECT pg_advisory_unlock_all()")
 
@@ -414,11 +459,17 @@ def test_hardening_recipe_keeps_enqueuers_off_job_lock_keys(
             app.execute(f"SELECT pg_catalog.{name}(%s, %s)", lock_key(job))
     # Applications keep their own single-key (bigint) advisory locks.
     assert app.execute("SELECT pg_try_advisory_lock(42)").fetchone() == (True,)
-    assert app.execute("SELECT count(*) FROM conveyor.enqueue('AfterHardening')").fetchone() == (1,)
+    assert app.execute(
+        "SELECT count(*) FROM conveyor.enqueue('AfterHardening')"
+    ).fetchone() == (1,)
     # And the worker still runs the whole protocol.
     assert [
         r[0]
-        for r in worker.execute("SELECT id FROM conveyor.lock_jobs(ARRAY['default'], 1)").fetchall()
+        for r in worker.execute(
+            "SELECT id FROM conveyor.lock_jobs(ARRAY['default'], 1)"
+        ).fetchall()
     ] == [job]
-    assert worker.execute("SELECT conveyor.destroy_job(%s)", [job]).fetchone() == (True,)
+    assert worker.execute("SELECT conveyor.destroy_job(%s)", [job]).fetchone() == (
+        True,
+    )
     assert worker.execute("SELECT conveyor.held_job_ids()").fetchone() == ([],)

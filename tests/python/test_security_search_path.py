@@ -88,7 +88,9 @@ def plant(admin: psycopg.Connection[Any], schema: str) -> None:
 
 def trap_is_live(attacker: psycopg.Connection[Any]) -> None:
     """Under the attack path, unqualified built-ins really are the traps."""
-    assert attacker.execute("SELECT now() > '2900-01-01'::timestamptz").fetchone() == (True,)
+    assert attacker.execute("SELECT now() > '2900-01-01'::timestamptz").fetchone() == (
+        True,
+    )
     assert attacker.execute("SELECT 'a'::text = 'b'::text").fetchone() == (True,)
     assert attacker.execute("SELECT 1::bigint = 2::bigint").fetchone() == (True,)
     assert attacker.execute("SELECT jsonb_typeof('{}'::jsonb)").fetchone() == ("array",)
@@ -110,7 +112,9 @@ def job_locks(observer: psycopg.Connection[Any], pid: int) -> list[int]:
     return [r[0] for r in rows]
 
 
-def run_scenario(caller: psycopg.Connection[Any], observer: psycopg.Connection[Any]) -> list[Any]:
+def run_scenario(
+    caller: psycopg.Connection[Any], observer: psycopg.Connection[Any]
+) -> list[Any]:
     """The worker and enqueuer protocol end to end; returns a transcript with
     ids replaced by names and times by facts, and asserts the invariants on
     the way (so that a scenario broken in both runs still fails)."""
@@ -177,7 +181,9 @@ def run_scenario(caller: psycopg.Connection[Any], observer: psycopg.Connection[A
         )
     )
 
-    locked = [r[0] for r in q("SELECT id FROM conveyor.lock_jobs(ARRAY['default'], 10)")]
+    locked = [
+        r[0] for r in q("SELECT id FROM conveyor.lock_jobs(ARRAY['default'], 10)")
+    ]
     out.append(("locked", named(locked)))
     assert named(locked) == ["a", "b", "d"], named(locked)
     assert job_locks(observer, pid) == sorted(locked), "lock_jobs really took the locks"
@@ -206,7 +212,9 @@ def run_scenario(caller: psycopg.Connection[Any], observer: psycopg.Connection[A
     assert job_locks(observer, pid) == []
 
     s = next(i for i, n in names.items() if n == "s")
-    out.append(("lock scheduled", q("SELECT id FROM conveyor.lock_jobs_by_id(%s)", [[s]])))
+    out.append(
+        ("lock scheduled", q("SELECT id FROM conveyor.lock_jobs_by_id(%s)", [[s]]))
+    )
     out.append(
         (
             "rows",
@@ -302,7 +310,10 @@ def test_the_traps_hijack_an_unpinned_copy(conn: psycopg.Connection[Any]) -> Non
             " LANGUAGE plpgsql AS {}"
         ).format(sql.Literal(body))
     )
-    ids = [conn.execute("SELECT id FROM conveyor.enqueue('J')").fetchone()[0] for _ in range(4)]  # type: ignore[index]
+    ids = [
+        conn.execute("SELECT id FROM conveyor.enqueue('J')").fetchone()[0]
+        for _ in range(4)
+    ]  # type: ignore[index]
     conn.execute("SET search_path = evil, pg_catalog")
     assert conn.execute(
         "SELECT count(*) FROM conveyor.destroy_jobs(%s)", [[ids[0]]]
@@ -318,6 +329,8 @@ def test_the_traps_hijack_an_unpinned_copy(conn: psycopg.Connection[Any]) -> Non
 # they have none. Their bodies are SQL-standard (RETURN ...), bound when they
 # were created, so the caller's search_path cannot reach them.
 INLINED = {
+    "conveyor.errors_append(jsonb,jsonb)",
+    "conveyor.job_state(timestamp with time zone,timestamp with time zone,boolean,timestamp with time zone,integer,timestamp with time zone)",
     "conveyor.job_limit(text)",
     "conveyor.job_lock_id(oid,oid)",
     "conveyor.job_lock_key1(bigint)",
@@ -353,9 +366,9 @@ def test_the_inlined_helpers_are_bound_at_creation(
         conn.execute(sql.SQL("SET search_path = {}").format(sql.SQL(where[1])))
     assert conn.execute(HELPER_CALLS, params).fetchone() == clean
     if where is not None:
-        assert conn.execute("SELECT unbound.key1(%(id)s)", params).fetchone() == (1129270870,), (
-            "the control copy should have been hijacked by the >> trap"
-        )
+        assert conn.execute("SELECT unbound.key1(%(id)s)", params).fetchone() == (
+            1129270870,
+        ), "the control copy should have been hijacked by the >> trap"
 
 
 def test_every_function_pins_search_path_to_pg_catalog_then_pg_temp(
