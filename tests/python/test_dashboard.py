@@ -563,6 +563,50 @@ def test_the_documented_grants_are_enough(
             conn.execute(f'DROP OWNED BY "{role}"')
 
 
+def test_mounted_by_a_path_dispatcher_as_in_the_django_example(
+    db_url: str, conn: psycopg.Connection[Any]
+) -> None:
+    """The asgi.py of docs/how-to/dashboard.md's Django section, with a
+    stand-in for Django's own ASGI app and its session check."""
+    job_id = enqueue(conn, "DashDispatched", 1)
+    prefix = "/conveyor"
+
+    async def is_staff(request: Request) -> bool:
+        return request.cookies.get("sessionid") == "staff-session"
+
+    dashboard = create_app(db_url, authorize=is_staff)
+
+    async def host_app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"the host application"})
+
+    async def application(scope: Any, receive: Any, send: Any) -> None:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and (
+            path == prefix or path.startswith(prefix + "/")
+        ):
+            scope = dict(scope, root_path=scope.get("root_path", "") + prefix)
+            await dashboard(scope, receive, send)
+        else:
+            await host_app(scope, receive, send)
+
+    # No `with`: the dispatcher, like Django's, has no lifespan to run.
+    tc = TestClient(application, client=("198.51.100.7", 1), follow_redirects=False)
+    try:
+        assert tc.get("/admin/").text == "the host application"
+        assert tc.get("/conveyor/jobs").status_code == 403
+        tc.cookies.set("sessionid", "staff-session")
+        page = tc.get("/conveyor/jobs")
+        assert (
+            page.status_code == 200 and f'href="/conveyor/jobs/{job_id}"' in page.text
+        )
+        assert tc.get(f"/conveyor/jobs/{job_id}").status_code == 200
+        assert tc.get("/conveyor/static/dashboard.css").status_code == 200
+    finally:
+        tc.close()
+        dashboard.state.dashboard.close()
+
+
 def test_cli_refuses_a_public_address_without_auth(db_url: str) -> None:
     result = CliRunner().invoke(
         cli, ["dashboard", "--host", "0.0.0.0", "--database-url", db_url]
