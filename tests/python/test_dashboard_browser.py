@@ -44,7 +44,10 @@ FLAKY_JOBS = textwrap.dedent(
 )
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: Playwright's sync API keeps an asyncio loop
+# running on this thread while it is started, and a later test calling
+# asyncio.run() would find it.
+@pytest.fixture(scope="module")
 def playwright_driver() -> Iterator[Playwright]:
     os.environ["PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD"] = "1"
     if not Path(CHROMIUM).exists():
@@ -53,7 +56,7 @@ def playwright_driver() -> Iterator[Playwright]:
         yield driver
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(playwright_driver: Playwright) -> Iterator[Browser]:
     # As root, Chromium runs only without its sandbox.
     args = ["--no-sandbox"] if os.geteuid() == 0 else []
