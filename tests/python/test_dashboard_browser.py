@@ -66,21 +66,25 @@ def browser(playwright_driver: Playwright) -> Iterator[Browser]:
 
 
 @pytest.fixture(scope="session")
-def screenshots(request: pytest.FixtureRequest) -> Iterator[Path]:
-    """The folder of this run's screenshots, printed at the end."""
+def screenshots(request: pytest.FixtureRequest) -> Path:
+    """The folder of this run's screenshots, printed when the run ends."""
     folder = Path(
-        os.environ.get("CONVEYOR_SCREENSHOTS")
-        or tempfile.mkdtemp(prefix="conveyor-dashboard-")
+        os.environ.get("CONVEYOR_SCREENSHOTS") or tempfile.mkdtemp(prefix="conveyor-dashboard-")
     )
     folder.mkdir(parents=True, exist_ok=True)
-    yield folder
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    shots = sorted(p.name for p in folder.glob("*.png"))
-    line = f"dashboard screenshots ({len(shots)}) in {folder}: {', '.join(shots)}"
-    if reporter is not None:
-        reporter.write_line(line)
-    else:
-        print(line)
+
+    def say_where() -> None:
+        shots = sorted(p.name for p in folder.glob("*.png"))
+        line = f"dashboard screenshots ({len(shots)}) in {folder}: {', '.join(shots)}"
+        if reporter is not None:
+            reporter.write_sep("-", line)
+        else:
+            print(line)
+
+    # After the run's summary, where no progress line can hide it.
+    request.config.add_cleanup(say_where)
+    return folder
 
 
 @pytest.fixture
