@@ -69,7 +69,8 @@ def browser(playwright_driver: Playwright) -> Iterator[Browser]:
 def screenshots(request: pytest.FixtureRequest) -> Path:
     """The folder of this run's screenshots, printed when the run ends."""
     folder = Path(
-        os.environ.get("CONVEYOR_SCREENSHOTS") or tempfile.mkdtemp(prefix="conveyor-dashboard-")
+        os.environ.get("CONVEYOR_SCREENSHOTS")
+        or tempfile.mkdtemp(prefix="conveyor-dashboard-")
     )
     folder.mkdir(parents=True, exist_ok=True)
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
