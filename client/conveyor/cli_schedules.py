@@ -163,18 +163,8 @@ def disable(name: str, database_url: str | None) -> None:
 def run_now(name: str, database_url: str | None) -> None:
     """Enqueue one job of schedule NAME now, outside its timetable (data.schedule
     has the name and "at": null), and print its id. Its occurrences are untouched."""
-    from .client import enqueue
-
     with psycopg.connect(require_url(database_url)) as conn:
-        row = next((r for r in _schedules.list_schedules(conn) if r.name == name), None)
-        if row is None:
-            raise ConveyorError(f"no schedule named {name!r}")
-        job_id = enqueue(
-            conn,
-            row.job_class,
-            *row.args,
-            queue=row.queue,
-            priority=row.priority,
-            data={**row.data, "schedule": {"name": row.name, "at": None}},
-        )
+        job_id = _schedules.enqueue_schedule_now(conn, name)
+    if job_id is None:
+        raise ConveyorError(f"no schedule named {name!r}")
     click.echo(job_id)

@@ -46,6 +46,7 @@ __all__ = [
     "declared_schedules",
     "delete_schedule",
     "enqueue_due_schedules",
+    "enqueue_schedule_now",
     "list_schedules",
     "next_schedule_at",
     "schedule",
@@ -241,3 +242,23 @@ def next_schedule_at(conn: psycopg.Connection[Any]) -> datetime | None:
     """When the next occurrence of an enabled schedule falls due (None: no schedule)."""
     row = conn.execute(_NEXT_AT).fetchone()
     return None if row is None else row[0]
+
+
+def enqueue_schedule_now(conn: psycopg.Connection[Any], name: str) -> int | None:
+    """Enqueue one job of schedule ``name`` now, outside its timetable, and
+    return its id (None: no such schedule). The job's data.schedule has the
+    name and ``"at": null``; the schedule's occurrences are untouched. Used by
+    ``conveyor schedules run-now`` and the dashboard's "enqueue now"."""
+    from .client import enqueue
+
+    row = next((r for r in list_schedules(conn) if r.name == name), None)
+    if row is None:
+        return None
+    return enqueue(
+        conn,
+        row.job_class,
+        *row.args,
+        queue=row.queue,
+        priority=row.priority,
+        data={**row.data, "schedule": {"name": row.name, "at": None}},
+    )

@@ -6,8 +6,8 @@ SELECT plan(65);
 
 -- Tables and columns --------------------------------------------------------
 
-SELECT tables_are('conveyor', ARRAY['jobs', 'lockers', 'schedules', 'schema_changes'],
-  'conveyor has exactly the tables jobs, lockers, schedules and schema_changes');
+SELECT tables_are('conveyor', ARRAY['jobs', 'lockers', 'schedules', 'schema_changes', 'pauses', 'concurrency_limits'],
+  'conveyor has exactly the tables jobs, lockers, schedules, schema_changes, pauses and concurrency_limits');
 
 SELECT columns_are('conveyor', 'schema_changes', ARRAY['change', 'planned_at', 'deployed_at'],
   'conveyor.schema_changes has exactly the documented columns');
@@ -28,7 +28,8 @@ SELECT set_eq(
 SELECT columns_are('conveyor', 'jobs', ARRAY[
   'id', 'priority', 'run_at', 'job_class', 'queue', 'args', 'data', 'error_count',
   'maximum_retry_count', 'last_error_message', 'last_error_backtrace', 'finished_at',
-  'expired_at', 'created_at', 'unique_key', 'result', 'errors', 'attempted_at', 'attempted_by'],
+  'expired_at', 'created_at', 'unique_key', 'concurrency_key', 'labels', 'batch_id',
+  'result', 'errors', 'attempted_at', 'attempted_by'],
   'conveyor.jobs has exactly the documented columns');
 
 SELECT columns_are('conveyor', 'lockers', ARRAY[
@@ -58,6 +59,9 @@ SELECT results_eq(
            ('expired_at', 'timestamp with time zone', false, NULL),
            ('created_at', 'timestamp with time zone', true, 'now()'),
            ('unique_key', 'text', false, NULL),
+           ('concurrency_key', 'text', false, NULL),
+           ('labels', 'text[]', true, '''{}''::text[]'),
+           ('batch_id', 'bigint', false, NULL),
            ('result', 'jsonb', false, NULL),
            ('errors', 'jsonb', true, '''[]''::jsonb'),
            ('attempted_at', 'timestamp with time zone', false, NULL),
@@ -101,8 +105,9 @@ SELECT set_eq(
   ARRAY['lockers_queues_not_empty', 'lockers_has_workers'],
   'conveyor.lockers has exactly the named check constraints');
 
-SELECT indexes_are('conveyor', 'jobs', ARRAY['jobs_pkey', 'jobs_ready_idx', 'jobs_resolved_idx', 'jobs_unique_key_idx'],
-  'conveyor.jobs has exactly the primary key, jobs_ready_idx, jobs_resolved_idx and jobs_unique_key_idx');
+SELECT indexes_are('conveyor', 'jobs', ARRAY['jobs_pkey', 'jobs_ready_idx', 'jobs_resolved_idx', 'jobs_unique_key_idx',
+                                             'jobs_concurrency_key_idx'],
+  'conveyor.jobs has exactly the primary key, jobs_ready_idx, jobs_resolved_idx, jobs_unique_key_idx and jobs_concurrency_key_idx');
 
 SELECT has_index('conveyor', 'jobs', 'jobs_ready_idx', ARRAY['queue', 'priority', 'run_at', 'id'],
   'jobs_ready_idx is on (queue, priority, run_at, id)');
@@ -160,7 +165,11 @@ SELECT functions_are('conveyor', ARRAY[
   'held_job_ids', 'working_job_ids', 'release_job_locks', 'job_problem', 'job_json_problem',
   'recheck_locked_jobs', 'locked_in_transaction', 'tg_jobs__notify', 'resolve_jobs',
   'require_read_committed', 'job_lock_key1', 'job_lock_key2', 'job_lock_id', 'sorted_array_contains',
-  'job_limit', 'errors_append', 'job_state', 'manage_job', 'jobs_where_check'],
+  'job_limit', 'flow_fields_problem', 'labels_from_json',
+  'errors_append', 'job_state', 'manage_job', 'jobs_where_check',
+  -- flow control (tests/pgtap/flow_control.sql)
+  'pause', 'resume', 'set_concurrency_limit', 'delete_concurrency_limit', 'check_pause_names',
+  'concurrency_limit_for', 'concurrency_key_lock', 'try_lock_limited_job', 'job_paused', 'enqueue_allowed'],
   'conveyor has exactly the public and internal functions of deploy/');
 
 SELECT results_eq(
@@ -170,16 +179,21 @@ SELECT results_eq(
      WHERE p.pronamespace = 'conveyor'::regnamespace
      ORDER BY 1, 2$$,
   $$VALUES
+    ('check_pause_names', 'caller text, queue text, job_class text, label text', 'void', 'i'),
     ('cleanup', 'finished_before interval, expired_before interval, batch_size integer, max_batches integer', 'bigint', 'v'),
+    ('concurrency_key_lock', 'purpose text, key text', 'bigint', 'i'),
+    ('concurrency_limit_for', 'key text', 'conveyor.concurrency_limits', 's'),
     ('cron_field', 'field text, field_name text, lo integer, hi integer, names text[]', 'bigint', 'i'),
     ('cron_next', 'cron text, after timestamp with time zone, time_zone text', 'timestamp with time zone', 'i'),
     ('cron_parse', 'cron text', 'bigint[]', 'i'),
+    ('delete_concurrency_limit', 'key text', 'boolean', 'v'),
     ('delete_schedule', 'name text', 'boolean', 'v'),
     ('destroy_job', 'id bigint', 'boolean', 'v'),
     ('destroy_jobs', 'ids bigint[], held bigint[]', 'SETOF bigint', 'v'),
     ('discard_job', 'id bigint, reason text', 'text', 'v'),
     ('discard_jobs_where', 'state text, queue text, job_class text, error_like text, since timestamp with time zone, reason text', 'bigint', 'v'),
-    ('enqueue', 'job_class text, args jsonb, queue text, priority integer, run_at timestamp with time zone, data jsonb, maximum_retry_count integer, unique_key text', 'conveyor.jobs', 'v'),
+    ('enqueue', 'job_class text, args jsonb, queue text, priority integer, run_at timestamp with time zone, data jsonb, maximum_retry_count integer, unique_key text, concurrency_key text, labels text[], batch_id bigint', 'conveyor.jobs', 'v'),
+    ('enqueue_allowed', 'key text', 'boolean', 'v'),
     ('enqueue_due_schedules', '', 'SETOF bigint', 'v'),
     ('enqueue_many', 'jobs jsonb', 'SETOF bigint', 'v'),
     ('enqueue_schedules_due_at', 'as_of timestamp with time zone', 'SETOF bigint', 'v'),
@@ -188,22 +202,26 @@ SELECT results_eq(
     ('expire_jobs', 'ids bigint[], held bigint[]', 'SETOF bigint', 'v'),
     ('finish_job', 'id bigint, result jsonb', 'boolean', 'v'),
     ('finish_jobs', 'ids bigint[], held bigint[], results jsonb, attempted_at timestamp with time zone[], attempted_by text', 'SETOF bigint', 'v'),
+    ('flow_fields_problem', 'concurrency_key text, labels text[], OUT error_code text, OUT error_message text', 'record', 'i'),
     ('held_job_ids', '', 'bigint[]', 's'),
     ('job_json_problem', 'job jsonb, OUT error_code text, OUT error_message text', 'record', 's'),
     ('job_limit', 'name text', 'integer', 'i'),
     ('job_lock_id', 'classid oid, objid oid', 'bigint', 'i'),
     ('job_lock_key1', 'id bigint', 'integer', 'i'),
     ('job_lock_key2', 'id bigint', 'integer', 'i'),
+    ('job_paused', 'pauses conveyor.pauses[], queue text, job_class text, labels text[]', 'boolean', 'i'),
     ('job_problem', 'job_class text, args jsonb, queue text, priority integer, run_at timestamp with time zone, data jsonb, maximum_retry_count integer, OUT error_code text, OUT error_message text', 'record', 'i'),
     ('job_state', 'finished_at timestamp with time zone, expired_at timestamp with time zone, locked boolean, run_at timestamp with time zone, error_count integer, as_of timestamp with time zone', 'text', 'i'),
     ('job_stats', '', 'TABLE(job_class text, count bigint, count_working bigint, count_errored bigint, highest_error_count integer, oldest_run_at timestamp with time zone)', 's'),
     ('jobs_where_check', 'action text, state text, allowed text[]', 'void', 'i'),
+    ('labels_from_json', 'labels jsonb', 'text[]', 'i'),
     ('list_jobs', 'state text, queue text, job_class text, search text, before_id bigint, max_rows integer', 'SETOF conveyor.jobs_view', 's'),
     ('lock_jobs', 'queues text[], max_jobs integer, max_priority integer, held bigint[]', 'SETOF conveyor.jobs', 'v'),
     ('lock_jobs_by_id', 'ids bigint[], queues text[], held bigint[]', 'SETOF conveyor.jobs', 'v'),
     ('locked_in_transaction', 'add bigint[]', 'bigint[]', 'v'),
     ('manage_job', 'id bigint, action text', 'conveyor.jobs', 'v'),
     ('next_schedule_at', '', 'timestamp with time zone', 's'),
+    ('pause', 'queue text, job_class text, label text', 'boolean', 'v'),
     ('prune_lockers', '', 'integer', 'v'),
     ('queue_stats', '', 'TABLE(queue text, ready bigint, scheduled bigint, working bigint, errored bigint, expired bigint, finished bigint, oldest_ready_age interval)', 's'),
     ('recheck_locked_jobs', 'ids bigint[], keep integer', 'SETOF bigint', 'v'),
@@ -212,14 +230,17 @@ SELECT results_eq(
     ('require_read_committed', 'caller text', 'void', 's'),
     ('reschedule_job', 'id bigint, run_at timestamp with time zone', 'text', 'v'),
     ('resolve_jobs', 'action text, ids bigint[], held bigint[]', 'SETOF bigint', 'v'),
+    ('resume', 'queue text, job_class text, label text', 'boolean', 'v'),
     ('retry_job', 'id bigint, error_message text, error_backtrace text, delay double precision, expire boolean, attempted_at timestamp with time zone, attempted_by text', 'SETOF conveyor.jobs', 'v'),
     ('retry_jobs_where', 'state text, queue text, job_class text, error_like text, since timestamp with time zone', 'bigint', 'v'),
     ('retry_now', 'id bigint', 'text', 'v'),
     ('schema_version', '', 'text', 'i'),
+    ('set_concurrency_limit', 'key text, perform_limit integer, enqueue_limit integer', 'void', 'v'),
     ('set_schedule', 'name text, cron text, job_class text, args jsonb, queue text, priority integer, data jsonb, time_zone text, enabled boolean, catch_up boolean', 'conveyor.schedules', 'v'),
     ('set_schedule_enabled', 'name text, enabled boolean', 'boolean', 'v'),
     ('sorted_array_contains', 'sorted bigint[], x bigint', 'boolean', 'i'),
     ('tg_jobs__notify', '', 'trigger', 'v'),
+    ('try_lock_limited_job', 'id bigint, key text, perform_limit integer', 'boolean', 'v'),
     ('unlock_jobs', 'ids bigint[], held bigint[]', 'SETOF bigint', 'v'),
     ('unregister_locker', '', 'boolean', 'v'),
     ('working_job_ids', '', 'SETOF bigint', 's')$$,
@@ -272,8 +293,8 @@ SELECT is(
   ARRAY(SELECT p.proname::text COLLATE "default" FROM pg_catalog.pg_proc AS p
          WHERE p.pronamespace = 'conveyor'::regnamespace AND p.proconfig IS NULL
          ORDER BY 1),
-  ARRAY['errors_append', 'job_limit', 'job_lock_id', 'job_lock_key1', 'job_lock_key2', 'job_state', 'sorted_array_contains'],
-  'only the inlinable helpers errors_append, job_limit, job_lock_id, job_lock_key1, job_lock_key2, job_state and sorted_array_contains go without SET clauses');
+  ARRAY['concurrency_key_lock', 'errors_append', 'job_limit', 'job_lock_id', 'job_lock_key1', 'job_lock_key2', 'job_paused', 'job_state', 'sorted_array_contains'],
+  'only the inlinable helpers concurrency_key_lock, errors_append, job_limit, job_lock_id, job_lock_key1, job_lock_key2, job_paused, job_state and sorted_array_contains go without SET clauses');
 
 SELECT is(
   ARRAY(SELECT p.proname::text COLLATE "default" FROM pg_catalog.pg_proc AS p
@@ -335,7 +356,7 @@ SELECT is(
   'conveyor_enqueuer may execute enqueue and enqueue_many (and schema_version, granted to PUBLIC) and nothing else');
 
 SELECT function_privs_are('conveyor', 'enqueue',
-  ARRAY['text', 'jsonb', 'text', 'integer', 'timestamp with time zone', 'jsonb', 'integer', 'text'],
+  ARRAY['text', 'jsonb', 'text', 'integer', 'timestamp with time zone', 'jsonb', 'integer', 'text', 'text', 'text[]', 'bigint'],
   'conveyor_enqueuer', ARRAY['EXECUTE'],
   'conveyor_enqueuer has EXECUTE on conveyor.enqueue');
 
@@ -365,13 +386,14 @@ SELECT is(
          WHERE p.pronamespace = 'conveyor'::regnamespace
            AND pg_catalog.has_function_privilege('conveyor_worker', p.oid, 'EXECUTE')
          ORDER BY 1),
-  ARRAY['cleanup', 'cron_field', 'cron_next', 'cron_parse', 'destroy_job', 'destroy_jobs', 'enqueue',
+  ARRAY['cleanup', 'concurrency_key_lock', 'concurrency_limit_for',
+        'cron_field', 'cron_next', 'cron_parse', 'destroy_job', 'destroy_jobs', 'enqueue',
         'enqueue_due_schedules', 'enqueue_many', 'errors_append', 'expire_job', 'expire_jobs', 'finish_job',
         'finish_jobs', 'held_job_ids', 'job_limit', 'job_lock_id', 'job_lock_key1',
-        'job_lock_key2', 'job_state', 'job_stats', 'lock_jobs', 'lock_jobs_by_id', 'locked_in_transaction',
+        'job_lock_key2', 'job_paused', 'job_state', 'job_stats', 'lock_jobs', 'lock_jobs_by_id', 'locked_in_transaction',
         'next_schedule_at', 'prune_lockers', 'queue_stats', 'recheck_locked_jobs',
         'register_locker', 'release_job_locks', 'require_read_committed', 'resolve_jobs',
-        'retry_job', 'schema_version', 'sorted_array_contains', 'unlock_jobs',
+        'retry_job', 'schema_version', 'sorted_array_contains', 'try_lock_limited_job', 'unlock_jobs',
         'unregister_locker', 'working_job_ids'],
   'conveyor_worker may execute the worker functions (and enqueue, as an enqueuer, and cleanup), not job_problem, job_json_problem, tg_jobs__notify or the management functions');
 

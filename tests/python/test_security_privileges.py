@@ -362,7 +362,9 @@ def test_definer_rights_search_path_and_public_grants(
     # The helpers the planner inlines have no SET clause (their bodies are
     # bound at creation; see test_security_search_path.py).
     inlined = {
+        "concurrency_key_lock",
         "errors_append",
+        "job_paused",
         "job_limit",
         "job_lock_key1",
         "job_lock_key2",

@@ -329,7 +329,9 @@ def test_the_traps_hijack_an_unpinned_copy(conn: psycopg.Connection[Any]) -> Non
 # they have none. Their bodies are SQL-standard (RETURN ...), bound when they
 # were created, so the caller's search_path cannot reach them.
 INLINED = {
+    "conveyor.concurrency_key_lock(text,text)",
     "conveyor.errors_append(jsonb,jsonb)",
+    "conveyor.job_paused(conveyor.pauses[],text,text,text[])",
     "conveyor.job_state(timestamp with time zone,timestamp with time zone,boolean,timestamp with time zone,integer,timestamp with time zone)",
     "conveyor.job_limit(text)",
     "conveyor.job_lock_id(oid,oid)",
