@@ -687,6 +687,7 @@ DECLARE
   v_limited boolean;
   v_limit conveyor.concurrency_limits;
   v_full_keys text[] := '{}';
+  v_flow boolean;
   v_got boolean;
 BEGIN
   -- Outline:
@@ -730,6 +731,7 @@ BEGIN
          EXISTS (SELECT FROM conveyor.concurrency_limits)
     INTO v_paused_queues, v_row_pauses, v_limited
     FROM conveyor.pauses AS p;
+  v_flow := v_row_pauses IS NOT NULL OR v_limited;
 
   -- A job another session resolves between a walk's snapshot and its lock
   -- try is locked, then dropped by the recheck; a short answer would look
@@ -770,24 +772,28 @@ BEGIN
             v_jumped := true;
             EXIT;
           END IF;
-          -- Held back (paused, or its key at its limit): step over it, so
-          -- that it blocks none of the ready jobs behind it.
-          CONTINUE WHEN v_row_pauses IS NOT NULL
-                    AND conveyor.job_paused(v_row_pauses, v_queue, v_job.job_class, v_job.labels);
-          IF v_job.concurrency_key IS NOT NULL AND v_limited THEN
-            CONTINUE WHEN v_job.concurrency_key = ANY (v_full_keys);
-            v_limit := conveyor.concurrency_limit_for(v_job.concurrency_key);
-          ELSE
-            v_limit := NULL;
-          END IF;
-          IF v_limit.perform_limit IS NULL THEN
+          IF NOT v_flow THEN
+            -- Nothing paused by class or label, no limits: the test before flow control.
             v_got := pg_catalog.pg_try_advisory_lock(conveyor.job_lock_key1(v_job.id), conveyor.job_lock_key2(v_job.id));
           ELSE
-            v_got := conveyor.try_lock_limited_job(v_job.id, v_job.concurrency_key, v_limit.perform_limit);
-            IF NOT v_got THEN
-              -- Full, or the job is another session's: either way no more of
-              -- this key in this call (a later round would find it full too).
-              v_full_keys := v_full_keys || v_job.concurrency_key;
+            -- Held back (paused, or its key at its limit): step over it, so
+            -- that it blocks none of the ready jobs behind it.
+            CONTINUE WHEN v_row_pauses IS NOT NULL
+                      AND conveyor.job_paused(v_row_pauses, v_queue, v_job.job_class, v_job.labels);
+            CONTINUE WHEN v_job.concurrency_key = ANY (v_full_keys);
+            v_limit := NULL;
+            IF v_job.concurrency_key IS NOT NULL AND v_limited THEN
+              v_limit := conveyor.concurrency_limit_for(v_job.concurrency_key);
+            END IF;
+            IF v_limit.perform_limit IS NULL THEN
+              v_got := pg_catalog.pg_try_advisory_lock(conveyor.job_lock_key1(v_job.id), conveyor.job_lock_key2(v_job.id));
+            ELSE
+              v_got := conveyor.try_lock_limited_job(v_job.id, v_job.concurrency_key, v_limit.perform_limit);
+              IF NOT v_got THEN
+                -- Full, or the job is another session's: either way no more of
+                -- this key in this call (a later round would find it full too).
+                v_full_keys := v_full_keys || v_job.concurrency_key;
+              END IF;
             END IF;
           END IF;
           IF v_got THEN
