@@ -653,10 +653,6 @@ SET search_path = pg_catalog, pg_temp
 -- Plans once per session that never scan the jobs table: see recheck_locked_jobs.
 SET enable_seqscan = off
 SET plan_cache_mode = force_generic_plan
--- The read of the (tiny) pauses table can only be a sequential scan, which
--- enable_seqscan = off prices at 10^10: never worth compiling (JIT costs
--- tens of milliseconds).
-SET jit = off
 AS $$
 DECLARE
   -- At most this many walks per call. A walk after the first happens only
@@ -730,7 +726,11 @@ BEGIN
          array_agg(p) FILTER (WHERE p.job_class IS NOT NULL OR p.label IS NOT NULL),
          EXISTS (SELECT FROM conveyor.concurrency_limits)
     INTO v_paused_queues, v_row_pauses, v_limited
-    FROM conveyor.pauses AS p;
+    FROM conveyor.pauses AS p
+   -- Always true, but lets the primary key serve the read: a sequential scan,
+   -- which enable_seqscan = off prices at 10^10, would make the plan worth
+   -- compiling by JIT (tens of milliseconds a call).
+   WHERE p.id > 0;
   v_flow := v_row_pauses IS NOT NULL OR v_limited;
 
   -- A job another session resolves between a walk's snapshot and its lock
@@ -883,10 +883,6 @@ SET search_path = pg_catalog, pg_temp
 -- Plans once per session that never scan the jobs table: see recheck_locked_jobs.
 SET enable_seqscan = off
 SET plan_cache_mode = force_generic_plan
--- The read of the (tiny) pauses table can only be a sequential scan, which
--- enable_seqscan = off prices at 10^10: never worth compiling (JIT costs
--- tens of milliseconds).
-SET jit = off
 AS $$
 DECLARE
   v_held bigint[];
@@ -910,11 +906,12 @@ BEGIN
     v_held := lock_jobs_by_id.held || conveyor.locked_in_transaction();
   END IF;
 
-  v_flow := EXISTS (SELECT FROM conveyor.pauses) OR EXISTS (SELECT FROM conveyor.concurrency_limits);
+  -- (id > 0: as in lock_jobs, the primary key serves the read.)
+  v_flow := EXISTS (SELECT FROM conveyor.pauses AS p WHERE p.id > 0) OR EXISTS (SELECT FROM conveyor.concurrency_limits);
   IF v_flow THEN
     -- Something is paused or limited: one job at a time, most urgent first,
     -- with the tests of lock_jobs' walk.
-    v_row_pauses := ARRAY(SELECT p FROM conveyor.pauses AS p);
+    v_row_pauses := ARRAY(SELECT p FROM conveyor.pauses AS p WHERE p.id > 0);
     v_locked := '{}';
     FOR v_job IN
       SELECT j.id, j.queue, j.job_class, j.labels, j.concurrency_key
