@@ -331,7 +331,15 @@ def test_definer_rights_search_path_and_public_grants(conn: psycopg.Connection[A
     assert {name for name, definer, _, _ in rows if definer} == SECURITY_DEFINER
     # The helpers the planner inlines have no SET clause (their bodies are
     # bound at creation; see test_security_search_path.py).
-    inlined = {"job_limit", "job_lock_key1", "job_lock_key2", "job_lock_id", "sorted_array_contains"}
+    inlined = {
+        "job_limit",
+        "job_lock_key1",
+        "job_lock_key2",
+        "job_lock_id",
+        "sorted_array_contains",
+        "concurrency_key_lock",
+        "job_paused",
+    }
     unpinned = [
         name
         for name, _, config, _ in rows
