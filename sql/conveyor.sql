@@ -3832,7 +3832,7 @@ AS $$
 DECLARE
   v_key_lock bigint := conveyor.concurrency_key_lock('perform', try_lock_limited_job.key);
   v_running integer;
-  v_locked boolean := false;
+  v_locked boolean;
 BEGIN
   PERFORM pg_catalog.pg_advisory_lock(v_key_lock);
   BEGIN
@@ -3841,6 +3841,8 @@ BEGIN
       FROM conveyor.jobs AS j
      WHERE j.id = ANY (ARRAY(SELECT conveyor.working_job_ids()))
        AND j.concurrency_key = try_lock_limited_job.key;
+    -- NULL, not false, when the key is full: the caller skips the key's other
+    -- jobs; false only says that another session holds this one.
     IF v_running < try_lock_limited_job.perform_limit THEN
       v_locked := pg_catalog.pg_try_advisory_lock(conveyor.job_lock_key1(try_lock_limited_job.id),
                                                   conveyor.job_lock_key2(try_lock_limited_job.id));
@@ -3858,7 +3860,8 @@ $$;
 COMMENT ON FUNCTION conveyor.try_lock_limited_job(bigint, text, integer) IS
   'Internal. Tries the advisory lock of a job whose concurrency_key has a perform_limit: under '
   'the key''s advisory lock, counts the key''s jobs some session holds (pg_locks) and locks the '
-  'job only below the limit; true if it did. Used by lock_jobs and lock_jobs_by_id.';
+  'job only below the limit: true if it did, false if another session holds the job, NULL if '
+  'the key is at its limit. Used by lock_jobs and lock_jobs_by_id.';
 
 -- A job is paused when a pause row matches every name it gives.
 CREATE FUNCTION conveyor.job_paused(pauses conveyor.pauses[], queue text, job_class text, labels text[])
@@ -4377,10 +4380,11 @@ BEGIN
               v_got := pg_catalog.pg_try_advisory_lock(conveyor.job_lock_key1(v_job.id), conveyor.job_lock_key2(v_job.id));
             ELSE
               v_got := conveyor.try_lock_limited_job(v_job.id, v_job.concurrency_key, v_limit.perform_limit);
-              IF NOT v_got THEN
-                -- Full, or the job is another session's: either way no more of
-                -- this key in this call (a later round would find it full too).
+              IF v_got IS NULL THEN
+                -- Full: no more of this key in this call (only this call's
+                -- own locks could change the count, and they only add).
                 v_full_keys := v_full_keys || v_job.concurrency_key;
+                v_got := false;
               END IF;
             END IF;
           END IF;
