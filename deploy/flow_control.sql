@@ -244,7 +244,7 @@ AS $$
 DECLARE
   v_key_lock bigint := conveyor.concurrency_key_lock('perform', try_lock_limited_job.key);
   v_running integer;
-  v_locked boolean := false;
+  v_locked boolean;
 BEGIN
   PERFORM pg_catalog.pg_advisory_lock(v_key_lock);
   BEGIN
@@ -253,6 +253,8 @@ BEGIN
       FROM conveyor.jobs AS j
      WHERE j.id = ANY (ARRAY(SELECT conveyor.working_job_ids()))
        AND j.concurrency_key = try_lock_limited_job.key;
+    -- NULL, not false, when the key is full: the caller skips the key's other
+    -- jobs; false only says that another session holds this one.
     IF v_running < try_lock_limited_job.perform_limit THEN
       v_locked := pg_catalog.pg_try_advisory_lock(conveyor.job_lock_key1(try_lock_limited_job.id),
                                                   conveyor.job_lock_key2(try_lock_limited_job.id));
@@ -270,7 +272,8 @@ $$;
 COMMENT ON FUNCTION conveyor.try_lock_limited_job(bigint, text, integer) IS
   'Internal. Tries the advisory lock of a job whose concurrency_key has a perform_limit: under '
   'the key''s advisory lock, counts the key''s jobs some session holds (pg_locks) and locks the '
-  'job only below the limit; true if it did. Used by lock_jobs and lock_jobs_by_id.';
+  'job only below the limit: true if it did, false if another session holds the job, NULL if '
+  'the key is at its limit. Used by lock_jobs and lock_jobs_by_id.';
 
 -- A job is paused when a pause row matches every name it gives.
 CREATE FUNCTION conveyor.job_paused(pauses conveyor.pauses[], queue text, job_class text, labels text[])
@@ -653,10 +656,6 @@ SET search_path = pg_catalog, pg_temp
 -- Plans once per session that never scan the jobs table: see recheck_locked_jobs.
 SET enable_seqscan = off
 SET plan_cache_mode = force_generic_plan
--- The read of the (tiny) pauses table can only be a sequential scan, which
--- enable_seqscan = off prices at 10^10: never worth compiling (JIT costs
--- tens of milliseconds).
-SET jit = off
 AS $$
 DECLARE
   -- At most this many walks per call. A walk after the first happens only
@@ -687,6 +686,7 @@ DECLARE
   v_limited boolean;
   v_limit conveyor.concurrency_limits;
   v_full_keys text[] := '{}';
+  v_flow boolean;
   v_got boolean;
 BEGIN
   -- Outline:
@@ -729,7 +729,12 @@ BEGIN
          array_agg(p) FILTER (WHERE p.job_class IS NOT NULL OR p.label IS NOT NULL),
          EXISTS (SELECT FROM conveyor.concurrency_limits)
     INTO v_paused_queues, v_row_pauses, v_limited
-    FROM conveyor.pauses AS p;
+    FROM conveyor.pauses AS p
+   -- Always true, but lets the primary key serve the read: a sequential scan,
+   -- which enable_seqscan = off prices at 10^10, would make the plan worth
+   -- compiling by JIT (tens of milliseconds a call).
+   WHERE p.id > 0;
+  v_flow := v_row_pauses IS NOT NULL OR v_limited;
 
   -- A job another session resolves between a walk's snapshot and its lock
   -- try is locked, then dropped by the recheck; a short answer would look
@@ -770,24 +775,29 @@ BEGIN
             v_jumped := true;
             EXIT;
           END IF;
-          -- Held back (paused, or its key at its limit): step over it, so
-          -- that it blocks none of the ready jobs behind it.
-          CONTINUE WHEN v_row_pauses IS NOT NULL
-                    AND conveyor.job_paused(v_row_pauses, v_queue, v_job.job_class, v_job.labels);
-          IF v_job.concurrency_key IS NOT NULL AND v_limited THEN
-            CONTINUE WHEN v_job.concurrency_key = ANY (v_full_keys);
-            v_limit := conveyor.concurrency_limit_for(v_job.concurrency_key);
-          ELSE
-            v_limit := NULL;
-          END IF;
-          IF v_limit.perform_limit IS NULL THEN
+          IF NOT v_flow THEN
+            -- Nothing paused by class or label, no limits: the test before flow control.
             v_got := pg_catalog.pg_try_advisory_lock(conveyor.job_lock_key1(v_job.id), conveyor.job_lock_key2(v_job.id));
           ELSE
-            v_got := conveyor.try_lock_limited_job(v_job.id, v_job.concurrency_key, v_limit.perform_limit);
-            IF NOT v_got THEN
-              -- Full, or the job is another session's: either way no more of
-              -- this key in this call (a later round would find it full too).
-              v_full_keys := v_full_keys || v_job.concurrency_key;
+            -- Held back (paused, or its key at its limit): step over it, so
+            -- that it blocks none of the ready jobs behind it.
+            CONTINUE WHEN v_row_pauses IS NOT NULL
+                      AND conveyor.job_paused(v_row_pauses, v_queue, v_job.job_class, v_job.labels);
+            CONTINUE WHEN v_job.concurrency_key = ANY (v_full_keys);
+            v_limit := NULL;
+            IF v_job.concurrency_key IS NOT NULL AND v_limited THEN
+              v_limit := conveyor.concurrency_limit_for(v_job.concurrency_key);
+            END IF;
+            IF v_limit.perform_limit IS NULL THEN
+              v_got := pg_catalog.pg_try_advisory_lock(conveyor.job_lock_key1(v_job.id), conveyor.job_lock_key2(v_job.id));
+            ELSE
+              v_got := conveyor.try_lock_limited_job(v_job.id, v_job.concurrency_key, v_limit.perform_limit);
+              IF v_got IS NULL THEN
+                -- Full: no more of this key in this call (only this call's
+                -- own locks could change the count, and they only add).
+                v_full_keys := v_full_keys || v_job.concurrency_key;
+                v_got := false;
+              END IF;
             END IF;
           END IF;
           IF v_got THEN
@@ -877,10 +887,6 @@ SET search_path = pg_catalog, pg_temp
 -- Plans once per session that never scan the jobs table: see recheck_locked_jobs.
 SET enable_seqscan = off
 SET plan_cache_mode = force_generic_plan
--- The read of the (tiny) pauses table can only be a sequential scan, which
--- enable_seqscan = off prices at 10^10: never worth compiling (JIT costs
--- tens of milliseconds).
-SET jit = off
 AS $$
 DECLARE
   v_held bigint[];
@@ -904,11 +910,12 @@ BEGIN
     v_held := lock_jobs_by_id.held || conveyor.locked_in_transaction();
   END IF;
 
-  v_flow := EXISTS (SELECT FROM conveyor.pauses) OR EXISTS (SELECT FROM conveyor.concurrency_limits);
+  -- (id > 0: as in lock_jobs, the primary key serves the read.)
+  v_flow := EXISTS (SELECT FROM conveyor.pauses AS p WHERE p.id > 0) OR EXISTS (SELECT FROM conveyor.concurrency_limits);
   IF v_flow THEN
     -- Something is paused or limited: one job at a time, most urgent first,
     -- with the tests of lock_jobs' walk.
-    v_row_pauses := ARRAY(SELECT p FROM conveyor.pauses AS p);
+    v_row_pauses := ARRAY(SELECT p FROM conveyor.pauses AS p WHERE p.id > 0);
     v_locked := '{}';
     FOR v_job IN
       SELECT j.id, j.queue, j.job_class, j.labels, j.concurrency_key

@@ -34,6 +34,7 @@ import psycopg
 
 from . import __version__, enqueueing, sql
 from ._hooks import hooks
+from .cli_flow import paused_lines
 from .cli_support import (
     check_text,
     database_url_option,
@@ -493,7 +494,9 @@ def stats(
             rows = [dict(zip(headers, row, strict=True)) for row in cursor.fetchall()]
             if as_json:
                 return json.dumps(rows, default=str, indent=None if watch else 2)
-            return table(headers, [tuple(row.values()) for row in rows])
+            # The pauses in force, under the table (wip-flow's paused_lines).
+            return "\n".join([table(headers, [tuple(row.values()) for row in rows]),
+                              *paused_lines(conn)])
 
         if not watch:
             click.echo(frame())

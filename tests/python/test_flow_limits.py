@@ -23,6 +23,7 @@ Spawn = Callable[..., WorkerSubprocess]
 # Each run records its start and end (database clock) in flow_runs; a job
 # given a second argument sleeps that long only on its first run.
 JOBS = """
+import os
 import time
 import conveyor
 
@@ -30,9 +31,9 @@ class FlowLimitsRecorded(conveyor.Job):
     def run(self, seconds, first_run_seconds=None):
         with self.connection() as conn:
             runs = conn.execute(
-                "INSERT INTO flow_runs (job_id) VALUES (%s) RETURNING"
+                "INSERT INTO flow_runs (job_id, worker) VALUES (%s, %s) RETURNING"
                 " (SELECT count(*) FROM flow_runs WHERE job_id = %s)",
-                (self.id, self.id),
+                (self.id, os.getpid(), self.id),
             ).fetchone()[0]
         time.sleep(first_run_seconds if first_run_seconds is not None and runs == 0 else seconds)
         with self.connection() as conn:
@@ -45,6 +46,7 @@ class FlowLimitsRecorded(conveyor.Job):
 RUNS_TABLE = """
 CREATE TABLE flow_runs (
   job_id bigint NOT NULL,
+  worker integer NOT NULL,
   started timestamptz NOT NULL DEFAULT clock_timestamp(),
   ended timestamptz
 )"""
@@ -83,7 +85,12 @@ def test_perform_limit_2_under_3_workers_never_runs_3(
     ids = [enqueue(conn, [0.4], "flow.perform") for _ in range(12)]
     # An unlimited job behind them all is not held up by them.
     free = enqueue(conn, [0], None, priority=200)
-    workers = [spawn_worker(JOBS, *worker_options()) for _ in range(3)]
+    # One thread and no buffer each: a worker locks only the job it runs, so
+    # two running at once means two workers shared the key's slots.
+    unbuffered = ["-w", "1", "--minimum-buffer-size", "0", "--maximum-buffer-size", "0"]
+    workers = [
+        spawn_worker(JOBS, *unbuffered, "--poll-interval", "0.2") for _ in range(3)
+    ]
     wait_for(
         lambda: (
             scalar(conn, "SELECT count(*) FROM flow_runs WHERE ended IS NOT NULL") == 13
@@ -91,8 +98,11 @@ def test_perform_limit_2_under_3_workers_never_runs_3(
         timeout=120,
         what="all 13 jobs to run",
     )
-    assert scalar(conn, "SELECT count(*) FROM conveyor.jobs") == 0, (
-        "every job was worked and destroyed"
+    # A run records its end just before its worker destroys the job.
+    wait_for(
+        lambda: scalar(conn, "SELECT count(*) FROM conveyor.jobs") == 0,
+        timeout=30,
+        what="every job to be destroyed",
     )
     assert (
         scalar(
@@ -108,8 +118,17 @@ def test_perform_limit_2_under_3_workers_never_runs_3(
     ).fetchall()
     peak = max(sum(1 for s, e in limited if s <= start < e) for start, _ in limited)
     assert peak <= 2, f"{peak} jobs of the key ran at once"
-    # The limit is a limit, not a queue of one: two did run together.
+    # The limit is a limit, not a queue of one: two did run together, and
+    # the key's jobs were shared out among the workers.
     assert peak == 2
+    assert (
+        scalar(
+            conn,
+            "SELECT count(DISTINCT worker) FROM flow_runs WHERE job_id <> %s",
+            (free,),
+        )
+        >= 2
+    )
     for worker in workers:
         assert worker.popen.poll() is None, worker.output()
 

@@ -338,6 +338,9 @@ INLINED = {
     "conveyor.job_lock_key1(bigint)",
     "conveyor.job_lock_key2(bigint)",
     "conveyor.sorted_array_contains(bigint[],bigint)",
+    # flow control: SQL-standard bodies bound at creation, as the ones above
+    "conveyor.concurrency_key_lock(text,text)",
+    "conveyor.job_paused(conveyor.pauses[],text,text,text[])",
 }
 
 HELPER_CALLS = (
