@@ -28,7 +28,7 @@ SELECT set_eq(
 SELECT columns_are('conveyor', 'jobs', ARRAY[
   'id', 'priority', 'run_at', 'job_class', 'queue', 'args', 'data', 'error_count',
   'maximum_retry_count', 'last_error_message', 'last_error_backtrace', 'finished_at',
-  'expired_at', 'created_at', 'unique_key'],
+  'expired_at', 'created_at', 'unique_key', 'concurrency_key', 'labels', 'batch_id'],
   'conveyor.jobs has exactly the documented columns');
 
 SELECT columns_are('conveyor', 'lockers', ARRAY[
@@ -57,7 +57,10 @@ SELECT results_eq(
            ('finished_at', 'timestamp with time zone', false, NULL),
            ('expired_at', 'timestamp with time zone', false, NULL),
            ('created_at', 'timestamp with time zone', true, 'now()'),
-           ('unique_key', 'text', false, NULL)$$,
+           ('unique_key', 'text', false, NULL),
+           ('concurrency_key', 'text', false, NULL),
+           ('labels', 'text[]', true, '''{}''::text[]'),
+           ('batch_id', 'bigint', false, NULL)$$,
   'conveyor.jobs columns have the documented types, NOT NULLs and defaults, in order');
 
 SELECT col_is_pk('conveyor', 'jobs', 'id', 'conveyor.jobs.id is the primary key');
@@ -97,8 +100,9 @@ SELECT set_eq(
   ARRAY['lockers_queues_not_empty', 'lockers_has_workers'],
   'conveyor.lockers has exactly the named check constraints');
 
-SELECT indexes_are('conveyor', 'jobs', ARRAY['jobs_pkey', 'jobs_ready_idx', 'jobs_resolved_idx', 'jobs_unique_key_idx'],
-  'conveyor.jobs has exactly the primary key, jobs_ready_idx, jobs_resolved_idx and jobs_unique_key_idx');
+SELECT indexes_are('conveyor', 'jobs', ARRAY['jobs_pkey', 'jobs_ready_idx', 'jobs_resolved_idx', 'jobs_unique_key_idx',
+                                             'jobs_concurrency_key_idx'],
+  'conveyor.jobs has exactly the primary key, jobs_ready_idx, jobs_resolved_idx, jobs_unique_key_idx and jobs_concurrency_key_idx');
 
 SELECT has_index('conveyor', 'jobs', 'jobs_ready_idx', ARRAY['queue', 'priority', 'run_at', 'id'],
   'jobs_ready_idx is on (queue, priority, run_at, id)');
@@ -154,7 +158,7 @@ SELECT functions_are('conveyor', ARRAY[
   'held_job_ids', 'working_job_ids', 'release_job_locks', 'job_problem', 'job_json_problem',
   'recheck_locked_jobs', 'locked_in_transaction', 'tg_jobs__notify', 'resolve_jobs',
   'require_read_committed', 'job_lock_key1', 'job_lock_key2', 'job_lock_id', 'sorted_array_contains',
-  'job_limit'],
+  'job_limit', 'flow_fields_problem', 'labels_from_json'],
   'conveyor has exactly the public and internal functions of deploy/');
 
 SELECT results_eq(
@@ -170,7 +174,7 @@ SELECT results_eq(
     ('delete_schedule', 'name text', 'boolean', 'v'),
     ('destroy_job', 'id bigint', 'boolean', 'v'),
     ('destroy_jobs', 'ids bigint[], held bigint[]', 'SETOF bigint', 'v'),
-    ('enqueue', 'job_class text, args jsonb, queue text, priority integer, run_at timestamp with time zone, data jsonb, maximum_retry_count integer, unique_key text', 'conveyor.jobs', 'v'),
+    ('enqueue', 'job_class text, args jsonb, queue text, priority integer, run_at timestamp with time zone, data jsonb, maximum_retry_count integer, unique_key text, concurrency_key text, labels text[], batch_id bigint', 'conveyor.jobs', 'v'),
     ('enqueue_due_schedules', '', 'SETOF bigint', 'v'),
     ('enqueue_many', 'jobs jsonb', 'SETOF bigint', 'v'),
     ('enqueue_schedules_due_at', 'as_of timestamp with time zone', 'SETOF bigint', 'v'),
@@ -178,6 +182,7 @@ SELECT results_eq(
     ('expire_jobs', 'ids bigint[], held bigint[]', 'SETOF bigint', 'v'),
     ('finish_job', 'id bigint', 'boolean', 'v'),
     ('finish_jobs', 'ids bigint[], held bigint[]', 'SETOF bigint', 'v'),
+    ('flow_fields_problem', 'concurrency_key text, labels text[], OUT error_code text, OUT error_message text', 'record', 'i'),
     ('held_job_ids', '', 'bigint[]', 's'),
     ('job_json_problem', 'job jsonb, OUT error_code text, OUT error_message text', 'record', 's'),
     ('job_limit', 'name text', 'integer', 'i'),
@@ -186,6 +191,7 @@ SELECT results_eq(
     ('job_lock_key2', 'id bigint', 'integer', 'i'),
     ('job_problem', 'job_class text, args jsonb, queue text, priority integer, run_at timestamp with time zone, data jsonb, maximum_retry_count integer, OUT error_code text, OUT error_message text', 'record', 'i'),
     ('job_stats', '', 'TABLE(job_class text, count bigint, count_working bigint, count_errored bigint, highest_error_count integer, oldest_run_at timestamp with time zone)', 's'),
+    ('labels_from_json', 'labels jsonb', 'text[]', 'i'),
     ('lock_jobs', 'queues text[], max_jobs integer, max_priority integer, held bigint[]', 'SETOF conveyor.jobs', 'v'),
     ('lock_jobs_by_id', 'ids bigint[], queues text[], held bigint[]', 'SETOF conveyor.jobs', 'v'),
     ('locked_in_transaction', 'add bigint[]', 'bigint[]', 'v'),
@@ -318,7 +324,7 @@ SELECT is(
   'conveyor_enqueuer may execute enqueue and enqueue_many (and schema_version, granted to PUBLIC) and nothing else');
 
 SELECT function_privs_are('conveyor', 'enqueue',
-  ARRAY['text', 'jsonb', 'text', 'integer', 'timestamp with time zone', 'jsonb', 'integer', 'text'],
+  ARRAY['text', 'jsonb', 'text', 'integer', 'timestamp with time zone', 'jsonb', 'integer', 'text', 'text', 'text[]', 'bigint'],
   'conveyor_enqueuer', ARRAY['EXECUTE'],
   'conveyor_enqueuer has EXECUTE on conveyor.enqueue');
 

@@ -1,13 +1,16 @@
--- conveyor.enqueue(job_class, args, queue, priority, run_at, data, maximum_retry_count, unique_key)
+-- conveyor.enqueue(job_class, args, queue, priority, run_at, data, maximum_retry_count, unique_key,
+--                  concurrency_key, labels, batch_id); the last three in tests/pgtap/flow_columns.sql
 BEGIN;
 SELECT plan(64);
 
 SELECT has_function('conveyor', 'enqueue',
-  ARRAY['text', 'jsonb', 'text', 'integer', 'timestamp with time zone', 'jsonb', 'integer', 'text'],
-  'conveyor.enqueue(text, jsonb, text, integer, timestamptz, jsonb, integer, text) exists');
+  ARRAY['text', 'jsonb', 'text', 'integer', 'timestamp with time zone', 'jsonb', 'integer', 'text',
+        'text', 'text[]', 'bigint'],
+  'conveyor.enqueue(text, jsonb, text, integer, timestamptz, jsonb, integer, text, text, text[], bigint) exists');
 
 SELECT function_returns('conveyor', 'enqueue',
-  ARRAY['text', 'jsonb', 'text', 'integer', 'timestamp with time zone', 'jsonb', 'integer', 'text'],
+  ARRAY['text', 'jsonb', 'text', 'integer', 'timestamp with time zone', 'jsonb', 'integer', 'text',
+        'text', 'text[]', 'bigint'],
   'conveyor.jobs', 'conveyor.enqueue returns a conveyor.jobs row');
 
 -- Defaults --------------------------------------------------------------------
@@ -126,7 +129,7 @@ SELECT throws_ok($$SELECT conveyor.enqueue('tap.enqueue.Bad', maximum_retry_coun
 SELECT throws_ok($$SELECT conveyor.enqueue('', '{}', '', -5, NULL, '[]', -1)$$, '22023',
   'conveyor.enqueue: job_class must not be empty',
   'with several faults the first in parameter order (job_class) is reported');
-SELECT throws_ok($$SELECT conveyor.enqueue('tap.enqueue.Bad', '[]', 'default', 100, now(), '{}', 1, 'tap.key', 'extra')$$,
+SELECT throws_ok($$SELECT conveyor.enqueue('tap.enqueue.Bad', '[]', 'default', 100, now(), '{}', 1, 'tap.key', 'ck', '{}', 1, 'extra')$$,
   '42883', NULL, 'an unknown extra parameter is rejected (no such function)');
 
 SELECT is((SELECT count(*) FROM conveyor.jobs WHERE job_class = 'tap.enqueue.Bad'), 0::bigint,

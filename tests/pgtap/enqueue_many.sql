@@ -99,7 +99,7 @@ SELECT throws_ok($$SELECT conveyor.enqueue_many('[["tap.many.Bad"]]')$$, '22023'
   'an element that is an array raises 22023');
 SELECT throws_ok($$SELECT conveyor.enqueue_many('[{"job_class": "tap.many.Bad"}, {"job_class": "tap.many.Bad", "colour": "red"}]')$$,
   '22023',
-  'conveyor.enqueue_many: jobs[1]: unknown key ''colour'' (known: job_class, args, queue, priority, run_at, data, maximum_retry_count, unique_key)',
+  'conveyor.enqueue_many: jobs[1]: unknown key ''colour'' (known: job_class, args, queue, priority, run_at, data, maximum_retry_count, unique_key, concurrency_key, labels, batch_id)',
   'an unknown key raises 22023 naming the key and jobs[1]');
 SELECT throws_ok($$SELECT conveyor.enqueue_many('[{"job_class": "tap.many.Bad", "queue": null}]')$$, '22004',
   'conveyor.enqueue_many: jobs[0]: queue must not be null', 'a JSON null queue raises 22004 naming queue');

@@ -34,7 +34,7 @@ SELECT results_eq(
 SELECT results_eq(
   $$SELECT t.id, t.priority, t.run_at, t.job_class, t.queue, t.args, t.data, t.error_count,
            t.maximum_retry_count, t.last_error_message, t.last_error_backtrace, t.finished_at,
-           t.expired_at, t.created_at, t.unique_key
+           t.expired_at, t.created_at, t.unique_key, t.concurrency_key, t.labels, t.batch_id
       FROM t_order AS t ORDER BY t.id$$,
   $$SELECT * FROM conveyor.jobs WHERE queue = 'tap_lock_order' ORDER BY id$$,
   'lock_jobs returns the full, unchanged job rows');

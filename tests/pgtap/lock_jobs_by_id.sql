@@ -29,7 +29,7 @@ SELECT results_eq(
 SELECT results_eq(
   $$SELECT t.id, t.priority, t.run_at, t.job_class, t.queue, t.args, t.data, t.error_count,
            t.maximum_retry_count, t.last_error_message, t.last_error_backtrace, t.finished_at,
-           t.expired_at, t.created_at, t.unique_key
+           t.expired_at, t.created_at, t.unique_key, t.concurrency_key, t.labels, t.batch_id
       FROM t_locked AS t ORDER BY t.id$$,
   $$SELECT j.* FROM conveyor.jobs AS j JOIN fx AS f ON f.id = j.id
      WHERE f.name IN ('p50', 'p10', 'p10_older') ORDER BY j.id$$,
