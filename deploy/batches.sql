@@ -1,5 +1,5 @@
 -- Deploy conveyor:batches to pg
--- requires: jobs_batch_id
+-- requires: flow_columns
 -- requires: enqueue_many
 
 BEGIN;
