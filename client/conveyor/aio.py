@@ -17,13 +17,14 @@ asyncio how-to): this module is only the enqueuing side.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from . import enqueueing
 from .connections import AsyncConnectable
-from .job import Job, aenqueue_job, aenqueue_jobs, job_class_and_name
+from .job import Job
+from .job_enqueue import aenqueue_job, aenqueue_jobs, job_class_and_name
 
 __all__ = ["enqueue", "enqueue_many"]
 
@@ -38,6 +39,10 @@ async def enqueue(
     data: Mapping[str, Any] | None = None,
     maximum_retry_count: int | None = None,
     kwargs: Mapping[str, Any] | None = None,
+    unique_key: str | None = None,
+    concurrency_key: str | None = None,
+    labels: Sequence[str] | None = None,
+    batch_id: int | None = None,
 ) -> int | None:
     """Enqueue one job in ``conn``'s current transaction; return its id (None
     when it ran synchronously). As :func:`conveyor.enqueue`, awaited."""
@@ -50,6 +55,11 @@ async def enqueue(
         data=data,
         maximum_retry_count=maximum_retry_count,
         kwargs=kwargs,
+        unique_key=unique_key,
+        concurrency_key=concurrency_key,
+        labels=labels,
+        batch_id=batch_id,
+        args=args,
     )
     return await aenqueue_job(conn, cls, name, args, options)
 

@@ -34,6 +34,7 @@ import psycopg
 
 from . import __version__, enqueueing, sql
 from ._hooks import hooks
+from .cli_flow import paused_lines
 from .cli_support import (
     check_text,
     database_url_option,
@@ -427,6 +428,7 @@ def stats(database_url: str | None, as_json: bool, queues: bool) -> None:
         cursor = conn.execute(query)
         headers = [column.name for column in cursor.description or []]
         rows = cursor.fetchall()
+        paused = [] if as_json else paused_lines(conn)
     if as_json:
         click.echo(
             json.dumps(
@@ -435,6 +437,8 @@ def stats(database_url: str | None, as_json: bool, queues: bool) -> None:
         )
     else:
         click.echo(table(headers, rows))
+        for line in paused:
+            click.echo(line)
 
 
 # --- enqueue --------------------------------------------------------------------------

@@ -7,14 +7,15 @@ name as well as by class.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from . import enqueueing
 from .connections import Connectable
 from .enqueueing import run_synchronously
-from .job import Job, enqueue_job, enqueue_jobs, job_class_and_name
+from .job import Job
+from .job_enqueue import enqueue_job, enqueue_jobs, job_class_and_name
 
 __all__ = ["enqueue", "enqueue_many", "run_synchronously"]
 
@@ -30,6 +31,9 @@ def enqueue(
     maximum_retry_count: int | None = None,
     kwargs: Mapping[str, Any] | None = None,
     unique_key: str | None = None,
+    concurrency_key: str | None = None,
+    labels: Sequence[str] | None = None,
+    batch_id: int | None = None,
 ) -> int | None:
     """Enqueue one job in ``conn``'s current transaction; return its id.
 
@@ -54,6 +58,11 @@ def enqueue(
     or destroyed the key is free again. Race-free: an enqueue of a key that
     another transaction is inserting waits for that transaction to end.
 
+    ``concurrency_key`` (or the class's): the key whose limits and throttle
+    apply (docs/how-to/concurrency-limits.md); ``labels`` (or the class's):
+    labels to pause or filter stats by; ``batch_id``: the batch the job
+    belongs to.
+
     Errors: :class:`psycopg.errors.DataException` subclasses for rejected
     fields (see the protocol reference), :class:`TypeError` for arguments that
     are not JSON.
@@ -68,6 +77,9 @@ def enqueue(
         maximum_retry_count=maximum_retry_count,
         kwargs=kwargs,
         unique_key=unique_key,
+        concurrency_key=concurrency_key,
+        labels=labels,
+        batch_id=batch_id,
         args=args,
     )
     return enqueue_job(conn, cls, name, args, options)
@@ -78,7 +90,8 @@ def enqueue_many(conn: Connectable, jobs: Iterable[Mapping[str, Any]]) -> list[i
 
     Each job is a mapping with ``job_class`` (a name or a Job subclass) and
     optionally ``args``, ``kwargs``, ``queue``, ``priority``, ``run_at``,
-    ``data``, ``maximum_retry_count`` and ``unique_key``. Returns the ids in
+    ``data``, ``maximum_retry_count``, ``unique_key``, ``concurrency_key``,
+    ``labels`` and ``batch_id``. Returns the ids in
     input order: a job whose key an unresolved job holds returns that job's
     id, and of jobs with the same key in one call the first is inserted and
     the later ones return its id.

@@ -32,6 +32,9 @@ JOB_KEYS = frozenset(
         "data",
         "maximum_retry_count",
         "unique_key",
+        "concurrency_key",
+        "labels",
+        "batch_id",
     )
 )
 
@@ -73,6 +76,11 @@ class Defaults(Protocol):
     @property
     def unique_key(self) -> str | Callable[..., str | None] | None: ...
 
+    @property
+    def concurrency_key(self) -> str | Callable[..., str | None] | None: ...
+
+    labels: Sequence[str] | None
+
 
 def options(
     defaults: Defaults | None,
@@ -84,19 +92,26 @@ def options(
     maximum_retry_count: int | None,
     kwargs: Mapping[str, Any] | None,
     unique_key: str | None = None,
+    concurrency_key: str | None = None,
+    labels: Sequence[str] | None = None,
+    batch_id: int | None = None,
     args: Sequence[Any] = (),
 ) -> dict[str, Any]:
     """The options to send, by SQL parameter name: those given, else the
     class's defaults; the others are left out so the SQL defaults apply.
-    A class's ``unique_key`` that is callable is called with the job's
-    ``args`` and ``kwargs``."""
+    A class's ``unique_key`` or ``concurrency_key`` that is callable is
+    called with the job's ``args`` and ``kwargs``."""
     if defaults is not None:
         queue = defaults.queue if queue is None else queue
         priority = defaults.priority if priority is None else priority
         if maximum_retry_count is None:
             maximum_retry_count = defaults.maximum_retry_count
         if unique_key is None:
-            unique_key = default_unique_key(defaults, args, kwargs)
+            unique_key = default_key(defaults, "unique_key", args, kwargs)
+        if concurrency_key is None:
+            concurrency_key = default_key(defaults, "concurrency_key", args, kwargs)
+        if labels is None:
+            labels = defaults.labels
     if kwargs:
         data = {**(data or {}), "kwargs": dict(kwargs)}
     given = {
@@ -106,21 +121,26 @@ def options(
         "data": data,
         "maximum_retry_count": maximum_retry_count,
         "unique_key": unique_key,
+        "concurrency_key": concurrency_key,
+        # a str is a Sequence too: one label, not one per character
+        "labels": None if labels is None else [labels] if isinstance(labels, str) else list(labels),
+        "batch_id": batch_id,
     }
     return {name: value for name, value in given.items() if value is not None}
 
 
-def default_unique_key(
-    defaults: Defaults, args: Sequence[Any], kwargs: Mapping[str, Any] | None
+def default_key(
+    defaults: Defaults, attribute: str, args: Sequence[Any], kwargs: Mapping[str, Any] | None
 ) -> str | None:
-    """The class's unique key for a job with these arguments: its
-    ``unique_key`` string, or what its ``unique_key`` callable returns."""
-    key = defaults.unique_key
+    """The class's ``unique_key`` or ``concurrency_key`` (``attribute``) for a
+    job with these arguments: the attribute's string, or what its callable
+    returns."""
+    key = getattr(defaults, attribute, None)
     if key is None or isinstance(key, str):
         return key
     value = key(*args, **(kwargs or {}))
     if value is not None and not isinstance(value, str):
-        raise TypeError(f"unique_key must return a str or None, not {type(value).__name__}")
+        raise TypeError(f"{attribute} must return a str or None, not {type(value).__name__}")
     return value
 
 

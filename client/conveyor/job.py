@@ -3,18 +3,16 @@
 
 The class owns enqueueing (as Que's ``Job.enqueue`` does):
 :func:`conveyor.enqueue` and :func:`conveyor.enqueue_many` are thin fronts
-over :func:`enqueue_job` and :func:`enqueue_jobs` here.
+over :func:`enqueue_job` and :func:`enqueue_jobs` (in :mod:`conveyor.job_enqueue`).
 """
 
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 import math
 from collections.abc import (
     Callable,
-    Iterable,
     Mapping,
     Sequence,
 )
@@ -23,18 +21,16 @@ from contextlib import (
     AbstractContextManager,
 )
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from . import enqueueing, sql
 from ._hooks import run_chain
 from .connections import (
-    AsyncConnectable,
     Connectable,
-    async_psycopg_connection,
-    psycopg_connection,
 )
 from .errors import ConveyorError, format_error
-from .job_context import AsyncSyncContext, JobContext, SyncContext
+from .job_context import JobContext
+from .job_enqueue import enqueue_job, enqueue_jobs
 from .protocol import Action, LockedJob, Resolution, job_row_dict
 from .registry import register, resolve_job_class
 
@@ -82,6 +78,15 @@ class Job:
     #: job with the key is unresolved, enqueueing another returns its id and
     #: inserts nothing (see docs/how-to/unique-jobs.md).
     unique_key: ClassVar[str | Callable[..., str | None] | None] = None
+    #: Default concurrency key for :meth:`enqueue` (None: no key), like
+    #: GoodJob's ``key:``: a string, or a function called with the job's
+    #: arguments and keyword arguments. The limits and throttle set for the key
+    #: (``conveyor.set_concurrency_limit``) apply (see
+    #: docs/how-to/concurrency-limits.md).
+    concurrency_key: ClassVar[str | Callable[..., str | None] | None] = None
+    #: Default labels for :meth:`enqueue` (None: none). A label can be paused
+    #: and stats filtered by it (see docs/how-to/pausing.md).
+    labels: ClassVar[Sequence[str] | None] = None
     #: Run this job on a schedule: a cron expression (``"0 3 * * *"``, UTC),
     #: or a :class:`conveyor.Schedule` for arguments, a time zone and the
     #: other options (its ``name`` and ``job_class`` default to this class's
@@ -312,6 +317,9 @@ class Job:
         maximum_retry_count: int | None = None,
         kwargs: Mapping[str, Any] | None = None,
         unique_key: str | None = None,
+        concurrency_key: str | None = None,
+        labels: Sequence[str] | None = None,
+        batch_id: int | None = None,
     ) -> int | None:
         """Enqueue this job class in ``conn``'s current transaction and return
         the new job's id (None when it ran synchronously). Options default to
@@ -321,7 +329,9 @@ class Job:
         async ones.
         With a ``unique_key``
         (given, or the class's) that an unresolved job holds, nothing is
-        inserted and that job's id is returned."""
+        inserted and that job's id is returned. ``concurrency_key`` and
+        ``labels`` default to the class's; with a key whose enqueue limit is
+        reached, nothing is inserted and None is returned."""
         options = enqueueing.options(
             cls,
             queue=queue,
@@ -331,6 +341,9 @@ class Job:
             maximum_retry_count=maximum_retry_count,
             kwargs=kwargs,
             unique_key=unique_key,
+            concurrency_key=concurrency_key,
+            labels=labels,
+            batch_id=batch_id,
             args=args,
         )
         return enqueue_job(conn, cls, cls.job_class, args, options)
@@ -346,17 +359,21 @@ class Job:
         run_at: datetime | None = None,
         data: Mapping[str, Any] | None = None,
         maximum_retry_count: int | None = None,
+        labels: Sequence[str] | None = None,
+        batch_id: int | None = None,
     ) -> list[int]:
         """Enqueue one job of this class per entry of ``args_list`` in a single
         statement; returns the ids in order. The class's ``unique_key``
-        applies to each entry; of entries with the same key the first is
-        inserted and the others return its id."""
+        and ``concurrency_key`` apply to each entry; of entries with the same
+        unique key the first is inserted and the others return its id."""
         options: dict[str, Any] = {
             "queue": queue,
             "priority": priority,
             "run_at": run_at,
             "data": data,
             "maximum_retry_count": maximum_retry_count,
+            "labels": labels,
+            "batch_id": batch_id,
         }
         given = {key: value for key, value in options.items() if value is not None}
         return enqueue_jobs(conn, [{"job_class": cls, "args": list(a), **given} for a in args_list])
@@ -454,136 +471,3 @@ class Job:
             return conn.execute(statement, params).fetchall()
 
         return run_chain(middleware, (statement, params), proceed)
-
-
-# --- enqueueing -------------------------------------------------------------------
-
-
-def job_class_and_name(job_class: str | type[Job]) -> tuple[type[Job] | None, str]:
-    """(the class, if one is given, and the name to store)."""
-    if isinstance(job_class, str):
-        return None, job_class
-    if isinstance(job_class, type) and issubclass(job_class, Job):
-        return job_class, job_class.job_class
-    raise TypeError(f"job_class must be a str or a Job subclass, not {job_class!r}")
-
-
-def enqueue_job(
-    conn: Connectable,
-    cls: type[Job] | None,
-    name: str,
-    args: Sequence[Any],
-    options: dict[str, Any],
-) -> int | None:
-    """Insert one job (see :func:`conveyor.enqueue`), or run it now in
-    synchronous mode and return None."""
-    conn = psycopg_connection(conn)
-    if enqueueing.synchronous(cls, options):
-        _run_now(conn, cls, name, args, options)
-        return None
-    return enqueueing.insert_job(conn, name, args, options)
-
-
-async def aenqueue_job(
-    conn: AsyncConnectable,
-    cls: type[Job] | None,
-    name: str,
-    args: Sequence[Any],
-    options: dict[str, Any],
-) -> int | None:
-    """:func:`enqueue_job` on an async connection (see :func:`conveyor.aio.enqueue`)."""
-    conn = await async_psycopg_connection(conn)
-    if enqueueing.synchronous(cls, options):
-        await _arun_now(conn, cls, name, args, options)
-        return None
-    return await enqueueing.ainsert_job(conn, name, args, options)
-
-
-class _Planned(NamedTuple):
-    cls: type[Job] | None
-    name: str
-    args: list[Any]
-    options: dict[str, Any]
-    now: bool  # synchronous mode: run it instead of inserting it
-
-
-def _plan(jobs: Iterable[Mapping[str, Any]]) -> list[_Planned]:
-    """The jobs of an ``enqueue_many``, checked, with their options."""
-    planned: list[_Planned] = []
-    for index, job in enumerate(jobs):
-        unknown = set(job) - enqueueing.JOB_KEYS
-        if unknown:
-            raise TypeError(f"enqueue_many: job {index} has unknown keys {sorted(unknown)}")
-        if "job_class" not in job:
-            raise TypeError(f"enqueue_many: job {index} has no job_class")
-        cls, name = job_class_and_name(job["job_class"])
-        options = enqueueing.options(
-            cls,
-            queue=job.get("queue"),
-            priority=job.get("priority"),
-            run_at=job.get("run_at"),
-            data=job.get("data"),
-            maximum_retry_count=job.get("maximum_retry_count"),
-            kwargs=job.get("kwargs"),
-            unique_key=job.get("unique_key"),
-            args=list(job.get("args") or ()),
-        )
-        args = list(job.get("args") or ())
-        planned.append(_Planned(cls, name, args, options, enqueueing.synchronous(cls, options)))
-    return planned
-
-
-def enqueue_jobs(conn: Connectable, jobs: Iterable[Mapping[str, Any]]) -> list[int]:
-    """Insert many jobs in one statement (see :func:`conveyor.enqueue_many`)."""
-    conn = psycopg_connection(conn)
-    specs: list[dict[str, Any]] = []
-    for job in _plan(jobs):
-        if job.now:
-            _run_now(conn, job.cls, job.name, job.args, job.options)
-        else:
-            specs.append(enqueueing.job_spec(job.name, job.args, job.options))
-    return enqueueing.insert_jobs(conn, specs)
-
-
-async def aenqueue_jobs(conn: AsyncConnectable, jobs: Iterable[Mapping[str, Any]]) -> list[int]:
-    """:func:`enqueue_jobs` on an async connection."""
-    conn = await async_psycopg_connection(conn)
-    specs: list[dict[str, Any]] = []
-    for job in _plan(jobs):
-        if job.now:
-            await _arun_now(conn, job.cls, job.name, job.args, job.options)
-        else:
-            specs.append(enqueueing.job_spec(job.name, job.args, job.options))
-    return await enqueueing.ainsert_jobs(conn, specs)
-
-
-def _loaded(
-    cls: type[Job] | None, name: str, args: Sequence[Any], options: Mapping[str, Any]
-) -> tuple[type[Job], list[Any], dict[str, Any]]:
-    """A synchronous job's class, and its args and data through a JSON round trip."""
-    job_cls = cls if cls is not None else resolve_job_class(name)
-    loaded_args = json.loads(enqueueing.dumps(list(args), "args"))
-    data = json.loads(enqueueing.dumps(dict(options.get("data") or {}), "data"))
-    return job_cls, loaded_args, data
-
-
-def _run_now(
-    conn: psycopg.Connection[Any],
-    cls: type[Job] | None,
-    name: str,
-    args: Sequence[Any],
-    options: Mapping[str, Any],
-) -> None:
-    job_cls, loaded_args, data = _loaded(cls, name, args, options)
-    job_cls._from_row(None, SyncContext(conn))._invoke(loaded_args, data)
-
-
-async def _arun_now(
-    conn: psycopg.AsyncConnection[Any],
-    cls: type[Job] | None,
-    name: str,
-    args: Sequence[Any],
-    options: Mapping[str, Any],
-) -> None:
-    job_cls, loaded_args, data = _loaded(cls, name, args, options)
-    await job_cls._from_row(None, AsyncSyncContext(conn))._ainvoke(loaded_args, data)

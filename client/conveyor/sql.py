@@ -30,6 +30,9 @@ _ENQUEUE_OPTIONS = {
     "data": "%s::jsonb",
     "maximum_retry_count": "%s::integer",
     "unique_key": "%s::text",
+    "concurrency_key": "%s::text",
+    "labels": "%s::text[]",
+    "batch_id": "%s::bigint",
 }
 _enqueue_cache: dict[tuple[str, ...], str] = {}
 

@@ -6,8 +6,8 @@ SELECT plan(55);
 
 -- Tables and columns --------------------------------------------------------
 
-SELECT tables_are('conveyor', ARRAY['batches', 'jobs', 'lockers', 'schedules', 'schema_changes'],
-  'conveyor has exactly the tables batches, jobs, lockers, schedules and schema_changes');
+SELECT tables_are('conveyor', ARRAY['batches', 'jobs', 'lockers', 'schedules', 'schema_changes', 'pauses', 'concurrency_limits'],
+  'conveyor has exactly the tables batches, jobs, lockers, schedules, schema_changes, pauses and concurrency_limits');
 
 SELECT columns_are('conveyor', 'schema_changes', ARRAY['change', 'planned_at', 'deployed_at'],
   'conveyor.schema_changes has exactly the documented columns');
@@ -161,7 +161,10 @@ SELECT functions_are('conveyor', ARRAY[
   'held_job_ids', 'working_job_ids', 'release_job_locks', 'job_problem', 'job_json_problem',
   'recheck_locked_jobs', 'locked_in_transaction', 'tg_jobs__notify', 'resolve_jobs',
   'require_read_committed', 'job_lock_key1', 'job_lock_key2', 'job_lock_id', 'sorted_array_contains',
-  'job_limit', 'flow_fields_problem', 'labels_from_json'],
+  'job_limit', 'flow_fields_problem', 'labels_from_json',
+  -- flow control (tests/pgtap/flow_control.sql)
+  'pause', 'resume', 'set_concurrency_limit', 'delete_concurrency_limit', 'check_pause_names',
+  'concurrency_limit_for', 'concurrency_key_lock', 'try_lock_limited_job', 'job_paused', 'enqueue_allowed'],
   'conveyor has exactly the public and internal functions of deploy/');
 
 SELECT results_eq(
@@ -173,15 +176,20 @@ SELECT results_eq(
   $$VALUES
     ('batch_callback_problem', 'callback jsonb, OUT error_code text, OUT error_message text', 'record', 's'),
     ('batch_stats', 'id bigint', 'TABLE(batch_id bigint, description text, properties jsonb, created_at timestamp with time zone, closed_at timestamp with time zone, finished_at timestamp with time zone, discarded_at timestamp with time zone, ready bigint, scheduled bigint, retrying bigint, running bigint, finished bigint, expired bigint, destroyed bigint, total bigint)', 's'),
+    ('check_pause_names', 'caller text, queue text, job_class text, label text', 'void', 'i'),
     ('close_batch', 'id bigint', 'boolean', 'v'),
+    ('concurrency_key_lock', 'purpose text, key text', 'bigint', 'i'),
+    ('concurrency_limit_for', 'key text', 'conveyor.concurrency_limits', 's'),
     ('create_batch', 'description text, on_finish jsonb, on_success jsonb, on_discard jsonb, properties jsonb', 'bigint', 'v'),
     ('cron_field', 'field text, field_name text, lo integer, hi integer, names text[]', 'bigint', 'i'),
     ('cron_next', 'cron text, after timestamp with time zone, time_zone text', 'timestamp with time zone', 'i'),
     ('cron_parse', 'cron text', 'bigint[]', 'i'),
+    ('delete_concurrency_limit', 'key text', 'boolean', 'v'),
     ('delete_schedule', 'name text', 'boolean', 'v'),
     ('destroy_job', 'id bigint', 'boolean', 'v'),
     ('destroy_jobs', 'ids bigint[], held bigint[]', 'SETOF bigint', 'v'),
     ('enqueue', 'job_class text, args jsonb, queue text, priority integer, run_at timestamp with time zone, data jsonb, maximum_retry_count integer, unique_key text, concurrency_key text, labels text[], batch_id bigint', 'conveyor.jobs', 'v'),
+    ('enqueue_allowed', 'key text', 'boolean', 'v'),
     ('enqueue_batch_callback', 'batch conveyor.batches, event text', 'bigint', 'v'),
     ('enqueue_due_schedules', '', 'SETOF bigint', 'v'),
     ('enqueue_many', 'jobs jsonb', 'SETOF bigint', 'v'),
@@ -198,6 +206,7 @@ SELECT results_eq(
     ('job_lock_id', 'classid oid, objid oid', 'bigint', 'i'),
     ('job_lock_key1', 'id bigint', 'integer', 'i'),
     ('job_lock_key2', 'id bigint', 'integer', 'i'),
+    ('job_paused', 'pauses conveyor.pauses[], queue text, job_class text, labels text[]', 'boolean', 'i'),
     ('job_problem', 'job_class text, args jsonb, queue text, priority integer, run_at timestamp with time zone, data jsonb, maximum_retry_count integer, OUT error_code text, OUT error_message text', 'record', 'i'),
     ('job_stats', '', 'TABLE(job_class text, count bigint, count_working bigint, count_errored bigint, highest_error_count integer, oldest_run_at timestamp with time zone)', 's'),
     ('labels_from_json', 'labels jsonb', 'text[]', 'i'),
@@ -205,6 +214,7 @@ SELECT results_eq(
     ('lock_jobs_by_id', 'ids bigint[], queues text[], held bigint[]', 'SETOF conveyor.jobs', 'v'),
     ('locked_in_transaction', 'add bigint[]', 'bigint[]', 'v'),
     ('next_schedule_at', '', 'timestamp with time zone', 's'),
+    ('pause', 'queue text, job_class text, label text', 'boolean', 'v'),
     ('prune_lockers', '', 'integer', 'v'),
     ('queue_stats', '', 'TABLE(queue text, ready bigint, scheduled bigint, working bigint, errored bigint, expired bigint, finished bigint, oldest_ready_age interval)', 's'),
     ('recheck_locked_jobs', 'ids bigint[], keep integer', 'SETOF bigint', 'v'),
@@ -212,14 +222,17 @@ SELECT results_eq(
     ('release_job_locks', 'ids bigint[], held bigint[]', 'SETOF bigint', 'v'),
     ('require_read_committed', 'caller text', 'void', 's'),
     ('resolve_jobs', 'action text, ids bigint[], held bigint[]', 'SETOF bigint', 'v'),
+    ('resume', 'queue text, job_class text, label text', 'boolean', 'v'),
     ('retry_job', 'id bigint, error_message text, error_backtrace text, delay double precision, expire boolean', 'SETOF conveyor.jobs', 'v'),
     ('schema_version', '', 'text', 'i'),
+    ('set_concurrency_limit', 'key text, perform_limit integer, enqueue_limit integer', 'void', 'v'),
     ('set_schedule', 'name text, cron text, job_class text, args jsonb, queue text, priority integer, data jsonb, time_zone text, enabled boolean, catch_up boolean', 'conveyor.schedules', 'v'),
     ('set_schedule_enabled', 'name text, enabled boolean', 'boolean', 'v'),
     ('sorted_array_contains', 'sorted bigint[], x bigint', 'boolean', 'i'),
     ('tg_jobs__join_batch', '', 'trigger', 'v'),
     ('tg_jobs__notify', '', 'trigger', 'v'),
     ('tg_jobs__resolve_in_batch', '', 'trigger', 'v'),
+    ('try_lock_limited_job', 'id bigint, key text, perform_limit integer', 'boolean', 'v'),
     ('unlock_jobs', 'ids bigint[], held bigint[]', 'SETOF bigint', 'v'),
     ('unregister_locker', '', 'boolean', 'v'),
     ('working_job_ids', '', 'SETOF bigint', 's')$$,
@@ -272,8 +285,8 @@ SELECT is(
   ARRAY(SELECT p.proname::text COLLATE "default" FROM pg_catalog.pg_proc AS p
          WHERE p.pronamespace = 'conveyor'::regnamespace AND p.proconfig IS NULL
          ORDER BY 1),
-  ARRAY['job_limit', 'job_lock_id', 'job_lock_key1', 'job_lock_key2', 'sorted_array_contains'],
-  'only the inlinable helpers job_limit, job_lock_id, job_lock_key1, job_lock_key2 and sorted_array_contains go without SET clauses');
+  ARRAY['concurrency_key_lock', 'job_limit', 'job_lock_id', 'job_lock_key1', 'job_lock_key2', 'job_paused', 'sorted_array_contains'],
+  'only the inlinable helpers concurrency_key_lock, job_limit, job_lock_id, job_lock_key1, job_lock_key2, job_paused and sorted_array_contains go without SET clauses');
 
 SELECT is(
   ARRAY(SELECT p.proname::text COLLATE "default" FROM pg_catalog.pg_proc AS p
@@ -366,13 +379,14 @@ SELECT is(
          WHERE p.pronamespace = 'conveyor'::regnamespace
            AND pg_catalog.has_function_privilege('conveyor_worker', p.oid, 'EXECUTE')
          ORDER BY 1),
-  ARRAY['batch_stats', 'close_batch', 'create_batch', 'cron_field', 'cron_next', 'cron_parse', 'destroy_job', 'destroy_jobs', 'enqueue',
+  ARRAY['batch_stats', 'close_batch', 'concurrency_key_lock', 'concurrency_limit_for', 'create_batch',
+        'cron_field', 'cron_next', 'cron_parse', 'destroy_job', 'destroy_jobs', 'enqueue',
         'enqueue_due_schedules', 'enqueue_many', 'expire_job', 'expire_jobs', 'finish_job',
         'finish_jobs', 'held_job_ids', 'job_limit', 'job_lock_id', 'job_lock_key1',
-        'job_lock_key2', 'job_stats', 'lock_jobs', 'lock_jobs_by_id', 'locked_in_transaction',
+        'job_lock_key2', 'job_paused', 'job_stats', 'lock_jobs', 'lock_jobs_by_id', 'locked_in_transaction',
         'next_schedule_at', 'prune_lockers', 'queue_stats', 'recheck_locked_jobs',
         'register_locker', 'release_job_locks', 'require_read_committed', 'resolve_jobs',
-        'retry_job', 'schema_version', 'sorted_array_contains', 'unlock_jobs',
+        'retry_job', 'schema_version', 'sorted_array_contains', 'try_lock_limited_job', 'unlock_jobs',
         'unregister_locker', 'working_job_ids'],
   'conveyor_worker may execute the worker functions (and enqueue, as an enqueuer), not job_problem, job_json_problem or tg_jobs__notify');
 

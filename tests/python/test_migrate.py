@@ -232,7 +232,7 @@ def test_an_owner_without_createrole_installs_where_the_roles_exist(
     for role, function in (
         (
             "conveyor_enqueuer",
-            "conveyor.enqueue(text, jsonb, text, integer, timestamptz, jsonb, integer, text)",
+            "conveyor.enqueue(text, jsonb, text, integer, timestamptz, jsonb, integer, text, text, text[], bigint)",
         ),
         ("conveyor_worker", "conveyor.lock_jobs(text[], integer, integer, bigint[])"),
     ):
