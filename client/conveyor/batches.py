@@ -83,7 +83,9 @@ def callback(
         if maximum_retry_count is None:
             maximum_retry_count = job_class.maximum_retry_count
     else:
-        raise TypeError(f"a callback's job_class must be a str or a Job subclass, not {job_class!r}")
+        raise TypeError(
+            f"a callback's job_class must be a str or a Job subclass, not {job_class!r}"
+        )
     given = {
         "args": list(args) if args else None,
         "queue": queue,
@@ -239,10 +241,9 @@ def batch(
 
 
 def batch_event(job: Job) -> BatchEvent | None:
-    """The batch that enqueued ``job`` as its callback, or None when ``job``
-    is no batch callback."""
-    # _data, not attrs: a job run synchronously has data but no row.
-    data = job._data
+    """The batch that enqueued ``job`` (run by a worker) as its callback, or
+    None when ``job`` is no batch callback."""
+    data = job.attrs.get("data") or {}
     found = data.get("batch") if isinstance(data, Mapping) else None
     if not isinstance(found, Mapping) or "id" not in found:
         return None

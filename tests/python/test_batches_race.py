@@ -43,14 +43,23 @@ def create_batch(conn: psycopg.Connection[Any]) -> int:
             conn,
             "SELECT conveyor.create_batch('race', on_finish => %s, on_success => %s,"
             " on_discard => %s)",
-            [Jsonb(CALLBACKS[name]) for name in ("on_finish", "on_success", "on_discard")],
+            [
+                Jsonb(CALLBACKS[name])
+                for name in ("on_finish", "on_success", "on_discard")
+            ],
         )
     )
 
 
 def add_jobs(conn: psycopg.Connection[Any], batch_id: int, count: int) -> list[int]:
     return [
-        int(scalar(conn, "SELECT (conveyor.enqueue('RaceWork', batch_id => %s)).id", (batch_id,)))
+        int(
+            scalar(
+                conn,
+                "SELECT (conveyor.enqueue('RaceWork', batch_id => %s)).id",
+                (batch_id,),
+            )
+        )
         for _ in range(count)
     ]
 
@@ -94,7 +103,9 @@ def at_once(connect: Connect, statements: list[tuple[str, Any]], hold: float) ->
     assert not failures, failures
 
 
-@pytest.mark.parametrize("actions", [("finish", "destroy"), ("destroy", "destroy", "finish", "finish")])
+@pytest.mark.parametrize(
+    "actions", [("finish", "destroy"), ("destroy", "destroy", "finish", "finish")]
+)
 def test_last_jobs_resolved_at_once_fire_each_callback_once(
     connect: Connect, conn: psycopg.Connection[Any], actions: tuple[str, ...]
 ) -> None:
@@ -105,10 +116,15 @@ def test_last_jobs_resolved_at_once_fire_each_callback_once(
         conn.execute("SELECT conveyor.close_batch(%s)", (batch_id,))
         at_once(
             connect,
-            [(RESOLVE[action], (job,)) for action, job in zip(actions, jobs[1:], strict=True)],
+            [
+                (RESOLVE[action], (job,))
+                for action, job in zip(actions, jobs[1:], strict=True)
+            ],
             hold=0.02,
         )
-        assert callbacks(conn, batch_id) == {"finish": 1, "success": 1}, f"round {round_number}"
+        assert callbacks(conn, batch_id) == {"finish": 1, "success": 1}, (
+            f"round {round_number}"
+        )
 
 
 def test_expiries_at_once_fire_on_discard_once_and_no_success(
@@ -127,7 +143,9 @@ def test_expiries_at_once_fire_on_discard_once_and_no_success(
             ],
             hold=0.02,
         )
-        assert callbacks(conn, batch_id) == {"discard": 1, "finish": 1}, f"round {round_number}"
+        assert callbacks(conn, batch_id) == {"discard": 1, "finish": 1}, (
+            f"round {round_number}"
+        )
 
 
 def test_close_at_the_instant_of_the_last_resolution_fires_once(
@@ -138,10 +156,15 @@ def test_close_at_the_instant_of_the_last_resolution_fires_once(
         (job,) = add_jobs(conn, batch_id, 1)
         at_once(
             connect,
-            [("SELECT conveyor.close_batch(%s)", (batch_id,)), (RESOLVE["destroy"], (job,))],
+            [
+                ("SELECT conveyor.close_batch(%s)", (batch_id,)),
+                (RESOLVE["destroy"], (job,)),
+            ],
             hold=0.02,
         )
-        assert callbacks(conn, batch_id) == {"finish": 1, "success": 1}, f"round {round_number}"
+        assert callbacks(conn, batch_id) == {"finish": 1, "success": 1}, (
+            f"round {round_number}"
+        )
 
 
 def test_enqueue_at_the_instant_of_the_close_is_waited_for_or_refused(
@@ -158,11 +181,18 @@ def test_enqueue_at_the_instant_of_the_close_is_waited_for_or_refused(
         start = threading.Barrier(2)
         outcome: list[str] = []
 
-        def enqueue_late(batch_id: int = batch_id) -> None:
+        def enqueue_late(
+            batch_id: int = batch_id,
+            start: threading.Barrier = start,
+            outcome: list[str] = outcome,
+        ) -> None:
             with connect(autocommit=False) as late:
                 start.wait(10)
                 try:
-                    late.execute("SELECT conveyor.enqueue('RaceWork', batch_id => %s)", (batch_id,))
+                    late.execute(
+                        "SELECT conveyor.enqueue('RaceWork', batch_id => %s)",
+                        (batch_id,),
+                    )
                     time.sleep(random.uniform(0, 0.02))
                     late.commit()
                     outcome.append("joined")
@@ -177,15 +207,24 @@ def test_enqueue_at_the_instant_of_the_close_is_waited_for_or_refused(
             time.sleep(random.uniform(0, 0.02))
             closer.commit()
         thread.join(30)
-        assert len(outcome) == 1, f"round {round_number}: the enqueue neither joined nor was refused"
+        assert len(outcome) == 1, (
+            f"round {round_number}: the enqueue neither joined nor was refused"
+        )
         if outcome == ["joined"]:
             joined += 1
-            assert callbacks(conn, batch_id) == {}, f"round {round_number}: fired under a live job"
+            assert callbacks(conn, batch_id) == {}, (
+                f"round {round_number}: fired under a live job"
+            )
             conn.execute(
-                "SELECT conveyor.destroy_job(id) FROM conveyor.jobs WHERE batch_id = %s", (batch_id,)
+                "SELECT conveyor.destroy_job(id) FROM conveyor.jobs WHERE batch_id = %s",
+                (batch_id,),
             )
         else:
             refused += 1
-        assert callbacks(conn, batch_id) == {"finish": 1, "success": 1}, f"round {round_number}"
+        assert callbacks(conn, batch_id) == {"finish": 1, "success": 1}, (
+            f"round {round_number}"
+        )
     # Both outcomes are legal; report them so a run that never raced is visible.
-    print(f"late enqueues: {joined} joined before the close, {refused} refused after it")
+    print(
+        f"late enqueues: {joined} joined before the close, {refused} refused after it"
+    )
