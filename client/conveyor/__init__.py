@@ -9,8 +9,9 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from . import aio
+from . import aio, batches
 from ._hooks import hooks
+from .batches import Batch, batch
 from .client import enqueue, enqueue_many, run_synchronously
 from .errors import ConveyorError, SchemaError, UnknownJobClassError
 from .job import Job
@@ -19,6 +20,7 @@ from .schedules import Schedule, schedule
 from .worker import Worker
 
 __all__ = [
+    "Batch",
     "ConveyorError",
     "Job",
     "MigrationResult",
@@ -28,6 +30,8 @@ __all__ = [
     "Worker",
     "__version__",
     "aio",
+    "batch",
+    "batches",
     "enqueue",
     "enqueue_many",
     "hooks",

@@ -6,8 +6,8 @@ SELECT plan(65);
 
 -- Tables and columns --------------------------------------------------------
 
-SELECT tables_are('conveyor', ARRAY['jobs', 'lockers', 'schedules', 'schema_changes', 'pauses', 'concurrency_limits'],
-  'conveyor has exactly the tables jobs, lockers, schedules, schema_changes, pauses and concurrency_limits');
+SELECT tables_are('conveyor', ARRAY['batches', 'jobs', 'lockers', 'schedules', 'schema_changes', 'pauses', 'concurrency_limits'],
+  'conveyor has exactly the tables batches, jobs, lockers, schedules, schema_changes, pauses and concurrency_limits');
 
 SELECT columns_are('conveyor', 'schema_changes', ARRAY['change', 'planned_at', 'deployed_at'],
   'conveyor.schema_changes has exactly the documented columns');
@@ -106,8 +106,8 @@ SELECT set_eq(
   'conveyor.lockers has exactly the named check constraints');
 
 SELECT indexes_are('conveyor', 'jobs', ARRAY['jobs_pkey', 'jobs_ready_idx', 'jobs_resolved_idx', 'jobs_unique_key_idx',
-                                             'jobs_concurrency_key_idx'],
-  'conveyor.jobs has exactly the primary key, jobs_ready_idx, jobs_resolved_idx, jobs_unique_key_idx and jobs_concurrency_key_idx');
+                                             'jobs_concurrency_key_idx', 'jobs_batch_unresolved_idx'],
+  'conveyor.jobs has exactly the primary key, jobs_ready_idx, jobs_resolved_idx, jobs_unique_key_idx, jobs_concurrency_key_idx and jobs_batch_unresolved_idx');
 
 SELECT has_index('conveyor', 'jobs', 'jobs_ready_idx', ARRAY['queue', 'priority', 'run_at', 'id'],
   'jobs_ready_idx is on (queue, priority, run_at, id)');
@@ -134,8 +134,8 @@ SELECT ok((SELECT reloptions FROM pg_catalog.pg_class WHERE oid = 'conveyor.jobs
                      'autovacuum_analyze_scale_factor=0.02', 'autovacuum_vacuum_cost_delay=0'],
           'conveyor.jobs carries the high-churn autovacuum settings');
 
-SELECT triggers_are('conveyor', 'jobs', ARRAY['_900_notify'],
-  'conveyor.jobs has exactly the trigger _900_notify');
+SELECT triggers_are('conveyor', 'jobs', ARRAY['_100_join_batch', '_200_resolve_in_batch', '_200_destroy_in_batch', '_900_notify'],
+  'conveyor.jobs has exactly the triggers _100_join_batch, _200_resolve_in_batch, _200_destroy_in_batch (tests/pgtap/batches.sql) and _900_notify');
 
 SELECT trigger_is('conveyor', 'jobs', '_900_notify', 'conveyor', 'tg_jobs__notify',
   '_900_notify calls conveyor.tg_jobs__notify()');
@@ -160,8 +160,11 @@ SELECT functions_are('conveyor', ARRAY[
   'delete_schedule', 'enqueue_due_schedules', 'next_schedule_at',
   'list_jobs', 'retry_now', 'discard_job', 'reschedule_job', 'retry_jobs_where',
   'discard_jobs_where', 'cleanup',
+  'create_batch', 'close_batch', 'batch_stats',
   -- internal helpers and the trigger function
   'cron_field', 'cron_parse', 'enqueue_schedules_due_at',
+  'batch_callback_problem', 'enqueue_batch_callback', 'finish_batch_if_done',
+  'tg_jobs__join_batch', 'tg_jobs__resolve_in_batch',
   'held_job_ids', 'working_job_ids', 'release_job_locks', 'job_problem', 'job_json_problem',
   'recheck_locked_jobs', 'locked_in_transaction', 'tg_jobs__notify', 'resolve_jobs',
   'require_read_committed', 'job_lock_key1', 'job_lock_key2', 'job_lock_id', 'sorted_array_contains',
@@ -179,10 +182,14 @@ SELECT results_eq(
      WHERE p.pronamespace = 'conveyor'::regnamespace
      ORDER BY 1, 2$$,
   $$VALUES
+    ('batch_callback_problem', 'callback jsonb, OUT error_code text, OUT error_message text', 'record', 's'),
+    ('batch_stats', 'id bigint', 'TABLE(batch_id bigint, description text, properties jsonb, created_at timestamp with time zone, closed_at timestamp with time zone, finished_at timestamp with time zone, discarded_at timestamp with time zone, ready bigint, scheduled bigint, retrying bigint, running bigint, finished bigint, expired bigint, destroyed bigint, total bigint)', 's'),
     ('check_pause_names', 'caller text, queue text, job_class text, label text', 'void', 'i'),
     ('cleanup', 'finished_before interval, expired_before interval, batch_size integer, max_batches integer', 'bigint', 'v'),
+    ('close_batch', 'id bigint', 'boolean', 'v'),
     ('concurrency_key_lock', 'purpose text, key text', 'bigint', 'i'),
     ('concurrency_limit_for', 'key text', 'conveyor.concurrency_limits', 's'),
+    ('create_batch', 'description text, on_finish jsonb, on_success jsonb, on_discard jsonb, properties jsonb', 'bigint', 'v'),
     ('cron_field', 'field text, field_name text, lo integer, hi integer, names text[]', 'bigint', 'i'),
     ('cron_next', 'cron text, after timestamp with time zone, time_zone text', 'timestamp with time zone', 'i'),
     ('cron_parse', 'cron text', 'bigint[]', 'i'),
@@ -194,12 +201,14 @@ SELECT results_eq(
     ('discard_jobs_where', 'state text, queue text, job_class text, error_like text, since timestamp with time zone, reason text', 'bigint', 'v'),
     ('enqueue', 'job_class text, args jsonb, queue text, priority integer, run_at timestamp with time zone, data jsonb, maximum_retry_count integer, unique_key text, concurrency_key text, labels text[], batch_id bigint', 'conveyor.jobs', 'v'),
     ('enqueue_allowed', 'key text', 'boolean', 'v'),
+    ('enqueue_batch_callback', 'batch conveyor.batches, event text', 'bigint', 'v'),
     ('enqueue_due_schedules', '', 'SETOF bigint', 'v'),
     ('enqueue_many', 'jobs jsonb', 'SETOF bigint', 'v'),
     ('enqueue_schedules_due_at', 'as_of timestamp with time zone', 'SETOF bigint', 'v'),
     ('errors_append', 'errors jsonb, entry jsonb', 'jsonb', 'i'),
     ('expire_job', 'id bigint', 'boolean', 'v'),
     ('expire_jobs', 'ids bigint[], held bigint[]', 'SETOF bigint', 'v'),
+    ('finish_batch_if_done', 'batch conveyor.batches', 'boolean', 'v'),
     ('finish_job', 'id bigint, result jsonb', 'boolean', 'v'),
     ('finish_jobs', 'ids bigint[], held bigint[], results jsonb, attempted_at timestamp with time zone[], attempted_by text', 'SETOF bigint', 'v'),
     ('flow_fields_problem', 'concurrency_key text, labels text[], OUT error_code text, OUT error_message text', 'record', 'i'),
@@ -239,7 +248,9 @@ SELECT results_eq(
     ('set_schedule', 'name text, cron text, job_class text, args jsonb, queue text, priority integer, data jsonb, time_zone text, enabled boolean, catch_up boolean', 'conveyor.schedules', 'v'),
     ('set_schedule_enabled', 'name text, enabled boolean', 'boolean', 'v'),
     ('sorted_array_contains', 'sorted bigint[], x bigint', 'boolean', 'i'),
+    ('tg_jobs__join_batch', '', 'trigger', 'v'),
     ('tg_jobs__notify', '', 'trigger', 'v'),
+    ('tg_jobs__resolve_in_batch', '', 'trigger', 'v'),
     ('try_lock_limited_job', 'id bigint, key text, perform_limit integer', 'boolean', 'v'),
     ('unlock_jobs', 'ids bigint[], held bigint[]', 'SETOF bigint', 'v'),
     ('unregister_locker', '', 'boolean', 'v'),
@@ -300,8 +311,9 @@ SELECT is(
   ARRAY(SELECT p.proname::text COLLATE "default" FROM pg_catalog.pg_proc AS p
          WHERE p.pronamespace = 'conveyor'::regnamespace AND p.prosecdef
          ORDER BY 1),
-  ARRAY['enqueue', 'enqueue_due_schedules', 'enqueue_many'],
-  'only enqueue, enqueue_many and enqueue_due_schedules are SECURITY DEFINER');
+  ARRAY['batch_stats', 'close_batch', 'create_batch', 'enqueue', 'enqueue_due_schedules', 'enqueue_many',
+        'tg_jobs__join_batch', 'tg_jobs__resolve_in_batch'],
+  'only enqueue, enqueue_many, enqueue_due_schedules, the batch functions and the batch triggers are SECURITY DEFINER');
 
 SELECT is(
   ARRAY(SELECT p.oid::regprocedure::text FROM pg_catalog.pg_proc AS p
@@ -352,8 +364,8 @@ SELECT is(
          WHERE p.pronamespace = 'conveyor'::regnamespace
            AND pg_catalog.has_function_privilege('conveyor_enqueuer', p.oid, 'EXECUTE')
          ORDER BY 1),
-  ARRAY['enqueue', 'enqueue_many', 'schema_version'],
-  'conveyor_enqueuer may execute enqueue and enqueue_many (and schema_version, granted to PUBLIC) and nothing else');
+  ARRAY['batch_stats', 'close_batch', 'create_batch', 'enqueue', 'enqueue_many', 'schema_version'],
+  'conveyor_enqueuer may execute enqueue, enqueue_many, create_batch, close_batch and batch_stats (and schema_version, granted to PUBLIC) and nothing else');
 
 SELECT function_privs_are('conveyor', 'enqueue',
   ARRAY['text', 'jsonb', 'text', 'integer', 'timestamp with time zone', 'jsonb', 'integer', 'text', 'text', 'text[]', 'bigint'],
@@ -386,7 +398,7 @@ SELECT is(
          WHERE p.pronamespace = 'conveyor'::regnamespace
            AND pg_catalog.has_function_privilege('conveyor_worker', p.oid, 'EXECUTE')
          ORDER BY 1),
-  ARRAY['cleanup', 'concurrency_key_lock', 'concurrency_limit_for',
+  ARRAY['batch_stats', 'cleanup', 'close_batch', 'concurrency_key_lock', 'concurrency_limit_for', 'create_batch',
         'cron_field', 'cron_next', 'cron_parse', 'destroy_job', 'destroy_jobs', 'enqueue',
         'enqueue_due_schedules', 'enqueue_many', 'errors_append', 'expire_job', 'expire_jobs', 'finish_job',
         'finish_jobs', 'held_job_ids', 'job_limit', 'job_lock_id', 'job_lock_key1',

@@ -2,6 +2,10 @@
 BEGIN;
 SELECT plan(30);
 
+-- A batch_id must name an open batch (the batches change checks it on insert,
+-- tests/pgtap/batches.sql): make the ones this file uses.
+INSERT INTO conveyor.batches (id) OVERRIDING SYSTEM VALUE VALUES (1), (7), (42);
+
 -- enqueue ------------------------------------------------------------------------
 
 CREATE TEMP TABLE t_plain AS SELECT * FROM conveyor.enqueue('tap.flow.Plain', queue => 'tap_flow_q');

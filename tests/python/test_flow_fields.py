@@ -30,6 +30,16 @@ class FlowFieldsPlain(conveyor.Job):
         pass
 
 
+@pytest.fixture(autouse=True)
+def open_batches(conn: psycopg.Connection[Any]) -> None:
+    """The batches these tests name: a batch_id must name an open batch
+    (the batches change checks it on insert; tests/python/test_batches.py)."""
+    conn.execute(
+        "INSERT INTO conveyor.batches (id) OVERRIDING SYSTEM VALUE"
+        " SELECT generate_series(1, 10)"
+    )
+
+
 def fields(conn: psycopg.Connection[Any], job_id: int | None) -> tuple[Any, ...]:
     row = conn.execute(
         "SELECT concurrency_key, labels, batch_id FROM conveyor.jobs WHERE id = %s",

@@ -24,9 +24,20 @@ from security_support import MakeRole
 
 Connect = Callable[..., psycopg.Connection[Any]]
 
-ENQUEUER_MAY_EXECUTE = {"enqueue", "enqueue_many", "schema_version"}
+# Batches group what an enqueuer may enqueue; batch_stats gives counts only.
+BATCH_FUNCTIONS = {"create_batch", "close_batch", "batch_stats"}
+ENQUEUER_MAY_EXECUTE = {"enqueue", "enqueue_many", "schema_version", *BATCH_FUNCTIONS}
 # enqueue_due_schedules: workers turn due schedules into jobs without INSERT on jobs.
-SECURITY_DEFINER = {"enqueue", "enqueue_many", "enqueue_due_schedules"}
+# The batch triggers: whoever enqueues or resolves a job of a batch needs no
+# privilege on conveyor.batches.
+SECURITY_DEFINER = {
+    "enqueue",
+    "enqueue_many",
+    "enqueue_due_schedules",
+    *BATCH_FUNCTIONS,
+    "tg_jobs__join_batch",
+    "tg_jobs__resolve_in_batch",
+}
 PINNED_PATH = "search_path=pg_catalog, pg_temp"
 
 SECRET = "s3cr3t-argument-of-another-tenant"
