@@ -46,6 +46,7 @@ from .cli_support import (
     table,
 )
 from .cli_worker_history import history_options
+from .cli_worker_probes import probe_options
 from .errors import ConveyorError, describe
 from .job import Job, resolve_job_class
 from .logs import LEVELS, LOG_FORMATS, configure_logging, log
@@ -295,30 +296,7 @@ def _priorities(ctx: click.Context, param: click.Parameter, value: str | None) -
     "on). Off by default: after a server crash the last resolved jobs may run again.",
 )
 @history_options
-@click.option(
-    "--probe-port",
-    type=click.IntRange(min=0, max=65535),
-    envvar="CONVEYOR_PROBE_PORT",
-    show_envvar=True,
-    help="Serve health probes (/status, /status/started, /status/connected) on this "
-    "HTTP port, and /metrics with --metrics.",
-)
-@click.option(
-    "--probe-host",
-    default="0.0.0.0",
-    show_default=True,
-    envvar="CONVEYOR_PROBE_HOST",
-    show_envvar=True,
-    help="The address the probe port listens on.",
-)
-@click.option(
-    "--metrics",
-    is_flag=True,
-    envvar="CONVEYOR_METRICS",
-    show_envvar=True,
-    help="Record job and locker metrics and serve them as /metrics on --probe-port "
-    "(Prometheus text; needs conveyor[metrics]).",
-)
+@probe_options
 @_version_option
 @errors_as_one_line
 def worker(
@@ -495,8 +473,9 @@ def stats(
             if as_json:
                 return json.dumps(rows, default=str, indent=None if watch else 2)
             # The pauses in force, under the table (wip-flow's paused_lines).
-            return "\n".join([table(headers, [tuple(row.values()) for row in rows]),
-                              *paused_lines(conn)])
+            return "\n".join(
+                [table(headers, [tuple(row.values()) for row in rows]), *paused_lines(conn)]
+            )
 
         if not watch:
             click.echo(frame())
