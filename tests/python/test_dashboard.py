@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import re
 import subprocess
 import sys
 import urllib.error
@@ -147,8 +148,141 @@ def test_args_and_errors_are_escaped(
             assert "<b>" not in body and "<i>" not in body, path
         detail = tc.get(f"/jobs/{job_id}").text
         assert "&lt;script&gt;window.__xss = 1&lt;/script&gt;" in detail
+        # A batch's description, callback class and properties, and a label.
+        batch_id = scalar(
+            conn,
+            "SELECT conveyor.create_batch(%s, on_finish => %s, properties => %s)",
+            (f"batch {XSS}", json.dumps({"job_class": f"DashXss{XSS}"}), json.dumps({"k": XSS})),
+        )
+        enqueue(conn, "DashXssLabel", 1, batch_id=batch_id, labels=[f"l{XSS}"])
+        for path in ("/batches", f"/batches/{batch_id}", f"/jobs?batch={batch_id}",
+                     "/jobs?label=" + urllib.parse.quote(f"l{XSS}")):
+            body = tc.get(path).text
+            assert "<script>window" not in body, path
+            assert "&lt;script&gt;window.__xss = 1&lt;/script&gt;" in body, path
         # Even a notice in the URL (the redirect target of actions) is text.
         assert "<script>window" not in tc.get("/", params={"notice": XSS}).text
+
+
+def _make_batch(conn: psycopg.Connection[Any], description: str, jobs: int) -> tuple[int, list[int]]:
+    """A batch with callbacks and ``jobs`` jobs (queue dash-batch), closed."""
+    batch_id = scalar(
+        conn,
+        "SELECT conveyor.create_batch(%s, on_finish => %s, on_discard => %s,"
+        " properties => %s)",
+        (
+            description,
+            json.dumps({"job_class": "DashBatchDone"}),
+            json.dumps({"job_class": "DashBatchAlert"}),
+            json.dumps({"note": XSS}),
+        ),
+    )
+    ids = [
+        enqueue(conn, "DashBatchPage", i, queue="dash-batch", batch_id=batch_id)
+        for i in range(jobs)
+    ]
+    conn.execute("SELECT conveyor.close_batch(%s)", (batch_id,))
+    return int(batch_id), ids
+
+
+def test_batches_page_shows_progress_callbacks_and_the_jobs(
+    db_url: str, conn: psycopg.Connection[Any]
+) -> None:
+    batch_id, ids = _make_batch(conn, "dash weekly report", 4)
+    other = enqueue(conn, "DashBatchOutsider", 0, queue="dash-batch")
+    conn.execute("SELECT conveyor.destroy_job(%s)", (ids[0],))  # worked, cleaned up
+    expire_with_error(conn, ids[1], "DashBatch failure")  # fires on_discard
+    conn.execute(
+        "UPDATE conveyor.jobs SET run_at = now() + interval '1 hour' WHERE id = %s", (ids[2],)
+    )
+    with dashboard_client(db_url) as tc:
+        overview = tc.get("/").text
+        assert 'href="/batches"' in overview  # in the nav
+        listing = tc.get("/batches")
+        assert listing.status_code == 200
+        row = _batch_row(listing.text, batch_id)
+        assert "dash weekly report" in row
+        assert "2 / 4 (50%)" in row  # destroyed + expired of 4
+        assert 'class="bar-destroyed"' in row and 'class="bar-expired"' in row
+        assert 'class="bar-scheduled"' in row and 'class="bar-ready"' in row
+        assert "closed" in row and "discarded" in row
+        discard_job = scalar(
+            conn, "SELECT on_discard_job_id FROM conveyor.batches WHERE id = %s", (batch_id,)
+        )
+        assert f'on_discard: <span class="class">DashBatchAlert</span> fired' in row
+        assert f'href="/jobs/{discard_job}"' in row
+        assert "on_finish" in row and "not fired" in row
+        detail = tc.get(f"/batches/{batch_id}")
+        assert detail.status_code == 200
+        counts = dict(re.findall(r'<dd data-count="(\w+)">(\d+)</dd>', detail.text))
+        assert counts == {
+            "ready": "1", "scheduled": "1", "retrying": "0", "running": "0",
+            "finished": "0", "expired": "1", "destroyed": "1", "total": "4",
+        }
+        # The rows left: the expired, scheduled and ready jobs, not the outsider.
+        assert _job_ids(detail.text) == sorted(ids[1:], reverse=True)
+        assert other not in _job_ids(detail.text)
+        # The jobs page filtered by the batch, as the detail links to it.
+        assert f'href="/jobs?batch={batch_id}"' in detail.text
+        by_batch = tc.get("/jobs", params={"batch": str(batch_id)})
+        assert _job_ids(by_batch.text) == sorted(ids[1:], reverse=True)
+        assert _job_ids(tc.get("/jobs", params={"batch": "nope"}).text) == []
+        job_page = tc.get(f"/jobs/{ids[2]}").text
+        assert f'href="/batches/{batch_id}"' in job_page
+        assert tc.get("/batches/999999999").status_code == 404
+
+
+def test_batches_keyset_pages(db_url: str, conn: psycopg.Connection[Any]) -> None:
+    made = [_make_batch(conn, f"dash page {i}", 1)[0] for i in range(5)]
+    with dashboard_client(db_url, page_size=2) as tc:
+        first = tc.get("/batches").text
+        assert _batch_ids(first) == sorted(made, reverse=True)[:2]
+        link = html.unescape(_link_after(first, 'rel="next"'))
+        assert f"before={sorted(made, reverse=True)[1]}" in link
+        assert _batch_ids(tc.get(link).text) == sorted(made, reverse=True)[2:4]
+
+
+def test_label_filter_keeps_keyset_pages_and_labels_are_shown(
+    db_url: str, conn: psycopg.Connection[Any]
+) -> None:
+    both = [
+        enqueue(conn, "DashLabelA", i, queue="ql", labels=["tenant:7", "urgent"])
+        for i in range(5)
+    ]
+    one = enqueue(conn, "DashLabelB", 0, queue="ql", labels=["urgent"])
+    enqueue(conn, "DashLabelC", 0, queue="ql")
+    with dashboard_client(db_url, page_size=2) as tc:
+        urgent = tc.get("/jobs", params={"label": "urgent"}).text
+        assert _job_ids(urgent) == [one, max(both)]
+        # Several labels: jobs carrying every one; the keyset keeps the filter.
+        first = tc.get("/jobs", params={"label": "urgent, tenant:7"}).text
+        assert _job_ids(first) == sorted(both, reverse=True)[:2]
+        link = html.unescape(_link_after(first, 'rel="next"'))
+        assert "label=urgent" in link and "before=" in link
+        assert _job_ids(tc.get(link).text) == sorted(both, reverse=True)[2:4]
+        assert _job_ids(tc.get("/jobs", params={"label": "absent"}).text) == []
+        # Labels show in the rows and on the job, each a link to the filter.
+        assert 'href="/jobs?label=tenant%3A7">tenant:7</a>' in first
+        detail = tc.get(f"/jobs/{both[0]}").text
+        assert ">tenant:7</a>" in detail and ">urgent</a>" in detail
+        # Search combined with the label filter, with LIKE wildcards as text.
+        assert _job_ids(tc.get("/jobs", params={"label": "urgent", "search": "LabelB"}).text) == [one]
+        assert _job_ids(tc.get("/jobs", params={"label": "urgent", "search": "Label_"}).text) == []
+
+
+def test_bulk_action_on_a_label_filter(db_url: str, conn: psycopg.Connection[Any]) -> None:
+    tagged = [enqueue(conn, "DashLabelBulk", i, queue="qlb", labels=["drop-me"]) for i in range(3)]
+    kept = enqueue(conn, "DashLabelBulk", 9, queue="qlb")
+    with dashboard_client(db_url) as tc:
+        done = post_action(
+            tc,
+            "/jobs/actions",
+            [("action", "discard"), ("scope", "filter"), ("label", "drop-me")],
+        )
+        assert done.status_code == 303
+    for job_id in tagged:
+        assert job_row(conn, job_id)["state"] == "expired"  # type: ignore[index]
+    assert job_row(conn, kept)["state"] == "ready"  # type: ignore[index]
 
 
 def test_actions_need_the_csrf_token_of_the_cookie(
@@ -489,6 +623,7 @@ ADMIN_GRANTS = """
 GRANT conveyor_admin, conveyor_enqueuer TO {role};
 GRANT SELECT, UPDATE ON conveyor.schedules TO {role};
 GRANT SELECT, INSERT, DELETE ON conveyor.pauses TO {role};
+GRANT SELECT ON conveyor.batches TO {role};
 GRANT EXECUTE ON FUNCTION conveyor.set_schedule_enabled(text, boolean),
   conveyor.pause(text, text, text), conveyor.resume(text, text, text),
   conveyor.check_pause_names(text, text, text, text),
@@ -497,9 +632,8 @@ GRANT EXECUTE ON FUNCTION conveyor.set_schedule_enabled(text, boolean),
 READ_ONLY_GRANTS = """
 GRANT USAGE ON SCHEMA conveyor TO {role};
 GRANT SELECT ON conveyor.jobs, conveyor.jobs_view, conveyor.schedules, conveyor.pauses,
-  conveyor.lockers TO {role};
-GRANT EXECUTE ON FUNCTION conveyor.list_jobs(text, text, text, text, bigint, integer),
-  conveyor.job_lock_id(oid, oid),
+  conveyor.lockers, conveyor.batches TO {role};
+GRANT EXECUTE ON FUNCTION conveyor.batch_stats(bigint), conveyor.job_lock_id(oid, oid),
   conveyor.job_state(timestamptz, timestamptz, boolean, timestamptz, integer, timestamptz)
   TO {role};
 """
@@ -510,8 +644,9 @@ def test_the_documented_grants_are_enough(
 ) -> None:
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-    job_id = enqueue(conn, "DashGrants", 1, queue="grants")
+    job_id = enqueue(conn, "DashGrants", 1, queue="grants", labels=["grants"])
     conn.execute("SELECT conveyor.set_schedule('dash-grants', '@daily', 'DashGrants')")
+    batch_id, _ = _make_batch(conn, "dash grants", 1)
     password_free = conninfo_to_dict(db_url)
     admin_role, _ = login_role()
     reader_role, _ = login_role()
@@ -526,6 +661,9 @@ def test_the_documented_grants_are_enough(
             "/schedules",
             "/queues",
             "/processes",
+            "/batches",
+            f"/batches/{batch_id}",
+            "/jobs?label=grants",
         )
         reader_url = make_conninfo(**{**password_free, "user": reader_role})
         with dashboard_client(reader_url, read_only=True) as tc:
@@ -554,7 +692,7 @@ def test_the_documented_grants_are_enough(
             post_action(tc, "/jobs/actions", {"action": "retry", "ids": str(job_id)})
             post_action(tc, "/jobs/actions", {"action": "discard", "ids": str(job_id)})
         assert job_row(conn, job_id)["state"] == "expired"  # type: ignore[index]
-        assert scalar(conn, "SELECT count(*) FROM conveyor.jobs") == 2
+        assert scalar(conn, "SELECT count(*) FROM conveyor.jobs") == 3
         assert scalar(conn, "SELECT enabled FROM conveyor.schedules") is False
         assert scalar(conn, "SELECT queue FROM conveyor.pauses") == "grants"
     finally:
@@ -663,6 +801,15 @@ def _job_ids(page: str) -> list[int]:
     import re
 
     return [int(i) for i in re.findall(r'<tr data-job-id="(\d+)"', page)]
+
+
+def _batch_ids(page: str) -> list[int]:
+    return [int(i) for i in re.findall(r'data-batch-id="(\d+)"', page)]
+
+
+def _batch_row(page: str, batch_id: int) -> str:
+    start = page.index(f'data-batch-id="{batch_id}"')
+    return page[start : page.index("</tr>", start)]
 
 
 def _link_after(page: str, marker: str) -> str:

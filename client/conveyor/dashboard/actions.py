@@ -97,6 +97,8 @@ async def job_actions(dash: Dashboard, request: Request) -> Response:
         queue=_text(form, "queue") or None,
         job_class=_text(form, "job_class") or None,
         search=_text(form, "search") or None,
+        label=_text(form, "label") or None,
+        batch=_text(form, "batch") or None,
     )
     ids = sorted({int(v) for v in form.getlist("ids") if isinstance(v, str) and v.isdigit()})
     if scope != "filter" and not ids:

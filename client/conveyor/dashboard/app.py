@@ -207,6 +207,8 @@ def create_app(
         route("/jobs/{job_id:int}", pages.job),
         route("/schedules", pages.schedules),
         route("/processes", pages.processes),
+        route("/batches", pages.batches),
+        route("/batches/{batch_id:int}", pages.batch),
         route("/queues", pages.queues),
         route("/queues/actions", actions.pause_actions, ["POST"]),
         route("/jobs/actions", actions.job_actions, ["POST"]),

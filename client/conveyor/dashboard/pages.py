@@ -11,7 +11,7 @@ from . import queries
 from .app import Dashboard
 from .chart import per_minute_chart
 
-__all__ = ["job", "jobs", "overview", "processes", "queues", "schedules"]
+__all__ = ["batch", "batches", "job", "jobs", "overview", "processes", "queues", "schedules"]
 
 
 async def overview(dash: Dashboard, request: Request) -> Response:
@@ -32,13 +32,20 @@ def job_filter(request: Request) -> queries.JobFilter:
         queue=value("queue"),
         job_class=value("job_class"),
         search=value("search"),
+        label=value("label"),
+        batch=value("batch"),
     )
+
+
+def before_of(request: Request) -> int | None:
+    """The keyset of a page: the last id of the previous one."""
+    before = request.query_params.get("before", "")
+    return int(before) if before.isdigit() else None
 
 
 async def jobs(dash: Dashboard, request: Request) -> Response:
     where = job_filter(request)
-    before = request.query_params.get("before", "")
-    before_id = int(before) if before.isdigit() else None
+    before_id = before_of(request)
     # One row more than a page: whether there is a next page, without a count.
     rows = await dash.db(queries.list_jobs, where, before_id, dash.page_size + 1)
     next_before = rows[dash.page_size - 1]["id"] if len(rows) > dash.page_size else None
@@ -83,4 +90,36 @@ async def queues(dash: Dashboard, request: Request) -> Response:
     paused_queues = {p["queue"] for p in pauses if p["job_class"] is None and p["label"] is None}
     return dash.render(
         request, "queues.html", counts=counts, pauses=pauses, paused_queues=paused_queues
+    )
+
+
+async def batches(dash: Dashboard, request: Request) -> Response:
+    before_id = before_of(request)
+    rows = await dash.db(queries.list_batches, before_id, dash.page_size + 1)
+    next_before = rows[dash.page_size - 1]["batch_id"] if len(rows) > dash.page_size else None
+    return dash.render(
+        request,
+        "batches.html",
+        batches=rows[: dash.page_size],
+        before_id=before_id,
+        next_before=next_before,
+    )
+
+
+async def batch(dash: Dashboard, request: Request) -> Response:
+    batch_id = int(request.path_params["batch_id"])
+    row = await dash.db(queries.get_batch, batch_id)
+    if row is None:
+        return dash.render(request, "error.html", 404, message=f"No batch {batch_id}.")
+    where = queries.JobFilter(batch=str(batch_id))
+    before_id = before_of(request)
+    jobs = await dash.db(queries.list_jobs, where, before_id, dash.page_size + 1)
+    next_before = jobs[dash.page_size - 1]["id"] if len(jobs) > dash.page_size else None
+    return dash.render(
+        request,
+        "batch.html",
+        batch=row,
+        rows=jobs[: dash.page_size],
+        before_id=before_id,
+        next_before=next_before,
     )

@@ -21,7 +21,9 @@ __all__ = [
     "actions_for",
     "apply_action",
     "filter_ids",
+    "get_batch",
     "get_job",
+    "list_batches",
     "list_jobs",
     "list_pauses",
     "list_processes",
@@ -81,17 +83,53 @@ SELECT m.minute, coalesce(w.n, 0) AS worked, coalesce(x.n, 0) AS errored
  ORDER BY m.minute
 """
 
-_LIST_JOBS = """
-SELECT * FROM conveyor.list_jobs(state => %(state)s, queue => %(queue)s,
-                                 job_class => %(job_class)s, search => %(search)s,
-                                 before_id => %(before_id)s, max_rows => %(max_rows)s)
+# The jobs page's query: list_jobs's filters (the same LIKE escaping of the
+# search text), plus the labels (every label given: labels @> ARRAY[...]) and
+# the batch, which jobs_view does not carry, read from conveyor.jobs by id.
+# Newest first with the keyset before_id, as list_jobs, so a page costs the
+# same at any depth.
+_JOBS_PAGE = """
+SELECT v.*, j.labels, j.batch_id
+  FROM conveyor.jobs_view AS v
+  JOIN conveyor.jobs AS j ON j.id = v.id
+ WHERE (%(state)s::text IS NULL OR v.state = %(state)s::text)
+   AND (%(queue)s::text IS NULL OR v.queue = %(queue)s::text)
+   AND (%(job_class)s::text IS NULL OR v.job_class = %(job_class)s::text)
+   AND (%(labels)s::text[] IS NULL OR j.labels @> %(labels)s::text[])
+   AND (%(batch_id)s::bigint IS NULL OR j.batch_id = %(batch_id)s::bigint)
+   AND (%(before_id)s::bigint IS NULL OR v.id < %(before_id)s::bigint)
+   AND (%(pattern)s::text IS NULL
+        OR v.job_class ILIKE %(pattern)s::text
+        OR v.args::text ILIKE %(pattern)s::text
+        OR v.data::text ILIKE %(pattern)s::text
+        OR v.last_error_message ILIKE %(pattern)s::text)
+ ORDER BY v.id DESC
+ LIMIT %(max_rows)s
 """
-_FILTER_IDS = """
-SELECT j.id FROM conveyor.list_jobs(state => %(state)s, queue => %(queue)s,
-                                    job_class => %(job_class)s, search => %(search)s,
-                                    max_rows => %(max_rows)s) AS j
+_GET_JOB = """
+SELECT v.*, j.labels, j.batch_id
+  FROM conveyor.jobs_view AS v
+  JOIN conveyor.jobs AS j ON j.id = v.id
+ WHERE v.id = %s
 """
-_GET_JOB = "SELECT * FROM conveyor.jobs_view WHERE id = %s"
+
+# Batches, newest first by keyset, each with its counts by state from
+# batch_stats (one call per batch shown: it probes the partial index of the
+# batch's unresolved jobs) and its callbacks: the job class each would
+# enqueue and the id of the job it enqueued once it fired.
+_BATCHES = """
+SELECT s.*, b.properties,
+       b.on_finish ->> 'job_class' AS on_finish_class, b.on_finish_job_id,
+       b.on_success ->> 'job_class' AS on_success_class, b.on_success_job_id,
+       b.on_discard ->> 'job_class' AS on_discard_class, b.on_discard_job_id
+  FROM (SELECT * FROM conveyor.batches AS x
+         WHERE (%(before_id)s::bigint IS NULL OR x.id < %(before_id)s::bigint)
+           AND (%(batch_id)s::bigint IS NULL OR x.id = %(batch_id)s::bigint)
+         ORDER BY x.id DESC
+         LIMIT %(max_rows)s) AS b
+  CROSS JOIN LATERAL conveyor.batch_stats(b.id) AS s
+ ORDER BY b.id DESC
+"""
 
 # The jobs each locker session holds locked (its buffer and the jobs its
 # workers run): read from pg_locks, as job_lock_id decodes the keys.
@@ -164,6 +202,10 @@ class JobFilter:
     queue: str | None = None
     job_class: str | None = None
     search: str | None = None
+    #: Labels separated by commas: jobs carrying every one of them.
+    label: str | None = None
+    #: A batch id (digits): the jobs of that batch.
+    batch: str | None = None
 
     def params(self) -> dict[str, str | None]:
         return {
@@ -171,6 +213,26 @@ class JobFilter:
             "queue": self.queue,
             "job_class": self.job_class,
             "search": self.search,
+            "label": self.label,
+            "batch": self.batch,
+        }
+
+    def labels(self) -> list[str] | None:
+        labels = [part.strip() for part in (self.label or "").split(",") if part.strip()]
+        return labels or None
+
+    def sql_params(self) -> dict[str, Any]:
+        """The parameters of _JOBS_PAGE (a batch that is not a number matches nothing)."""
+        batch_id = None
+        if self.batch is not None:
+            batch_id = int(self.batch) if self.batch.isdigit() else -1
+        return {
+            "state": self.state,
+            "queue": self.queue,
+            "job_class": self.job_class,
+            "labels": self.labels(),
+            "batch_id": batch_id,
+            "pattern": _like_substring(self.search) if self.search else None,
         }
 
     def is_empty(self) -> bool:
@@ -225,23 +287,65 @@ def throughput(conn: psycopg.Connection[Any]) -> list[tuple[datetime, int, int]]
     return [(m, w, e) for m, w, e in conn.execute(_THROUGHPUT).fetchall()]
 
 
+def _like_substring(text: str) -> str:
+    """A LIKE pattern matching ``text`` anywhere, its wildcards escaped (as list_jobs)."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
 def list_jobs(
     conn: psycopg.Connection[Any], where: JobFilter, before_id: int | None, max_rows: int
 ) -> list[Row]:
     with conn.cursor(row_factory=dict_row) as cursor:
-        params = {**where.params(), "before_id": before_id, "max_rows": max_rows}
-        return cursor.execute(_LIST_JOBS, params).fetchall()
+        params = {**where.sql_params(), "before_id": before_id, "max_rows": max_rows}
+        return cursor.execute(_JOBS_PAGE, params).fetchall()
 
 
 def filter_ids(conn: psycopg.Connection[Any], where: JobFilter, limit: int) -> list[int]:
     """The ids of the newest ``limit`` jobs matching ``where``."""
-    params = {**where.params(), "max_rows": limit}
-    return [row[0] for row in conn.execute(_FILTER_IDS, params).fetchall()]
+    return [row["id"] for row in list_jobs(conn, where, None, limit)]
 
 
 def get_job(conn: psycopg.Connection[Any], job_id: int) -> Row | None:
     with conn.cursor(row_factory=dict_row) as cursor:
         return cursor.execute(_GET_JOB, (job_id,)).fetchone()
+
+
+def list_batches(
+    conn: psycopg.Connection[Any], before_id: int | None, max_rows: int
+) -> list[Row]:
+    params = {"before_id": before_id, "batch_id": None, "max_rows": max_rows}
+    with conn.cursor(row_factory=dict_row) as cursor:
+        return [_with_progress(row) for row in cursor.execute(_BATCHES, params).fetchall()]
+
+
+def get_batch(conn: psycopg.Connection[Any], batch_id: int) -> Row | None:
+    params = {"before_id": None, "batch_id": batch_id, "max_rows": 1}
+    with conn.cursor(row_factory=dict_row) as cursor:
+        row = cursor.execute(_BATCHES, params).fetchone()
+    return _with_progress(row) if row is not None else None
+
+
+#: The parts of a batch's progress bar, in the order drawn: the resolved
+#: ones first, so the bar fills from the left as the batch advances.
+BATCH_PARTS = ("finished", "destroyed", "expired", "running", "retrying", "scheduled", "ready")
+
+
+def _with_progress(row: Row) -> Row:
+    """Adds ``progress``: (part, jobs, start %, width %) of each non-empty part
+    of the bar, and ``done_percent``: the resolved share of the total."""
+    total = row["total"] or 0
+    parts, start = [], 0.0
+    for part in BATCH_PARTS:
+        count = row[part] or 0
+        if count and total:
+            width = 100.0 * count / total
+            parts.append((part, count, round(start, 3), round(width, 3)))
+            start += width
+    resolved = (row["finished"] or 0) + (row["destroyed"] or 0) + (row["expired"] or 0)
+    row["progress"] = parts
+    row["done_percent"] = int(100 * resolved / total) if total else 0
+    return row
 
 
 def list_processes(conn: psycopg.Connection[Any]) -> list[Row]:
