@@ -277,6 +277,80 @@ def test_a_script_in_args_renders_as_text(
     assert page.locator("main script, main img").count() == 0
 
 
+def _batch(conn: psycopg.Connection[Any], description: str, jobs: int, **callbacks: Any) -> tuple[int, list[int]]:
+    import json
+
+    batch_id = scalar(
+        conn,
+        "SELECT conveyor.create_batch(%s, on_finish => %s, on_discard => %s)",
+        (
+            description,
+            json.dumps(callbacks.get("on_finish")) if callbacks.get("on_finish") else None,
+            json.dumps(callbacks.get("on_discard")) if callbacks.get("on_discard") else None,
+        ),
+    )
+    ids = [
+        enqueue(
+            conn, "DashBrowserRender", i, queue="render", batch_id=batch_id,
+            labels=["tenant:acme", "report"],
+        )
+        for i in range(jobs)
+    ]
+    conn.execute("SELECT conveyor.close_batch(%s)", (batch_id,))
+    return int(batch_id), ids
+
+
+def test_batches_page_shows_progress_live_and_a_script_as_text(
+    page: Page, dashboard: str, conn: psycopg.Connection[Any], screenshots: Path
+) -> None:
+    done, done_ids = _batch(conn, "Invoices for November", 3,
+                            on_finish={"job_class": "DashBrowserInvoicesSent"})
+    for job_id in done_ids:
+        conn.execute("SELECT conveyor.destroy_job(%s)", (job_id,))
+    batch_id, ids = _batch(conn, f"Monthly report {XSS}", 8,
+                           on_finish={"job_class": "DashBrowserReportReady"},
+                           on_discard={"job_class": "DashBrowserAlertOps"})
+    for job_id in ids[:3]:
+        conn.execute("SELECT conveyor.destroy_job(%s)", (job_id,))
+    conn.execute(
+        "SELECT conveyor.retry_job(%s, 'TimeoutError: renderer busy', 'Traceback ...', 600)",
+        (ids[3],),
+    )
+    page.goto(dashboard + "/")
+    page.get_by_role("link", name="Batches").click()
+    expect(page).to_have_url(dashboard + "/batches")
+    row = page.locator(f"tr[data-batch-id='{batch_id}']")
+    expect(row.locator("[data-progress]")).to_have_text("3 / 8 (37%)")
+    expect(row.locator(".description")).to_have_text(f"Monthly report {XSS}")
+    assert page.evaluate("() => window.__xss") is None
+    assert page.locator("main script").count() == 0
+    expect(page.locator(f"tr[data-batch-id='{done}']")).to_contain_text("finished")
+    expect(page.locator(f"tr[data-batch-id='{done}'] .callbacks")).to_contain_text("fired")
+    shoot(page, screenshots, "batches")
+    # The page refreshes live: two more jobs resolve, and the bar follows.
+    for job_id in ids[4:6]:
+        conn.execute("SELECT conveyor.destroy_job(%s)", (job_id,))
+    expect(row.locator("[data-progress]")).to_have_text("5 / 8 (62%)", timeout=30_000)
+    # The batch's detail: its counts and its jobs; then the jobs page on it.
+    row.get_by_role("link", name=str(batch_id)).click()
+    expect(page.locator("dd[data-count=retrying]")).to_have_text("1")
+    expect(page.locator("dd[data-count=destroyed]")).to_have_text("5")
+    expect(page.locator("tbody tr[data-job-id]")).to_have_count(3)
+    assert page.evaluate("() => window.__xss") is None
+    page.get_by_role("link", name="(on the jobs page, to act on them)").click()
+    expect(page.locator("tbody tr[data-job-id]")).to_have_count(3)
+    # The label filter, typed in the form like a person would.
+    enqueue(conn, "DashBrowserUnlabelled", 1, queue="render")
+    page.goto(dashboard + "/jobs")
+    # The batch's 3 rows left, the first batch's on_finish job, the unlabelled one.
+    expect(page.locator("tbody tr[data-job-id]")).to_have_count(5)
+    page.get_by_label("Label").fill("tenant:acme, report")
+    page.get_by_role("button", name="Filter").click()
+    expect(page.locator("tbody tr[data-job-id]")).to_have_count(3)
+    expect(page.locator("tbody")).not_to_contain_text("DashBrowserUnlabelled")
+    expect(page.locator("tbody tr[data-job-id]").first).to_contain_text("tenant:acme")
+
+
 def test_a_form_from_another_site_is_refused(
     page: Page, dashboard: str, conn: psycopg.Connection[Any]
 ) -> None:
