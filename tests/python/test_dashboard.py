@@ -152,11 +152,19 @@ def test_args_and_errors_are_escaped(
         batch_id = scalar(
             conn,
             "SELECT conveyor.create_batch(%s, on_finish => %s, properties => %s)",
-            (f"batch {XSS}", json.dumps({"job_class": f"DashXss{XSS}"}), json.dumps({"k": XSS})),
+            (
+                f"batch {XSS}",
+                json.dumps({"job_class": f"DashXss{XSS}"}),
+                json.dumps({"k": XSS}),
+            ),
         )
         enqueue(conn, "DashXssLabel", 1, batch_id=batch_id, labels=[f"l{XSS}"])
-        for path in ("/batches", f"/batches/{batch_id}", f"/jobs?batch={batch_id}",
-                     "/jobs?label=" + urllib.parse.quote(f"l{XSS}")):
+        for path in (
+            "/batches",
+            f"/batches/{batch_id}",
+            f"/jobs?batch={batch_id}",
+            "/jobs?label=" + urllib.parse.quote(f"l{XSS}"),
+        ):
             body = tc.get(path).text
             assert "<script>window" not in body, path
             assert "&lt;script&gt;window.__xss = 1&lt;/script&gt;" in body, path
@@ -164,7 +172,9 @@ def test_args_and_errors_are_escaped(
         assert "<script>window" not in tc.get("/", params={"notice": XSS}).text
 
 
-def _make_batch(conn: psycopg.Connection[Any], description: str, jobs: int) -> tuple[int, list[int]]:
+def _make_batch(
+    conn: psycopg.Connection[Any], description: str, jobs: int
+) -> tuple[int, list[int]]:
     """A batch with callbacks and ``jobs`` jobs (queue dash-batch), closed."""
     batch_id = scalar(
         conn,
@@ -193,7 +203,8 @@ def test_batches_page_shows_progress_callbacks_and_the_jobs(
     conn.execute("SELECT conveyor.destroy_job(%s)", (ids[0],))  # worked, cleaned up
     expire_with_error(conn, ids[1], "DashBatch failure")  # fires on_discard
     conn.execute(
-        "UPDATE conveyor.jobs SET run_at = now() + interval '1 hour' WHERE id = %s", (ids[2],)
+        "UPDATE conveyor.jobs SET run_at = now() + interval '1 hour' WHERE id = %s",
+        (ids[2],),
     )
     with dashboard_client(db_url) as tc:
         overview = tc.get("/").text
@@ -207,17 +218,25 @@ def test_batches_page_shows_progress_callbacks_and_the_jobs(
         assert 'class="bar-scheduled"' in row and 'class="bar-ready"' in row
         assert "closed" in row and "discarded" in row
         discard_job = scalar(
-            conn, "SELECT on_discard_job_id FROM conveyor.batches WHERE id = %s", (batch_id,)
+            conn,
+            "SELECT on_discard_job_id FROM conveyor.batches WHERE id = %s",
+            (batch_id,),
         )
-        assert f'on_discard: <span class="class">DashBatchAlert</span> fired' in row
+        assert 'on_discard: <span class="class">DashBatchAlert</span> fired' in row
         assert f'href="/jobs/{discard_job}"' in row
         assert "on_finish" in row and "not fired" in row
         detail = tc.get(f"/batches/{batch_id}")
         assert detail.status_code == 200
         counts = dict(re.findall(r'<dd data-count="(\w+)">(\d+)</dd>', detail.text))
         assert counts == {
-            "ready": "1", "scheduled": "1", "retrying": "0", "running": "0",
-            "finished": "0", "expired": "1", "destroyed": "1", "total": "4",
+            "ready": "1",
+            "scheduled": "1",
+            "retrying": "0",
+            "running": "0",
+            "finished": "0",
+            "expired": "1",
+            "destroyed": "1",
+            "total": "4",
         }
         # The rows left: the expired, scheduled and ready jobs, not the outsider.
         assert _job_ids(detail.text) == sorted(ids[1:], reverse=True)
@@ -266,12 +285,24 @@ def test_label_filter_keeps_keyset_pages_and_labels_are_shown(
         detail = tc.get(f"/jobs/{both[0]}").text
         assert ">tenant:7</a>" in detail and ">urgent</a>" in detail
         # Search combined with the label filter, with LIKE wildcards as text.
-        assert _job_ids(tc.get("/jobs", params={"label": "urgent", "search": "LabelB"}).text) == [one]
-        assert _job_ids(tc.get("/jobs", params={"label": "urgent", "search": "Label_"}).text) == []
+        assert _job_ids(
+            tc.get("/jobs", params={"label": "urgent", "search": "LabelB"}).text
+        ) == [one]
+        assert (
+            _job_ids(
+                tc.get("/jobs", params={"label": "urgent", "search": "Label_"}).text
+            )
+            == []
+        )
 
 
-def test_bulk_action_on_a_label_filter(db_url: str, conn: psycopg.Connection[Any]) -> None:
-    tagged = [enqueue(conn, "DashLabelBulk", i, queue="qlb", labels=["drop-me"]) for i in range(3)]
+def test_bulk_action_on_a_label_filter(
+    db_url: str, conn: psycopg.Connection[Any]
+) -> None:
+    tagged = [
+        enqueue(conn, "DashLabelBulk", i, queue="qlb", labels=["drop-me"])
+        for i in range(3)
+    ]
     kept = enqueue(conn, "DashLabelBulk", 9, queue="qlb")
     with dashboard_client(db_url) as tc:
         done = post_action(

@@ -277,7 +277,9 @@ def test_a_script_in_args_renders_as_text(
     assert page.locator("main script, main img").count() == 0
 
 
-def _batch(conn: psycopg.Connection[Any], description: str, jobs: int, **callbacks: Any) -> tuple[int, list[int]]:
+def _batch(
+    conn: psycopg.Connection[Any], description: str, jobs: int, **callbacks: Any
+) -> tuple[int, list[int]]:
     import json
 
     batch_id = scalar(
@@ -285,13 +287,21 @@ def _batch(conn: psycopg.Connection[Any], description: str, jobs: int, **callbac
         "SELECT conveyor.create_batch(%s, on_finish => %s, on_discard => %s)",
         (
             description,
-            json.dumps(callbacks.get("on_finish")) if callbacks.get("on_finish") else None,
-            json.dumps(callbacks.get("on_discard")) if callbacks.get("on_discard") else None,
+            json.dumps(callbacks.get("on_finish"))
+            if callbacks.get("on_finish")
+            else None,
+            json.dumps(callbacks.get("on_discard"))
+            if callbacks.get("on_discard")
+            else None,
         ),
     )
     ids = [
         enqueue(
-            conn, "DashBrowserRender", i, queue="render", batch_id=batch_id,
+            conn,
+            "DashBrowserRender",
+            i,
+            queue="render",
+            batch_id=batch_id,
             labels=["tenant:acme", "report"],
         )
         for i in range(jobs)
@@ -303,13 +313,21 @@ def _batch(conn: psycopg.Connection[Any], description: str, jobs: int, **callbac
 def test_batches_page_shows_progress_live_and_a_script_as_text(
     page: Page, dashboard: str, conn: psycopg.Connection[Any], screenshots: Path
 ) -> None:
-    done, done_ids = _batch(conn, "Invoices for November", 3,
-                            on_finish={"job_class": "DashBrowserInvoicesSent"})
+    done, done_ids = _batch(
+        conn,
+        "Invoices for November",
+        3,
+        on_finish={"job_class": "DashBrowserInvoicesSent"},
+    )
     for job_id in done_ids:
         conn.execute("SELECT conveyor.destroy_job(%s)", (job_id,))
-    batch_id, ids = _batch(conn, f"Monthly report {XSS}", 8,
-                           on_finish={"job_class": "DashBrowserReportReady"},
-                           on_discard={"job_class": "DashBrowserAlertOps"})
+    batch_id, ids = _batch(
+        conn,
+        f"Monthly report {XSS}",
+        8,
+        on_finish={"job_class": "DashBrowserReportReady"},
+        on_discard={"job_class": "DashBrowserAlertOps"},
+    )
     for job_id in ids[:3]:
         conn.execute("SELECT conveyor.destroy_job(%s)", (job_id,))
     conn.execute(
@@ -325,7 +343,9 @@ def test_batches_page_shows_progress_live_and_a_script_as_text(
     assert page.evaluate("() => window.__xss") is None
     assert page.locator("main script").count() == 0
     expect(page.locator(f"tr[data-batch-id='{done}']")).to_contain_text("finished")
-    expect(page.locator(f"tr[data-batch-id='{done}'] .callbacks")).to_contain_text("fired")
+    expect(page.locator(f"tr[data-batch-id='{done}'] .callbacks")).to_contain_text(
+        "fired"
+    )
     shoot(page, screenshots, "batches")
     # The page refreshes live: two more jobs resolve, and the bar follows.
     for job_id in ids[4:6]:

@@ -311,9 +311,7 @@ def get_job(conn: psycopg.Connection[Any], job_id: int) -> Row | None:
         return cursor.execute(_GET_JOB, (job_id,)).fetchone()
 
 
-def list_batches(
-    conn: psycopg.Connection[Any], before_id: int | None, max_rows: int
-) -> list[Row]:
+def list_batches(conn: psycopg.Connection[Any], before_id: int | None, max_rows: int) -> list[Row]:
     params = {"before_id": before_id, "batch_id": None, "max_rows": max_rows}
     with conn.cursor(row_factory=dict_row) as cursor:
         return [_with_progress(row) for row in cursor.execute(_BATCHES, params).fetchall()]
