@@ -87,7 +87,10 @@ SELECT m.minute, coalesce(w.n, 0) AS worked, coalesce(x.n, 0) AS errored
 # search text), plus the labels (every label given: labels @> ARRAY[...]) and
 # the batch, which jobs_view does not carry, read from conveyor.jobs by id.
 # Newest first with the keyset before_id, as list_jobs, so a page costs the
-# same at any depth.
+# same at any depth. The keyset is on both sides of the join: the planner does
+# not carry an inequality across j.id = v.id, and without it the scan of
+# conveyor.jobs for the merge join starts at the newest row, not at the page
+# (a page 500,000 rows deep: 160 ms instead of a few).
 _JOBS_PAGE = """
 SELECT v.*, j.labels, j.batch_id
   FROM conveyor.jobs_view AS v
@@ -97,7 +100,8 @@ SELECT v.*, j.labels, j.batch_id
    AND (%(job_class)s::text IS NULL OR v.job_class = %(job_class)s::text)
    AND (%(labels)s::text[] IS NULL OR j.labels @> %(labels)s::text[])
    AND (%(batch_id)s::bigint IS NULL OR j.batch_id = %(batch_id)s::bigint)
-   AND (%(before_id)s::bigint IS NULL OR v.id < %(before_id)s::bigint)
+   AND (%(before_id)s::bigint IS NULL
+        OR (v.id < %(before_id)s::bigint AND j.id < %(before_id)s::bigint))
    AND (%(pattern)s::text IS NULL
         OR v.job_class ILIKE %(pattern)s::text
         OR v.args::text ILIKE %(pattern)s::text
