@@ -244,8 +244,10 @@ def test_pause_a_queue(
     expect(page.locator("tr[data-queue=mail]")).to_contain_text("paused")
     assert scalar(conn, "SELECT queue FROM conveyor.pauses") == "mail"
     # The worker skips the paused queue's jobs and works the others.
-    paused = enqueue(conn, "DashBrowserFlaky", str(marker), queue="dash")
+    # Paused before the enqueue: the other way round, the worker (LISTENing
+    # on 'dash') may lock the job between the two statements.
     conn.execute("SELECT conveyor.pause(queue => 'dash')")
+    paused = enqueue(conn, "DashBrowserFlaky", str(marker), queue="dash")
     page.reload()
     shoot(page, screenshots, "queues")
     page.wait_for_timeout(2000)
