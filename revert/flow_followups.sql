@@ -4,6 +4,44 @@ BEGIN;
 
 -- Back to the definitions of the changes flow_control and job_history, exactly.
 
+DROP FUNCTION conveyor.queue_stats();
+CREATE FUNCTION conveyor.queue_stats()
+RETURNS TABLE (
+  queue text,
+  ready bigint,
+  scheduled bigint,
+  working bigint,
+  errored bigint,
+  expired bigint,
+  finished bigint,
+  oldest_ready_age interval
+)
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT v.queue,
+         count(*) FILTER (WHERE v.state = 'ready'),
+         count(*) FILTER (WHERE v.state IN ('scheduled', 'retrying')),
+         count(*) FILTER (WHERE v.state = 'running'),
+         count(*) FILTER (WHERE v.state NOT IN ('finished', 'expired') AND v.error_count > 0),
+         count(*) FILTER (WHERE v.state = 'expired'),
+         count(*) FILTER (WHERE v.state = 'finished'),
+         now() - min(v.run_at) FILTER (WHERE v.state = 'ready')
+    FROM conveyor.jobs_view AS v
+   GROUP BY v.queue
+   ORDER BY v.queue;
+$$;
+
+COMMENT ON FUNCTION conveyor.queue_stats() IS
+  'One row per queue, by the states of jobs_view: ready, scheduled (scheduled or retrying), '
+  'working (running), errored (unresolved with error_count > 0), expired, finished, and '
+  'oldest_ready_age (how long the oldest ready job has waited). Reads the whole table; locks '
+  'nothing.';
+
+REVOKE ALL ON FUNCTION conveyor.queue_stats() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION conveyor.queue_stats() TO conveyor_worker, conveyor_admin;
+
 REVOKE ALL ON conveyor.pauses FROM conveyor_admin;
 REVOKE ALL ON conveyor.concurrency_limits FROM conveyor_admin;
 REVOKE ALL ON FUNCTION conveyor.pause(text, text, text) FROM conveyor_admin;

@@ -6123,6 +6123,50 @@ COMMENT ON FUNCTION conveyor.discard_jobs_where(text, text, text, text, timestam
   '(its resolution then leaves it expired). Returns how many jobs it expired. Errors: 22023 '
   'another state; 22004 a NULL reason.';
 
+-- queue_stats counts paused jobs too, in a column of their own (a new
+-- result column: drop and create, with the grants of queue_stats and job_history).
+DROP FUNCTION conveyor.queue_stats();
+CREATE FUNCTION conveyor.queue_stats()
+RETURNS TABLE (
+  queue text,
+  ready bigint,
+  scheduled bigint,
+  working bigint,
+  errored bigint,
+  expired bigint,
+  finished bigint,
+  oldest_ready_age interval,
+  paused bigint
+)
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT v.queue,
+         count(*) FILTER (WHERE v.state = 'ready'),
+         count(*) FILTER (WHERE v.state IN ('scheduled', 'retrying')),
+         count(*) FILTER (WHERE v.state = 'running'),
+         count(*) FILTER (WHERE v.state NOT IN ('finished', 'expired') AND v.error_count > 0),
+         count(*) FILTER (WHERE v.state = 'expired'),
+         count(*) FILTER (WHERE v.state = 'finished'),
+         now() - min(v.run_at) FILTER (WHERE v.state = 'ready'),
+         count(*) FILTER (WHERE v.state = 'paused')
+    FROM conveyor.jobs_view AS v
+   GROUP BY v.queue
+   ORDER BY v.queue;
+$$;
+
+COMMENT ON FUNCTION conveyor.queue_stats() IS
+  'One row per queue, by the states of jobs_view: ready, scheduled (scheduled or retrying), '
+  'working (running), errored (unresolved with error_count > 0), expired, finished, and '
+  'oldest_ready_age (how long the oldest ready job has waited), paused (held by a pause, '
+  'conveyor.pauses; counted in neither ready nor scheduled; last, so that readers of the '
+  'older columns by position are unaffected). Reads the whole table; locks '
+  'nothing.';
+
+REVOKE ALL ON FUNCTION conveyor.queue_stats() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION conveyor.queue_stats() TO conveyor_worker, conveyor_admin;
+
 -- --------------------------------------------------------------------------
 -- The plan entries this file installed (a reworked change has one per version).
 -- --------------------------------------------------------------------------

@@ -13,6 +13,7 @@ BEGIN
   ASSERT pg_catalog.has_function_privilege('conveyor_admin', 'conveyor.pause(text, text, text)', 'execute');
   ASSERT pg_catalog.has_function_privilege('conveyor_admin', 'conveyor.set_concurrency_limit(text, integer, integer)', 'execute');
   ASSERT pg_catalog.has_table_privilege('conveyor_admin', 'conveyor.pauses', 'select');
+  PERFORM paused FROM conveyor.queue_stats() WHERE false;
 END
 $$;
 

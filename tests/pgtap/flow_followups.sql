@@ -1,7 +1,7 @@
 -- Flow-control follow-ups: the operator role (conveyor_admin) runs pause,
 -- resume and the concurrency limits; the state paused in job_state and jobs_view.
 BEGIN;
-SELECT plan(22);
+SELECT plan(23);
 
 CREATE TEMP TABLE fx AS
   SELECT 'ready' AS name, (conveyor.enqueue('tap.ff.A', queue => 'tap_ff')).id UNION ALL
@@ -45,6 +45,9 @@ SELECT lives_ok($$SELECT pg_advisory_lock(conveyor.job_lock_key1(id), conveyor.j
 SELECT is(pg_temp.states(), ARRAY['done=finished', 'later=scheduled', 'other=running', 'ready=ready', 'red=paused'],
   'a paused job some session holds is running');
 SELECT pg_advisory_unlock_all();
+SELECT results_eq($$SELECT queue, ready, scheduled, paused FROM conveyor.queue_stats() WHERE queue LIKE 'tap_ff%' ORDER BY 1$$,
+  $$VALUES ('tap_ff', 1::bigint, 1::bigint, 0::bigint), ('tap_ff_other', 0, 0, 2)$$,
+  'queue_stats counts paused jobs in paused, not in ready or scheduled');
 SELECT is((SELECT count(*) FROM conveyor.list_jobs(state => 'paused', queue => 'tap_ff_other')), 2::bigint,
   'list_jobs filters on paused');
 
