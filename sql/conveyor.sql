@@ -5981,11 +5981,13 @@ SELECT j.id, j.priority, j.run_at, j.job_class, j.queue, j.args, j.data, j.error
        j.expired_at, j.created_at, j.unique_key, j.result, j.errors, j.attempted_at,
        j.attempted_by,
        conveyor.job_state(j.finished_at, j.expired_at, w.pid IS NOT NULL, j.run_at, j.error_count, pg_catalog.now(),
-                          -- paused: a queue pause is one array test; only pauses naming a
-                          -- class or label cost a call, and only for unresolved, idle jobs
-                          -- (job_state tests it after finished, expired and running).
-                          j.queue = ANY (p.queues)
-                          OR (p.others IS NOT NULL AND conveyor.job_paused(p.others, j.queue, j.job_class, j.labels))) AS state,
+                          -- paused: a pause naming one queue, class or label is one array
+                          -- test; only pauses naming two or more cost a call, and only for
+                          -- unresolved, idle jobs (job_state tests it after finished,
+                          -- expired and running).
+                          p.queues IS NOT NULL
+                          AND (j.queue = ANY (p.queues) OR j.job_class = ANY (p.classes) OR j.labels && p.labels
+                               OR (p.others IS NOT NULL AND conveyor.job_paused(p.others, j.queue, j.job_class, j.labels)))) AS state,
        w.pid AS locked_by
   FROM conveyor.jobs AS j
   LEFT JOIN (SELECT conveyor.job_lock_id(l.classid, l.objid) AS id, min(l.pid) AS pid
@@ -6000,8 +6002,11 @@ SELECT j.id, j.priority, j.run_at, j.job_class, j.queue, j.args, j.data, j.error
     ON w.id = j.id
   -- The pauses, read once per query into one row (they are few), so that no
   -- row runs a subquery over conveyor.pauses.
-  CROSS JOIN (SELECT coalesce(array_agg(ps.queue) FILTER (WHERE ps.job_class IS NULL AND ps.label IS NULL), '{}') AS queues,
-                     array_agg(ps) FILTER (WHERE ps.job_class IS NOT NULL OR ps.label IS NOT NULL) AS others
+  -- queues is NULL when nothing is paused: one test a row, then.
+  CROSS JOIN (SELECT CASE WHEN count(*) > 0 THEN coalesce(array_agg(ps.queue) FILTER (WHERE ps.job_class IS NULL AND ps.label IS NULL), '{}') END AS queues,
+                     coalesce(array_agg(ps.job_class) FILTER (WHERE ps.queue IS NULL AND ps.label IS NULL), '{}') AS classes,
+                     coalesce(array_agg(ps.label) FILTER (WHERE ps.queue IS NULL AND ps.job_class IS NULL), '{}') AS labels,
+                     array_agg(ps) FILTER (WHERE num_nonnulls(ps.queue, ps.job_class, ps.label) > 1) AS others
                 FROM conveyor.pauses AS ps) AS p;
 
 COMMENT ON VIEW conveyor.jobs_view IS

@@ -1,7 +1,7 @@
 -- Flow-control follow-ups: the operator role (conveyor_admin) runs pause,
 -- resume and the concurrency limits; the state paused in job_state and jobs_view.
 BEGIN;
-SELECT plan(23);
+SELECT plan(24);
 
 CREATE TEMP TABLE fx AS
   SELECT 'ready' AS name, (conveyor.enqueue('tap.ff.A', queue => 'tap_ff')).id UNION ALL
@@ -37,6 +37,10 @@ SELECT is(pg_temp.states(), ARRAY['done=finished', 'later=paused', 'other=ready'
   'a paused label: the jobs carrying it are paused');
 SELECT conveyor.resume(queue => 'tap_ff');
 SELECT conveyor.resume(label => 'tap-ff-red');
+SELECT conveyor.pause(job_class => 'tap.ff.A');
+SELECT is(pg_temp.states(), ARRAY['done=finished', 'later=paused', 'other=ready', 'ready=paused', 'red=ready'],
+  'a paused class: its jobs in every queue are paused');
+SELECT conveyor.resume(job_class => 'tap.ff.A');
 SELECT conveyor.pause(queue => 'tap_ff_other', job_class => 'tap.ff.B');
 SELECT is(pg_temp.states(), ARRAY['done=finished', 'later=scheduled', 'other=paused', 'ready=ready', 'red=paused'],
   'a pause of a class in a queue; the resumed queue and label are back to their states');
