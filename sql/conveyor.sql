@@ -6128,6 +6128,58 @@ COMMENT ON FUNCTION conveyor.discard_jobs_where(text, text, text, text, timestam
   '(its resolution then leaves it expired). Returns how many jobs it expired. Errors: 22023 '
   'another state; 22004 a NULL reason.';
 
+-- retry_now and reschedule_job return the state the job is in, paused too.
+CREATE OR REPLACE FUNCTION conveyor.retry_now(id bigint)
+RETURNS text
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_job conveyor.jobs := conveyor.manage_job(retry_now.id, 'retry_now');
+BEGIN
+  UPDATE conveyor.jobs AS j SET run_at = now(), expired_at = NULL WHERE j.id = v_job.id;
+  RETURN conveyor.job_state(NULL, NULL, false, now(), v_job.error_count, now(),
+                            conveyor.job_paused(ARRAY(SELECT p FROM conveyor.pauses AS p), v_job.queue, v_job.job_class, v_job.labels));
+EXCEPTION WHEN unique_violation THEN
+  RAISE EXCEPTION 'conveyor.retry_now: job % has unique_key %, which another unresolved job holds', retry_now.id, v_job.unique_key
+    USING ERRCODE = '23505',
+          HINT = 'Discard or wait for the other job first.';
+END
+$$;
+
+COMMENT ON FUNCTION conveyor.retry_now(bigint) IS
+  'Makes a scheduled, retrying, ready or expired job ready now: run_at = now(), expired_at '
+  'cleared (an expired job is un-expired; its error_count and error history are kept). '
+  'Returns the new state (ready, or paused while a pause matches the job). Workers find it at their next poll. Errors: P0002 no such '
+  'job; 55000 a finished job; 55006 a job a worker holds; 23505 an expired job whose '
+  'unique_key another unresolved job holds now.';
+
+CREATE OR REPLACE FUNCTION conveyor.reschedule_job(id bigint, run_at timestamptz)
+RETURNS text
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_job conveyor.jobs;
+BEGIN
+  IF reschedule_job.run_at IS NULL OR NOT isfinite(reschedule_job.run_at) THEN
+    RAISE EXCEPTION 'conveyor.reschedule_job: run_at must be a finite time, not %', coalesce(reschedule_job.run_at::text, 'NULL')
+      USING ERRCODE = '22023';
+  END IF;
+  v_job := conveyor.manage_job(reschedule_job.id, 'reschedule_job');
+  UPDATE conveyor.jobs AS j SET run_at = reschedule_job.run_at WHERE j.id = v_job.id;
+  RETURN conveyor.job_state(NULL, NULL, false, reschedule_job.run_at, v_job.error_count, now(),
+                            conveyor.job_paused(ARRAY(SELECT p FROM conveyor.pauses AS p), v_job.queue, v_job.job_class, v_job.labels));
+END
+$$;
+
+COMMENT ON FUNCTION conveyor.reschedule_job(bigint, timestamptz) IS
+  'Moves an unresolved job no worker holds to run at run_at. Returns the new state (ready, '
+  'scheduled or retrying; paused while a pause matches the job). Errors: P0002 no such job; 55000 a finished or expired job; 55006 '
+  'a job a worker holds; 22023 a NULL or infinite run_at.';
+
 -- queue_stats counts paused jobs too, in a column of their own (a new
 -- result column: drop and create, with the grants of queue_stats and job_history).
 DROP FUNCTION conveyor.queue_stats();
