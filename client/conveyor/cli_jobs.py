@@ -97,7 +97,7 @@ def _short(value: Any, width: int = 60) -> str:
 @click.group(invoke_without_command=True)
 @click.option(
     "--state",
-    help="Only jobs in this state: ready, scheduled, running, retrying, finished, expired.",
+    help="Only jobs in this state: ready, scheduled, running, retrying, paused, finished, expired.",
 )
 @click.option("--queue", help="Only jobs of this queue.")
 @click.option("--class", "job_class", help="Only jobs of this job class.")

@@ -2,7 +2,7 @@
 -- the trigger, the whole function surface (public and internal), comments,
 -- pinned search_path, SECURITY DEFINER, and who may execute or read what.
 BEGIN;
-SELECT plan(65);
+SELECT plan(67);
 
 -- Tables and columns --------------------------------------------------------
 
@@ -221,6 +221,7 @@ SELECT results_eq(
     ('job_paused', 'pauses conveyor.pauses[], queue text, job_class text, labels text[]', 'boolean', 'i'),
     ('job_problem', 'job_class text, args jsonb, queue text, priority integer, run_at timestamp with time zone, data jsonb, maximum_retry_count integer, OUT error_code text, OUT error_message text', 'record', 'i'),
     ('job_state', 'finished_at timestamp with time zone, expired_at timestamp with time zone, locked boolean, run_at timestamp with time zone, error_count integer, as_of timestamp with time zone', 'text', 'i'),
+    ('job_state', 'finished_at timestamp with time zone, expired_at timestamp with time zone, locked boolean, run_at timestamp with time zone, error_count integer, as_of timestamp with time zone, paused boolean', 'text', 'i'),
     ('job_stats', '', 'TABLE(job_class text, count bigint, count_working bigint, count_errored bigint, highest_error_count integer, oldest_run_at timestamp with time zone)', 's'),
     ('jobs_where_check', 'action text, state text, allowed text[]', 'void', 'i'),
     ('labels_from_json', 'labels jsonb', 'text[]', 'i'),
@@ -232,7 +233,7 @@ SELECT results_eq(
     ('next_schedule_at', '', 'timestamp with time zone', 's'),
     ('pause', 'queue text, job_class text, label text', 'boolean', 'v'),
     ('prune_lockers', '', 'integer', 'v'),
-    ('queue_stats', '', 'TABLE(queue text, ready bigint, scheduled bigint, working bigint, errored bigint, expired bigint, finished bigint, oldest_ready_age interval)', 's'),
+    ('queue_stats', '', 'TABLE(queue text, ready bigint, scheduled bigint, working bigint, errored bigint, expired bigint, finished bigint, oldest_ready_age interval, paused bigint)', 's'),
     ('recheck_locked_jobs', 'ids bigint[], keep integer', 'SETOF bigint', 'v'),
     ('register_locker', 'queues text[], worker_priorities integer[], hostname text, process_id integer, listening boolean', 'text', 'v'),
     ('release_job_locks', 'ids bigint[], held bigint[]', 'SETOF bigint', 'v'),
@@ -304,7 +305,7 @@ SELECT is(
   ARRAY(SELECT p.proname::text COLLATE "default" FROM pg_catalog.pg_proc AS p
          WHERE p.pronamespace = 'conveyor'::regnamespace AND p.proconfig IS NULL
          ORDER BY 1),
-  ARRAY['concurrency_key_lock', 'errors_append', 'job_limit', 'job_lock_id', 'job_lock_key1', 'job_lock_key2', 'job_paused', 'job_state', 'sorted_array_contains'],
+  ARRAY['concurrency_key_lock', 'errors_append', 'job_limit', 'job_lock_id', 'job_lock_key1', 'job_lock_key2', 'job_paused', 'job_state', 'job_state', 'sorted_array_contains'],
   'only the inlinable helpers concurrency_key_lock, errors_append, job_limit, job_lock_id, job_lock_key1, job_lock_key2, job_paused, job_state and sorted_array_contains go without SET clauses');
 
 SELECT is(
@@ -402,7 +403,7 @@ SELECT is(
         'cron_field', 'cron_next', 'cron_parse', 'destroy_job', 'destroy_jobs', 'enqueue',
         'enqueue_due_schedules', 'enqueue_many', 'errors_append', 'expire_job', 'expire_jobs', 'finish_job',
         'finish_jobs', 'held_job_ids', 'job_limit', 'job_lock_id', 'job_lock_key1',
-        'job_lock_key2', 'job_paused', 'job_state', 'job_stats', 'lock_jobs', 'lock_jobs_by_id', 'locked_in_transaction',
+        'job_lock_key2', 'job_paused', 'job_state', 'job_state', 'job_stats', 'lock_jobs', 'lock_jobs_by_id', 'locked_in_transaction',
         'next_schedule_at', 'prune_lockers', 'queue_stats', 'recheck_locked_jobs',
         'register_locker', 'release_job_locks', 'require_read_committed', 'resolve_jobs',
         'retry_job', 'schema_version', 'sorted_array_contains', 'try_lock_limited_job', 'unlock_jobs',
@@ -455,12 +456,20 @@ SELECT is(
          WHERE p.pronamespace = 'conveyor'::regnamespace
            AND pg_catalog.has_function_privilege('conveyor_admin', p.oid, 'EXECUTE')
          ORDER BY 1),
-  ARRAY['cleanup', 'destroy_job', 'discard_job', 'discard_jobs_where', 'errors_append',
-        'held_job_ids', 'job_limit', 'job_lock_id', 'job_lock_key1', 'job_lock_key2', 'job_state',
-        'job_stats', 'jobs_where_check', 'list_jobs', 'manage_job', 'queue_stats',
-        'release_job_locks', 'reschedule_job', 'resolve_jobs', 'retry_jobs_where', 'retry_now',
-        'schema_version', 'sorted_array_contains', 'working_job_ids'],
-  'conveyor_admin may execute the management functions, the stats, destroy_job and their internals; nothing that locks, enqueues or registers');
+  ARRAY['check_pause_names', 'cleanup', 'concurrency_limit_for', 'delete_concurrency_limit',
+        'destroy_job', 'discard_job', 'discard_jobs_where', 'errors_append',
+        'held_job_ids', 'job_limit', 'job_lock_id', 'job_lock_key1', 'job_lock_key2', 'job_paused',
+        'job_state', 'job_state',
+        'job_stats', 'jobs_where_check', 'list_jobs', 'manage_job', 'pause', 'queue_stats',
+        'release_job_locks', 'reschedule_job', 'resolve_jobs', 'resume', 'retry_jobs_where', 'retry_now',
+        'schema_version', 'set_concurrency_limit', 'sorted_array_contains', 'working_job_ids'],
+  'conveyor_admin may execute the management functions, flow control (pause, resume, the concurrency limits), the stats, destroy_job and their internals; nothing that locks, enqueues or registers');
+
+SELECT table_privs_are('conveyor', 'pauses', 'conveyor_admin', ARRAY['SELECT', 'INSERT', 'DELETE'],
+  'conveyor_admin may SELECT, INSERT, DELETE conveyor.pauses (what pause and resume do)');
+
+SELECT table_privs_are('conveyor', 'concurrency_limits', 'conveyor_admin', ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE'],
+  'conveyor_admin may SELECT, INSERT, UPDATE, DELETE conveyor.concurrency_limits (what set_concurrency_limit and delete_concurrency_limit do)');
 
 SELECT table_privs_are('conveyor', 'jobs', 'conveyor_admin', ARRAY['SELECT', 'UPDATE', 'DELETE'],
   'conveyor_admin may SELECT, UPDATE, DELETE conveyor.jobs (no INSERT)');

@@ -212,10 +212,10 @@ SELECT is((SELECT state FROM conveyor.jobs_view WHERE id = (SELECT id FROM bulk 
 SELECT is((SELECT count(*) FROM conveyor.jobs WHERE queue = 'tap_hist_bulk' AND last_error_message = 'bulk' AND expired_at IS NOT NULL),
   4::bigint, 'with the reason');
 SELECT throws_ok($$SELECT conveyor.retry_jobs_where(state => 'finished')$$, '22023',
-  'conveyor.retry_jobs_where: state must be NULL or one of expired, retrying, scheduled, ready, not finished',
+  'conveyor.retry_jobs_where: state must be NULL or one of expired, retrying, scheduled, ready, paused, not finished',
   'retry_jobs_where refuses state finished with 22023');
 SELECT throws_ok($$SELECT conveyor.discard_jobs_where(state => 'running')$$, '22023',
-  'conveyor.discard_jobs_where: state must be NULL or one of ready, retrying, scheduled, not running',
+  'conveyor.discard_jobs_where: state must be NULL or one of ready, paused, retrying, scheduled, not running',
   'discard_jobs_where refuses state running with 22023');
 SELECT is((SELECT state FROM conveyor.jobs_view WHERE id = :expired), 'running',
   'a job retry_now changed stays locked by the caller''s transaction until it commits (running meanwhile)');

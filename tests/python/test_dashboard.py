@@ -653,11 +653,8 @@ def test_mounted_under_a_path_with_the_hosts_authorization(
 ADMIN_GRANTS = """
 GRANT conveyor_admin, conveyor_enqueuer TO {role};
 GRANT SELECT, UPDATE ON conveyor.schedules TO {role};
-GRANT SELECT, INSERT, DELETE ON conveyor.pauses TO {role};
 GRANT SELECT ON conveyor.batches TO {role};
 GRANT EXECUTE ON FUNCTION conveyor.set_schedule_enabled(text, boolean),
-  conveyor.pause(text, text, text), conveyor.resume(text, text, text),
-  conveyor.check_pause_names(text, text, text, text),
   conveyor.cron_next(text, timestamptz, text) TO {role};
 """
 READ_ONLY_GRANTS = """
@@ -665,7 +662,9 @@ GRANT USAGE ON SCHEMA conveyor TO {role};
 GRANT SELECT ON conveyor.jobs, conveyor.jobs_view, conveyor.schedules, conveyor.pauses,
   conveyor.lockers, conveyor.batches TO {role};
 GRANT EXECUTE ON FUNCTION conveyor.batch_stats(bigint), conveyor.job_lock_id(oid, oid),
-  conveyor.job_state(timestamptz, timestamptz, boolean, timestamptz, integer, timestamptz)
+  conveyor.job_state(timestamptz, timestamptz, boolean, timestamptz, integer, timestamptz),
+  conveyor.job_state(timestamptz, timestamptz, boolean, timestamptz, integer, timestamptz, boolean),
+  conveyor.job_paused(conveyor.pauses[], text, text, text[])
   TO {role};
 """
 

@@ -333,6 +333,7 @@ INLINED = {
     "conveyor.errors_append(jsonb,jsonb)",
     "conveyor.job_paused(conveyor.pauses[],text,text,text[])",
     "conveyor.job_state(timestamp with time zone,timestamp with time zone,boolean,timestamp with time zone,integer,timestamp with time zone)",
+    "conveyor.job_state(timestamp with time zone,timestamp with time zone,boolean,timestamp with time zone,integer,timestamp with time zone,boolean)",
     "conveyor.job_limit(text)",
     "conveyor.job_lock_id(oid,oid)",
     "conveyor.job_lock_key1(bigint)",

@@ -36,7 +36,7 @@ Row = dict[str, Any]
 
 #: The states of conveyor.jobs_view, in the order the pages show them.
 #: Unknown states (a newer schema) are shown after these, as they come.
-STATES = ("ready", "scheduled", "retrying", "running", "finished", "expired")
+STATES = ("ready", "scheduled", "retrying", "paused", "running", "finished", "expired")
 
 _COUNTS = """
 SELECT v.queue, v.state, count(*) AS jobs,
@@ -182,6 +182,9 @@ _ALLOWED = {
     "ready": ("retry", "discard", "reschedule", "destroy"),
     "scheduled": ("retry", "discard", "reschedule", "destroy"),
     "retrying": ("retry", "discard", "reschedule", "destroy"),
+    # A paused job stays paused whatever run_at says; an operator may still
+    # discard or destroy it, or set when it runs once resumed.
+    "paused": ("retry", "discard", "reschedule", "destroy"),
     "expired": ("retry",),
     "finished": (),
     "running": (),
