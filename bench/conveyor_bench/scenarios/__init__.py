@@ -13,7 +13,7 @@ from .backlog import BACKLOG_SCALING, run_backlog
 from .base import Context, Runner, RunResult, Scenario
 from .capacity import DB_COST
 from .ceiling import ADVISORY_LOOP_VARIANT, RAW_CEILING, SQL_COSTS
-from .drain import DRAIN, DRAIN_SCALING, DRAIN_TUNED_VARIANT, WORKER_MEMORY
+from .drain import DRAIN, DRAIN_PROCESSES, DRAIN_SCALING, DRAIN_TUNED_VARIANT, WORKER_MEMORY
 from .enqueue import ENQUEUE_BULK, ENQUEUE_SINGLE
 from .latency import LATENCY_IDLE, LATENCY_URGENT
 from .many import MANY_WORKERS
@@ -38,6 +38,7 @@ SCENARIOS: dict[str, Scenario] = {
         ENQUEUE_BULK,
         DRAIN,
         DRAIN_SCALING,
+        DRAIN_PROCESSES,
         LATENCY_IDLE,
         LATENCY_URGENT,
         BACKLOG_SCALING,

@@ -236,6 +236,25 @@ def _drain_scaling(jobs: int, peers: Sequence[System]) -> list[Runner]:
     return [runner(p) for p in (1, 2, 4)]
 
 
+#: drain_processes: the same 8 worker threads split over 1, 2 and 4 processes.
+EQUAL_THREADS = 8
+
+
+def _drain_processes(jobs: int, peers: Sequence[System]) -> list[Runner]:
+    def runner(processes: int) -> Runner:
+        threads = EQUAL_THREADS // processes
+        variant = f"{_procs(processes)} x {threads} threads"
+
+        def run(ctx: Context) -> RunResult:
+            return run_drain(
+                ctx, ConveyorSystem(), jobs, processes=processes, threads=threads, variant=variant
+            )
+
+        return Runner("conveyor", variant, run)
+
+    return [runner(p) for p in (1, 2, 4)]
+
+
 def _procs(processes: int) -> str:
     return f"{processes} process" + ("es" if processes > 1 else "")
 
@@ -288,6 +307,18 @@ DRAIN_SCALING = Scenario(
     100_000,
     False,
     _drain_scaling,
+)
+
+DRAIN_PROCESSES = Scenario(
+    "drain_processes",
+    "4b. drain with the same threads in 1, 2 and 4 processes",
+    f"The drain with {EQUAL_THREADS} worker threads in all: 1 process of "
+    f"{EQUAL_THREADS}, 2 of {EQUAL_THREADS // 2}, 4 of {EQUAL_THREADS // 4} "
+    "(default buffer sizes): what splitting the same threads into more "
+    "processes costs.",
+    100_000,
+    False,
+    _drain_processes,
 )
 
 WORKER_MEMORY = Scenario(

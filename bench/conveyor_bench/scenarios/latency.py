@@ -46,6 +46,7 @@ def run_latency(
     backlog: Callable[[str], int] | None = None,
     backlog_left: Callable[[psycopg.Connection[Any]], int] | None = None,
     options: Sequence[str] = (),
+    variant: str = "",
 ) -> RunResult:
     """Start a worker, then enqueue ``count`` jobs at ``rate`` per second, one
     transaction each, noting the time each COMMIT returned; each job notes
@@ -82,7 +83,7 @@ def run_latency(
     lost = len(committed) - len(latencies)
     stats = summarize_latencies(latencies)
     measurements = [
-        Measurement(system.name, name, stats[name], "ms", higher_is_better=False)
+        Measurement(system.name, name, stats[name], "ms", variant, higher_is_better=False)
         for name in ("p50", "p95", "p99", "max")
     ]
     details: dict[str, Any] = {"jobs": count, "rate_per_s": rate, "not_started": lost, **stats}
@@ -146,6 +147,7 @@ def _latency_urgent(jobs: int, peers: Sequence[System]) -> list[Runner]:
                 backlog=_seed_sleep_backlog,
                 backlog_left=_sleep_backlog_left,
                 options=options,
+                variant=variant,
             )
 
         return Runner("conveyor", variant, run)
