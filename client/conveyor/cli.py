@@ -24,7 +24,6 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
-from datetime import datetime
 from pathlib import Path
 from types import FrameType, ModuleType
 from typing import Any, TypeVar
@@ -32,23 +31,20 @@ from typing import Any, TypeVar
 import click
 import psycopg
 
-from . import __version__, enqueueing, sql
+from . import __version__, sql
 from ._hooks import hooks
 from .cli_flow import paused_lines
 from .cli_support import (
-    check_text,
     database_url_option,
     errors_as_one_line,
     fail,
     first_line,
-    json_arg,
     require_url,
     table,
 )
 from .cli_worker_history import history_options
 from .cli_worker_probes import probe_options
-from .errors import ConveyorError, describe
-from .job import Job, resolve_job_class
+from .errors import ConveyorError
 from .logs import LEVELS, LOG_FORMATS, configure_logging, log
 from .metrics import require_prometheus_client
 from .migrations import migrate as _migrate
@@ -483,114 +479,6 @@ def stats(
         from .top import watch as watch_frames
 
         watch_frames(frame, interval, clear=not as_json and sys.stdout.isatty(), blank=not as_json)
-
-
-# --- enqueue --------------------------------------------------------------------------
-
-
-def _importable_job_class(name: str, modules: tuple[str, ...]) -> type[Job] | None:
-    """The Job subclass ``conveyor enqueue`` finds for ``name``, whose class
-    attributes then give the defaults: with ``--module``, the class those
-    modules define (or a dotted path); without, a dotted path whose module
-    imports. A dotted name whose top module does not exist is no Python class
-    (a job for a worker in another language): None, and the SQL defaults."""
-    if modules:
-        _load_modules(modules)
-        return resolve_job_class(name)
-    module_name, _, attribute = name.rpartition(".")
-    if not module_name or not all(part.isidentifier() for part in name.split(".")):
-        return None  # not a Python path: leave it to whichever worker knows it
-    _cwd_on_path()
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as error:
-        missing = error.name or ""
-        if module_name == missing or module_name.startswith(missing + "."):
-            return None
-        raise ConveyorError(f"cannot import {module_name}: {error}") from None
-    except Exception as error:
-        raise ConveyorError(f"cannot import {module_name}: {describe(error)}") from None
-    found = getattr(module, attribute, None)
-    if not (isinstance(found, type) and issubclass(found, Job)):
-        raise ConveyorError(f"{module_name} defines no conveyor.Job named {attribute!r}")
-    return found
-
-
-@cli.command()
-@click.argument("job_class")
-@click.argument("args_json", default="[]", metavar="[ARGS_JSON]")
-@database_url_option
-@click.option(
-    "-m",
-    "--module",
-    "modules",
-    multiple=True,
-    metavar="MODULE",
-    help="Import MODULE (a module name or .py file) first, so that JOB_CLASS's "
-    "class attributes give the defaults; repeat for several.",
-)
-@click.option("--queue", help="Queue name. [default: the class's, else default]")
-@click.option(
-    "--priority", type=int, help="Priority, lower runs first. [default: the class's, else 100]"
-)
-@click.option(
-    "--run-at", help="When to run, ISO 8601 (e.g. 2030-01-01T09:00:00+00:00). [default: now]"
-)
-@click.option("--data", "data_json", metavar="JSON", help="A JSON object of metadata.")
-@click.option(
-    "--maximum-retry-count",
-    type=int,
-    help="Errors before the job expires. [default: the class's, else 15]",
-)
-@errors_as_one_line
-def enqueue(
-    job_class: str,
-    args_json: str,
-    database_url: str | None,
-    modules: tuple[str, ...],
-    queue: str | None,
-    priority: int | None,
-    run_at: str | None,
-    data_json: str | None,
-    maximum_retry_count: int | None,
-) -> None:
-    """Enqueue one job of JOB_CLASS with ARGS_JSON (a JSON array, default [])
-    and print its id.
-
-    When JOB_CLASS is a conveyor.Job subclass that can be imported -- defined
-    by a --module, or a dotted path such as myapp.jobs.SendWelcomeEmail --
-    its class attributes (queue, priority, maximum_retry_count) are the
-    defaults, as from Python; the options given here win. The job is stored
-    under JOB_CLASS as typed, and always inserted (never run here).
-    """
-    check_text(job_class, "JOB_CLASS")
-    cls = _importable_job_class(job_class, modules)
-    if queue is not None:
-        check_text(queue, "--queue")
-    args = json_arg(args_json, "ARGS_JSON")
-    if not isinstance(args, list):
-        raise ConveyorError("ARGS_JSON must be a JSON array, such as '[1, \"two\"]'")
-    data = json_arg(data_json, "--data") if data_json is not None else None
-    if data is not None and not isinstance(data, dict):
-        raise ConveyorError("--data must be a JSON object")
-    when: datetime | None = None
-    if run_at is not None:
-        try:
-            when = datetime.fromisoformat(run_at)
-        except ValueError:
-            raise ConveyorError(f"--run-at {run_at!r} is not an ISO 8601 time") from None
-    options = enqueueing.options(
-        cls,
-        queue=queue,
-        priority=priority,
-        run_at=when,
-        data=data,
-        maximum_retry_count=maximum_retry_count,
-        kwargs=None,
-    )
-    with psycopg.connect(require_url(database_url)) as conn:
-        job_id = enqueueing.insert_job(conn, job_class, args, options)
-    click.echo(job_id)
 
 
 def main() -> None:

@@ -174,12 +174,14 @@ def insert_job_query(name: str, args: Any, options: dict[str, Any]) -> tuple[str
     return sql.enqueue(tuple(options)), [name, dumps(args, "args"), *options.values()]
 
 
-def insert_job(conn: psycopg.Connection[Any], name: str, args: Any, options: dict[str, Any]) -> int:
-    """``conveyor.enqueue`` one job; its id."""
+def insert_job(
+    conn: psycopg.Connection[Any], name: str, args: Any, options: dict[str, Any]
+) -> int | None:
+    """``conveyor.enqueue`` one job; its id (None: its enqueue_limit is full)."""
     statement, params = insert_job_query(name, args, options)
     row = conn.execute(statement, params).fetchone()
     assert row is not None
-    job_id: int = row[0]
+    job_id: int | None = row[0]
     return job_id
 
 
