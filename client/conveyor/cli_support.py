@@ -52,10 +52,22 @@ def errors_as_one_line(func: F) -> F:
         except psycopg.OperationalError as error:
             _expected(error, f"cannot connect to the database: {first_line(error)}")
         except (ConveyorError, psycopg.Error) as error:
-            _expected(error, first_line(error))
+            _expected(error, first_line(error) + _missing_schema_hint(error))
         return None
 
     return wrapper  # type: ignore[return-value]
+
+
+#: SQLSTATEs of a schema, table or function that does not exist.
+_UNDEFINED = {"3F000", "42P01", "42883"}
+
+
+def _missing_schema_hint(error: BaseException) -> str:
+    """What to do when a command meets a conveyor object that is not there:
+    the schema was never installed, or is older than this client."""
+    if getattr(error, "sqlstate", None) in _UNDEFINED and "conveyor" in str(error):
+        return " (the conveyor schema is missing or older than this client: run `conveyor migrate`)"
+    return ""
 
 
 def _expected(error: BaseException, message: str) -> None:

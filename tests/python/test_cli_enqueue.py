@@ -1,12 +1,14 @@
 """`conveyor enqueue` with the flow options: unique key, concurrency key,
 labels and batch, in-process and as a subprocess; a full enqueue_limit is a
-line on stderr and exit status 3, with nothing inserted."""
+line on stderr and exit status 3, with nothing inserted. And any command
+against a database without the schema says to run `conveyor migrate`."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import psycopg
+import pytest
 from test_cli import conveyor_process, run
 
 
@@ -76,3 +78,24 @@ def test_a_batch_that_does_not_exist_is_one_line(db_url: str) -> None:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("conveyor: error: "), result.stderr
     assert "999999" in lines[0]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["jobs"],
+        ["pause", "--queue", "mail"],
+        ["schedules", "list"],
+        ["enqueue", "Hello"],
+    ],
+    ids=" ".join,
+)
+def test_a_database_without_the_schema_says_run_migrate(
+    schemaless_db_url: str, command: list[str]
+) -> None:
+    result = conveyor_process(*command, "--database-url", schemaless_db_url)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("conveyor: error: "), result.stderr
+    assert lines[0].endswith("run `conveyor migrate`)"), result.stderr
