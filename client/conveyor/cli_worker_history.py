@@ -16,7 +16,7 @@ from .cleanup import DEFAULT_INTERVAL, DEFAULT_PRESERVE_FOR, parse_duration
 __all__: list[str] = []
 
 
-class Duration(click.ParamType):
+class Duration(click.ParamType[float]):
     """Seconds, or a number with s, m, h or d ("10m", "14d")."""
 
     name = "duration"
