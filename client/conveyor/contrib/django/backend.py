@@ -11,6 +11,7 @@ once it commits. ``python manage.py conveyor_worker`` runs it.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
@@ -30,6 +31,7 @@ from .compat import (
 from .job import DjangoTask
 from .results import (
     RESULT_QUERY,
+    START_QUERY,
     JobRow,
     conveyor_priority,
     json_value,
@@ -143,6 +145,18 @@ class ConveyorBackend(BaseTaskBackend):
         with self._connection().cursor() as cursor:
             cursor.execute(RESULT_QUERY, (job_id,))
             found = cursor.fetchone()
+        return self._job_row(result_id, found)
+
+    def start_attempt(self, job_id: int, started_at: datetime, worker: str) -> JobRow:
+        """Record in the job that ``worker`` started an attempt at
+        ``started_at`` (committed at once in autocommit, so that get_result
+        in other processes sees the running attempt); the job's row."""
+        with self._connection().cursor() as cursor:
+            cursor.execute(START_QUERY, (job_id, started_at, worker))
+            found = cursor.fetchone()
+        return self._job_row(str(job_id), found)
+
+    def _job_row(self, result_id: str, found: Any) -> JobRow:
         if found is None:
             raise TaskResultDoesNotExist(result_id)
         row = JobRow(*found)

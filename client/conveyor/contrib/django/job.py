@@ -66,7 +66,7 @@ class DjangoTask(Job):
         try:
             backend = task_backends[self._data.get("backend", "default")]
             self._backend = backend
-            row = backend.job_row(str(self.id))
+            row = backend.start_attempt(self.id, self._started_at, worker_id())
             task = load_task(self._data["task"], row)
             running = task_result(row, task, backend.alias, running_on=worker_id())
             task_started.send(type(backend), task_result=running)
