@@ -327,6 +327,76 @@ def test_a_running_task_reports_its_start_and_worker(start_worker: Any) -> None:
     assert later.started_at > done.started_at
 
 
+def test_the_enqueue_statement_is_conveyor_enqueues() -> None:
+    """The backend's shortcut (what depends on the task worked out once)
+    sends what conveyor.enqueue would: the same statement, the same values."""
+    from conveyor import enqueueing
+    from conveyor.contrib.django.job import DjangoTask
+    from shop.tasks import add, send_mail
+
+    later = timezone.now() + dt.timedelta(hours=1)
+    cases = [
+        (send_mail, ["ann@example.com"], {"subject": "hi"}),
+        (
+            send_mail.using(priority=10, run_after=later),
+            ["bob@example.com"],
+            {"subject": "x"},
+        ),
+        (add, [1, 2], {}),
+        (add, [3, 4], {}),
+        (add.using(run_after=later), [5, 6], {}),
+    ]
+    for task, args, kwargs in cases:
+        backend = task.get_backend()
+        options = enqueueing.options(
+            None,
+            queue=task.queue_name,
+            priority=100 - task.priority,
+            run_at=task.run_after,
+            data={"task": task.module_path, "backend": backend.alias},
+            maximum_retry_count=backend.max_retries,
+            kwargs=kwargs,
+        )
+        expected = enqueueing.insert_job_query(DjangoTask.job_class, args, options)
+        assert backend._enqueue_query(task, args, kwargs) == expected
+
+
+def prepared_enqueues() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s",
+            ["%conveyor.enqueue(%"],
+        )
+        return cursor.fetchone()[0]
+
+
+def test_enqueue_is_prepared_as_the_connection_allows() -> None:
+    """Django's default (prepare_threshold None, for poolers) never prepares
+    the enqueue; a threshold in OPTIONS prepares it as psycopg does on a
+    plain connection -- also under Django's client-side binding cursors,
+    which psycopg never prepares (the backend runs it on its own cursor)."""
+    from shop.tasks import add
+
+    connection.close()
+    try:
+        with pytest.raises(Rollback), transaction.atomic():
+            for i in range(8):
+                add.enqueue(i, 0)
+            assert connection.connection.prepare_threshold is None
+            assert prepared_enqueues() == 0
+            raise Rollback
+        connection.close()
+        connection.settings_dict["OPTIONS"]["prepare_threshold"] = 2
+        with pytest.raises(Rollback), transaction.atomic():
+            for i in range(3):
+                add.enqueue(i, 0)
+            assert prepared_enqueues() == 1
+            raise Rollback
+    finally:
+        connection.settings_dict["OPTIONS"].pop("prepare_threshold", None)
+        connection.close()
+
+
 def test_backend_options_are_checked() -> None:
     from conveyor.contrib.django.backend import ConveyorBackend
     from conveyor.contrib.django.compat import InvalidTaskBackend
