@@ -169,6 +169,7 @@ class ConveyorBackend(BaseTaskBackend):
         db.validate_no_broken_transaction()
         with db.wrap_database_errors:
             row = ServerCursor(db.connection).execute(statement, params).fetchone()
+        assert row is not None  # enqueue returns one row or raises
         return int(row[0])
 
     def get_result(self, result_id: str) -> TaskResult:
