@@ -188,10 +188,11 @@ class ConveyorBackend(BaseTaskBackend):
             found = cursor.fetchone()
         return self._job_row(result_id, found)
 
-    def start_attempt(self, job_id: int, started_at: datetime, worker: str) -> JobRow:
+    def start_attempt(self, job_id: int, started_at: datetime | None, worker: str) -> JobRow:
         """Record in the job that ``worker`` started an attempt at
-        ``started_at`` (committed at once in autocommit, so that get_result
-        in other processes sees the running attempt); the job's row."""
+        ``started_at`` (None: the server's now()), committed at once in
+        autocommit, so that get_result in other processes sees the running
+        attempt; the job's row."""
         with self._connection().cursor() as cursor:
             cursor.execute(START_QUERY, (job_id, started_at, worker))
             found = cursor.fetchone()
