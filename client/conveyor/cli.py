@@ -42,6 +42,7 @@ from .cli_support import (
     require_url,
     table,
 )
+from .cli_worker_django import django_options
 from .cli_worker_history import history_options
 from .cli_worker_probes import probe_options
 from .errors import ConveyorError
@@ -295,6 +296,7 @@ def _priorities(ctx: click.Context, param: click.Parameter, value: str | None) -
 @probe_options
 @_version_option
 @errors_as_one_line
+@django_options
 def worker(
     modules: tuple[str, ...],
     database_url: str | None,

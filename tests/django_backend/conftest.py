@@ -16,6 +16,7 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -95,23 +96,24 @@ def django_db_url(admin_url: str) -> Iterator[str]:
 class WorkerProcess:
     """A `manage.py conveyor_worker` subprocess."""
 
-    def __init__(self, database_url: str, *args: str) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        *args: str,
+        command: list[str] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.log_path = (
             Path(os.environ.get("TMPDIR", "/tmp"))
             / f"conveyor-django-{os.getpid()}-{time.monotonic_ns()}.log"
         )
         self._log = self.log_path.open("w")
+        if command is None:
+            command = [sys.executable, "manage.py", "conveyor_worker"]
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "manage.py",
-                "conveyor_worker",
-                "--log-format",
-                "json",
-                *args,
-            ],
+            [*command, "--log-format", "json", *args],
             cwd=PROJECT,
-            env=project_env(database_url),
+            env=project_env(database_url) if env is None else env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             text=True,
@@ -138,8 +140,8 @@ def start_worker(django_db_url: str) -> Iterator[Callable[..., WorkerProcess]]:
     stopped (SIGTERM) after the test and must exit cleanly."""
     started: list[WorkerProcess] = []
 
-    def _start(*args: str) -> WorkerProcess:
-        worker = WorkerProcess(django_db_url, *args)
+    def _start(*args: str, **options: Any) -> WorkerProcess:
+        worker = WorkerProcess(django_db_url, *args, **options)
         started.append(worker)
         return worker
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import socket
+import time
 from typing import Any
 
 import pytest
@@ -286,6 +287,114 @@ def test_priorities_order_and_fresh_connections(start_worker: Any) -> None:
     assert ran == ["p100", "p50", "p10", "p0", "p-20", "p-100"]
     pids = [d.return_value for d in done]
     assert len(set(pids)) == len(pids)  # a new connection for every task
+
+
+def test_a_running_task_reports_its_start_and_worker(start_worker: Any) -> None:
+    """get_result from another process while the first attempt runs: RUNNING,
+    started_at and last_attempted_at the attempt's start, the worker's id;
+    a task locked in the worker's buffer behind it (one thread) is READY,
+    not started."""
+    from conveyor.contrib.django.job import DjangoTask
+    from shop.log import write
+    from shop.tasks import hold
+
+    first, second = hold.enqueue(), hold.enqueue()
+    before = timezone.now()
+    worker = start_worker("-q", "held", "-w", "1")
+    wait_log("holding", first.id)
+    running = hold.get_result(first.id)
+    assert running.status == TaskResultStatus.RUNNING
+    assert running.started_at is not None
+    assert before <= running.started_at <= timezone.now()
+    assert running.last_attempted_at == running.started_at
+    assert running.worker_ids == [f"{socket.gethostname()}:{worker.process.pid}"]
+    # The second task is locked (conveyor's state running) but not started.
+    deadline = time.monotonic() + 30
+    while job_row(second.id)["state"] != "running":
+        assert time.monotonic() < deadline, "the worker never buffered the second task"
+        time.sleep(0.05)
+    waiting = hold.get_result(second.id)
+    assert waiting.status == TaskResultStatus.READY
+    assert waiting.started_at is None and waiting.worker_ids == []
+    assert DjangoTask.job_class == job_row(second.id)["job_class"]
+    write("release", first.id)
+    done = wait_finished(hold, first.id)
+    assert done.status == TaskResultStatus.SUCCESSFUL
+    assert done.started_at == running.started_at  # the same attempt
+    assert done.worker_ids == running.worker_ids
+    write("release", second.id)
+    later = wait_finished(hold, second.id)
+    assert later.started_at > done.started_at
+
+
+def test_the_enqueue_statement_is_conveyor_enqueues() -> None:
+    """The backend's shortcut (what depends on the task worked out once)
+    sends what conveyor.enqueue would: the same statement, the same values."""
+    from conveyor import enqueueing
+    from conveyor.contrib.django.job import DjangoTask
+    from shop.tasks import add, send_mail
+
+    later = timezone.now() + dt.timedelta(hours=1)
+    cases = [
+        (send_mail, ["ann@example.com"], {"subject": "hi"}),
+        (
+            send_mail.using(priority=10, run_after=later),
+            ["bob@example.com"],
+            {"subject": "x"},
+        ),
+        (add, [1, 2], {}),
+        (add, [3, 4], {}),
+        (add.using(run_after=later), [5, 6], {}),
+    ]
+    for task, args, kwargs in cases:
+        backend = task.get_backend()
+        options = enqueueing.options(
+            None,
+            queue=task.queue_name,
+            priority=100 - task.priority,
+            run_at=task.run_after,
+            data={"task": task.module_path, "backend": backend.alias},
+            maximum_retry_count=backend.max_retries,
+            kwargs=kwargs,
+        )
+        expected = enqueueing.insert_job_query(DjangoTask.job_class, args, options)
+        assert backend._enqueue_query(task, args, kwargs) == expected
+
+
+def prepared_enqueues() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s",
+            ["%conveyor.enqueue(%"],
+        )
+        return cursor.fetchone()[0]
+
+
+def test_enqueue_is_prepared_as_the_connection_allows() -> None:
+    """Django's default (prepare_threshold None, for poolers) never prepares
+    the enqueue; a threshold in OPTIONS prepares it as psycopg does on a
+    plain connection -- also under Django's client-side binding cursors,
+    which psycopg never prepares (the backend runs it on its own cursor)."""
+    from shop.tasks import add
+
+    connection.close()
+    try:
+        with pytest.raises(Rollback), transaction.atomic():
+            for i in range(8):
+                add.enqueue(i, 0)
+            assert connection.connection.prepare_threshold is None
+            assert prepared_enqueues() == 0
+            raise Rollback
+        connection.close()
+        connection.settings_dict["OPTIONS"]["prepare_threshold"] = 2
+        with pytest.raises(Rollback), transaction.atomic():
+            for i in range(3):
+                add.enqueue(i, 0)
+            assert prepared_enqueues() == 1
+            raise Rollback
+    finally:
+        connection.settings_dict["OPTIONS"].pop("prepare_threshold", None)
+        connection.close()
 
 
 def test_backend_options_are_checked() -> None:

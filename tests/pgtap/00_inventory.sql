@@ -159,7 +159,7 @@ SELECT functions_are('conveyor', ARRAY[
   'prune_lockers', 'schema_version', 'cron_next', 'set_schedule', 'set_schedule_enabled',
   'delete_schedule', 'enqueue_due_schedules', 'next_schedule_at',
   'list_jobs', 'retry_now', 'discard_job', 'reschedule_job', 'retry_jobs_where',
-  'discard_jobs_where', 'cleanup',
+  'discard_jobs_where', 'cleanup', 'start_attempt',
   'create_batch', 'close_batch', 'batch_stats',
   -- internal helpers and the trigger function
   'cron_field', 'cron_parse', 'enqueue_schedules_due_at',
@@ -249,6 +249,7 @@ SELECT results_eq(
     ('set_schedule', 'name text, cron text, job_class text, args jsonb, queue text, priority integer, data jsonb, time_zone text, enabled boolean, catch_up boolean', 'conveyor.schedules', 'v'),
     ('set_schedule_enabled', 'name text, enabled boolean', 'boolean', 'v'),
     ('sorted_array_contains', 'sorted bigint[], x bigint', 'boolean', 'i'),
+    ('start_attempt', 'id bigint, attempted_at timestamp with time zone, attempted_by text', 'SETOF conveyor.jobs', 'v'),
     ('tg_jobs__join_batch', '', 'trigger', 'v'),
     ('tg_jobs__notify', '', 'trigger', 'v'),
     ('tg_jobs__resolve_in_batch', '', 'trigger', 'v'),
@@ -406,7 +407,7 @@ SELECT is(
         'job_lock_key2', 'job_paused', 'job_state', 'job_state', 'job_stats', 'lock_jobs', 'lock_jobs_by_id', 'locked_in_transaction',
         'next_schedule_at', 'prune_lockers', 'queue_stats', 'recheck_locked_jobs',
         'register_locker', 'release_job_locks', 'require_read_committed', 'resolve_jobs',
-        'retry_job', 'schema_version', 'sorted_array_contains', 'try_lock_limited_job', 'unlock_jobs',
+        'retry_job', 'schema_version', 'sorted_array_contains', 'start_attempt', 'try_lock_limited_job', 'unlock_jobs',
         'unregister_locker', 'working_job_ids'],
   'conveyor_worker may execute the worker functions (and enqueue, as an enqueuer, and cleanup), not job_problem, job_json_problem, tg_jobs__notify or the management functions');
 

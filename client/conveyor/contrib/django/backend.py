@@ -11,13 +11,15 @@ once it commits. ``python manage.py conveyor_worker`` runs it.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
 from django.utils import timezone
+from psycopg import Cursor as ServerCursor
 
-from ... import enqueueing
+from ... import enqueueing, sql
 from .compat import (
     BaseTaskBackend,
     InvalidTaskBackend,
@@ -30,6 +32,7 @@ from .compat import (
 from .job import DjangoTask
 from .results import (
     RESULT_QUERY,
+    START_QUERY,
     JobRow,
     conveyor_priority,
     json_value,
@@ -74,6 +77,9 @@ class ConveyorBackend(BaseTaskBackend):
                 f"TASKS[{alias!r}]: OPTIONS['max_retries'] must be an integer >= 0, not {retries!r}"
             )
         self.max_retries: int = retries
+        # What an enqueue sends that depends only on the task, by (path,
+        # queue, priority, no run_after): data, its JSON, statement, options.
+        self._fixed: dict[tuple[Any, ...], tuple[Any, ...]] = {}
 
     def _connection(self) -> Any:
         try:
@@ -88,16 +94,8 @@ class ConveyorBackend(BaseTaskBackend):
         """Insert the task as a conveyor job in the current transaction of the
         ``database`` alias's connection; its TaskResult (status READY)."""
         self.validate_task(task)
-        options = enqueueing.options(
-            None,
-            queue=task.queue_name,
-            priority=conveyor_priority(task.priority),
-            run_at=task.run_after,
-            data={"task": task.module_path, "backend": self.alias},
-            maximum_retry_count=self.max_retries,
-            kwargs=dict(kwargs),
-        )
-        statement, params = enqueueing.insert_job_query(DjangoTask.job_class, list(args), options)
+        args, kwargs = list(args), dict(kwargs)
+        statement, params = self._enqueue_query(task, args, kwargs)
         job_id = self._insert(statement, params)
         result = TaskResult(
             task=task,
@@ -107,8 +105,8 @@ class ConveyorBackend(BaseTaskBackend):
             started_at=None,
             finished_at=None,
             last_attempted_at=None,
-            args=list(args),
-            kwargs=dict(kwargs),
+            args=args,
+            kwargs=kwargs,
             backend=self.alias,
             errors=[],
             worker_ids=[],
@@ -116,17 +114,62 @@ class ConveyorBackend(BaseTaskBackend):
         task_enqueued.send(type(self), task_result=result)
         return result
 
+    def _enqueue_query(
+        self, task: Task, args: list[Any], kwargs: dict[str, Any]
+    ) -> tuple[str, list[Any]]:
+        """``conveyor.enqueue``'s statement and parameters for the task: what
+        :func:`conveyor.enqueue` would send (``enqueueing.options``), with
+        the parts that depend only on the task worked out once per task
+        (an enqueue is a few hundred microseconds; see docs/performance.md)."""
+        key = (task.module_path, task.queue_name, task.priority, task.run_after is None)
+        fixed = self._fixed.get(key)
+        if fixed is None:
+            data = {"task": task.module_path, "backend": self.alias}
+            options = enqueueing.options(
+                None,
+                queue=task.queue_name,
+                priority=conveyor_priority(task.priority),
+                run_at=task.run_after,
+                data=data,
+                maximum_retry_count=self.max_retries,
+                kwargs=None,
+            )
+            names = tuple(options)
+            fixed = (data, enqueueing.dumps(data, "data"), sql.enqueue(names), names, options)
+            self._fixed[key] = fixed
+        data, data_json, statement, names, options = fixed
+        params = [DjangoTask.job_class, enqueueing.dumps(args, "args")]
+        for name in names:
+            if name == "data":
+                params.append(
+                    enqueueing.dumps({**data, "kwargs": kwargs}, "kwargs") if kwargs else data_json
+                )
+            elif name == "run_at":
+                params.append(task.run_after)
+            else:
+                params.append(options[name])
+        return statement, params
+
     def _insert(self, statement: str, params: list[Any]) -> int:
         """Run the enqueue statement on the psycopg connection under Django's
         (in its transaction), with Django's checks and error translation.
-        Django's cursor wrapper is left out: it costs more CPU than the
-        statement itself (see docs/performance.md), and so are its
+
+        On a cursor of psycopg's own (server-side binding), not Django's
+        (client-side binding by default, which psycopg never prepares): the
+        statement is then handled as ``conveyor.enqueue`` handles it on a
+        plain connection, prepared once it has run the connection's
+        ``prepare_threshold`` times (Django's default None, for
+        transaction-mode poolers, never prepares it). Parsing and planning
+        the call is about a quarter of an enqueue's time (see
+        docs/performance.md). Django's cursor wrapper is left out: it costs
+        more CPU than the statement itself, and so are its
         ``execute_wrapper`` hooks and its DEBUG query log."""
         db = self._connection()
         db.ensure_connection()
         db.validate_no_broken_transaction()
         with db.wrap_database_errors:
-            row = db.connection.execute(statement, params).fetchone()
+            row = ServerCursor(db.connection).execute(statement, params).fetchone()
+        assert row is not None  # enqueue returns one row or raises
         return int(row[0])
 
     def get_result(self, result_id: str) -> TaskResult:
@@ -143,6 +186,19 @@ class ConveyorBackend(BaseTaskBackend):
         with self._connection().cursor() as cursor:
             cursor.execute(RESULT_QUERY, (job_id,))
             found = cursor.fetchone()
+        return self._job_row(result_id, found)
+
+    def start_attempt(self, job_id: int, started_at: datetime | None, worker: str) -> JobRow:
+        """Record in the job that ``worker`` started an attempt at
+        ``started_at`` (None: the server's now()), committed at once in
+        autocommit, so that get_result in other processes sees the running
+        attempt; the job's row."""
+        with self._connection().cursor() as cursor:
+            cursor.execute(START_QUERY, (job_id, started_at, worker))
+            found = cursor.fetchone()
+        return self._job_row(str(job_id), found)
+
+    def _job_row(self, result_id: str, found: Any) -> JobRow:
         if found is None:
             raise TaskResultDoesNotExist(result_id)
         row = JobRow(*found)

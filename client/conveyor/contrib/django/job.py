@@ -61,12 +61,15 @@ class DjangoTask(Job):
     _started_at: datetime | None = None
 
     def run(self, *args: Any, **kwargs: Any) -> Any:
-        self._started_at = datetime.now(UTC)
+        self._started_at = datetime.now(UTC)  # until the database dates it
         close_old_connections()
         try:
             backend = task_backends[self._data.get("backend", "default")]
             self._backend = backend
-            row = backend.job_row(str(self.id))
+            # The server's clock: the one that dates the error history, which
+            # get_result compares the attempt's start with.
+            row = backend.start_attempt(self.id, None, worker_id())
+            self._started_at = row.attempted_at or self._started_at
             task = load_task(self._data["task"], row)
             running = task_result(row, task, backend.alias, running_on=worker_id())
             task_started.send(type(backend), task_result=running)

@@ -20,6 +20,7 @@ from .compat import Task, TaskError, TaskResult, TaskResultStatus
 
 __all__ = [
     "RESULT_QUERY",
+    "START_QUERY",
     "JobRow",
     "conveyor_priority",
     "django_priority",
@@ -48,6 +49,15 @@ RESULT_QUERY = (
     "SELECT id, job_class, queue, priority, run_at, args, data, state, result, errors,"
     " error_count, created_at, finished_at, expired_at, attempted_at, attempted_by"
     " FROM conveyor.jobs_view WHERE id = %s"
+)
+
+# The same columns from start_attempt, which records the attempt a worker
+# starts (when, and which worker) so that every reader of the job sees it.
+# The job is running: this worker holds its lock.
+START_QUERY = (
+    "SELECT id, job_class, queue, priority, run_at, args, data, 'running', result, errors,"
+    " error_count, created_at, finished_at, expired_at, attempted_at, attempted_by"
+    " FROM conveyor.start_attempt(%s::bigint, %s::timestamptz, %s::text)"
 )
 
 
@@ -110,6 +120,19 @@ def task_errors(errors: list[dict[str, Any]]) -> list[TaskError]:
     ]
 
 
+def attempt_started(row: JobRow, errors: list[dict[str, Any]]) -> bool:
+    """Whether the attempt of a job that is locked (state running) has
+    started: its worker recorded it (start_attempt) after the last error.
+    A job locked in a worker's buffer, not started yet, is running for
+    conveyor but waiting (READY) for Django."""
+    if row.attempted_at is None:
+        return False
+    last_error = errors[-1].get("at") if errors and row.error_count else None
+    if not last_error:
+        return True
+    return row.attempted_at > datetime.fromisoformat(last_error)
+
+
 def worker_ids(row: JobRow, errors: list[dict[str, Any]], running_on: str | None) -> list[str]:
     """The workers of the attempts, oldest first: those that failed (the
     error history), the one whose attempt finished the job, and the one
@@ -141,12 +164,21 @@ def task_result(
     row: JobRow, task: Task, backend_alias: str, *, running_on: str | None = None
 ) -> TaskResult:
     """The TaskResult of a job row; ``running_on`` is the worker id of the
-    attempt running it now (the worker's own view while it runs the task)."""
+    attempt running it now (the worker's own view while it runs the task;
+    other readers find it in the row, as start_attempt recorded it)."""
     data = json_value(row.data) or {}
     errors = list(json_value(row.errors) or [])
-    status = TaskResultStatus.RUNNING if running_on else _STATUS.get(row.state)
-    if status is None:
-        status = TaskResultStatus.READY
+    status = _STATUS.get(row.state, TaskResultStatus.READY)
+    if running_on is None and status == TaskResultStatus.RUNNING:
+        # Another process's view: the worker that started the attempt.
+        if attempt_started(row, errors):
+            running_on = row.attempted_by or ""
+        else:
+            status = TaskResultStatus.READY
+    if running_on is not None:
+        status = TaskResultStatus.RUNNING
+    # The latest attempt's start: the running attempt's while one runs
+    # (start_attempt records it), else the one that was resolved last.
     started_at = row.attempted_at
     result = TaskResult(
         task=task,

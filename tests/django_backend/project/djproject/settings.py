@@ -46,7 +46,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 TASKS = {
     "default": {
         "BACKEND": "conveyor.contrib.django.ConveyorBackend",
-        "QUEUES": ["default", "mail", "ordered"],
+        "QUEUES": ["default", "mail", "ordered", "held", "cli"],
     },
     "other": {
         "BACKEND": "conveyor.contrib.django.ConveyorBackend",

@@ -1,6 +1,7 @@
 """The tasks of the test project."""
 
 import asyncio
+import time
 
 from conveyor.contrib.django.compat import (
     FRAMEWORK,
@@ -71,6 +72,33 @@ def search_path():
 @task(queue_name="ordered")
 def record(label):
     write("ran", label)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        return cursor.fetchone()[0]
+
+
+@task(takes_context=True, queue_name="held")
+def hold(context):
+    """Runs until the test writes a ("release", id) row to shop_log, so that
+    the test sees it running from another process."""
+    me = context.task_result.id
+    write("holding", f"{me} started")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM shop_log WHERE event = 'release' AND what = %s",
+                [me],
+            )
+            if cursor.fetchone()[0]:
+                return me
+        time.sleep(0.05)
+    raise TimeoutError(f"task {me} was never released")
+
+
+@task(queue_name="cli")
+def connection_pid():
+    """The server pid of the task's Django connection."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_backend_pid()")
         return cursor.fetchone()[0]

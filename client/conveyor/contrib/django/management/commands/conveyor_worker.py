@@ -6,6 +6,8 @@ conveyor's own command; ``--help`` lists them). Django is set up once, by
 ``manage.py``, before the worker starts; the database is the one of the
 backend's ``database`` alias unless ``--database-url`` is given.
 ``--backend`` (default ``default``) names the ``TASKS`` entry.
+``conveyor worker --django-settings MODULE`` does the same without
+``manage.py`` (see :mod:`conveyor.cli_worker_django`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,10 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
+
+from conveyor.errors import ConveyorError
+
+from ...worker import JOB_MODULE, worker_target
 
 
 def _split_backend(argv: list[str]) -> tuple[str, list[str]]:
@@ -34,22 +40,13 @@ def run_worker(argv: list[str], prog_name: str) -> None:
     """Run conveyor's worker command with ``argv`` (exits the process)."""
     from conveyor.cli import worker
 
-    from ...backend import ConveyorBackend
-    from ...compat import task_backends
-    from ...schema import database_url
-
     alias, rest = _split_backend(argv)
     try:
-        backend = task_backends[alias]
-    except Exception as error:
+        url = worker_target(alias)
+    except ConveyorError as error:
         raise CommandError(f"--backend {alias}: {error}") from error
-    if not isinstance(backend, ConveyorBackend):
-        raise CommandError(
-            f"TASKS[{alias!r}] is {type(backend).__name__}, not conveyor's ConveyorBackend"
-        )
     # The alias's database first: a --database-url given after it wins.
-    args = ["--database-url", database_url(backend.database), *rest]
-    args.append("conveyor.contrib.django.job")
+    args = ["--database-url", url, *rest, JOB_MODULE]
     worker.main(args=args, prog_name=prog_name)
 
 
