@@ -134,8 +134,8 @@ SELECT ok((SELECT reloptions FROM pg_catalog.pg_class WHERE oid = 'conveyor.jobs
                      'autovacuum_analyze_scale_factor=0.02', 'autovacuum_vacuum_cost_delay=0'],
           'conveyor.jobs carries the high-churn autovacuum settings');
 
-SELECT triggers_are('conveyor', 'jobs', ARRAY['_100_join_batch', '_200_resolve_in_batch', '_200_destroy_in_batch', '_900_notify'],
-  'conveyor.jobs has exactly the triggers _100_join_batch, _200_resolve_in_batch, _200_destroy_in_batch (tests/pgtap/batches.sql) and _900_notify');
+SELECT triggers_are('conveyor', 'jobs', ARRAY['_100_join_batch', '_200_resolve_in_batch', '_200_destroy_in_batch', '_300_free_limit_slot', '_900_notify'],
+  'conveyor.jobs has exactly the triggers _100_join_batch, _200_resolve_in_batch, _200_destroy_in_batch (tests/pgtap/batches.sql), _300_free_limit_slot (tests/python/test_flow_limits.py) and _900_notify');
 
 SELECT trigger_is('conveyor', 'jobs', '_900_notify', 'conveyor', 'tg_jobs__notify',
   '_900_notify calls conveyor.tg_jobs__notify()');
@@ -175,7 +175,7 @@ SELECT functions_are('conveyor', ARRAY[
   'concurrency_limit_for', 'concurrency_key_lock', 'try_lock_limited_job', 'job_paused', 'enqueue_allowed',
   -- throttles (tests/pgtap/throttles.sql)
   'take_throttle_slot', 'give_back_throttle_slot', 'try_lock_flow_job', 'notify_throttle_wake',
-  'flow_in_use', 'tg_flow__in_use'],
+  'flow_in_use', 'tg_flow__in_use', 'tg_jobs__free_limit_slot'],
   'conveyor has exactly the public and internal functions of deploy/');
 
 SELECT results_eq(
@@ -259,6 +259,7 @@ SELECT results_eq(
     ('sorted_array_contains', 'sorted bigint[], x bigint', 'boolean', 'i'),
     ('take_throttle_slot', 'key text, perform_throttle integer, throttle_period interval, OUT taken boolean, OUT at timestamp with time zone', 'record', 'v'),
     ('tg_flow__in_use', '', 'trigger', 'v'),
+    ('tg_jobs__free_limit_slot', '', 'trigger', 'v'),
     ('tg_jobs__join_batch', '', 'trigger', 'v'),
     ('tg_jobs__notify', '', 'trigger', 'v'),
     ('tg_jobs__resolve_in_batch', '', 'trigger', 'v'),
@@ -324,7 +325,7 @@ SELECT is(
          WHERE p.pronamespace = 'conveyor'::regnamespace AND p.prosecdef
          ORDER BY 1),
   ARRAY['batch_stats', 'close_batch', 'create_batch', 'enqueue', 'enqueue_due_schedules', 'enqueue_many',
-        'give_back_throttle_slot', 'take_throttle_slot', 'tg_flow__in_use', 'tg_jobs__join_batch', 'tg_jobs__resolve_in_batch'],
+        'give_back_throttle_slot', 'take_throttle_slot', 'tg_flow__in_use', 'tg_jobs__free_limit_slot', 'tg_jobs__join_batch', 'tg_jobs__resolve_in_batch'],
   'only enqueue, enqueue_many, enqueue_due_schedules, the batch functions, the batch triggers and the throttle''s start keepers are SECURITY DEFINER');
 
 SELECT is(
