@@ -40,6 +40,13 @@ CREATE TABLE conveyor.throttle_starts (
   starts timestamptz[] NOT NULL
 );
 
+-- Past about 250 starts the array no longer fits inline and is stored out
+-- of line at every start; the default storage would also compress it
+-- (pglz) each time, which made a start at 1,000 three times as costly
+-- (docs/performance.md, "Flow control on the hot path"). Timestamps hardly
+-- compress: store them as they are.
+ALTER TABLE conveyor.throttle_starts ALTER COLUMN starts SET STORAGE EXTERNAL;
+
 COMMENT ON TABLE conveyor.throttle_starts IS
   'Internal. The recent starts of each throttled concurrency_key: starts holds the times '
   '(clock_timestamp(), ascending) of at most perform_throttle of its latest lockings. Written '

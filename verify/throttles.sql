@@ -16,6 +16,9 @@ BEGIN
   ASSERT pg_catalog.has_function_privilege('conveyor_admin', 'conveyor.set_concurrency_limit(text, integer, integer, integer, interval)', 'execute');
   ASSERT NOT pg_catalog.has_function_privilege('conveyor_worker', 'conveyor.set_concurrency_limit(text, integer, integer, integer, interval)', 'execute');
   ASSERT NOT pg_catalog.has_table_privilege('conveyor_worker', 'conveyor.throttle_starts', 'update');
+  ASSERT (SELECT attstorage FROM pg_catalog.pg_attribute
+           WHERE attrelid = 'conveyor.throttle_starts'::regclass AND attname = 'starts') = 'e',
+    'throttle_starts.starts must be stored uncompressed (STORAGE EXTERNAL)';
 END
 $$;
 
