@@ -3,7 +3,7 @@
 -- starts (one session; the races, the wake-up notification and a real worker
 -- are in tests/python/test_flow_throttle.py).
 BEGIN;
-SELECT plan(43);
+SELECT plan(46);
 
 CREATE TEMP TABLE fx (name text, id bigint);
 CREATE FUNCTION pg_temp.enqueue(name text, queue text, priority integer, key text) RETURNS void
@@ -111,12 +111,25 @@ SELECT pg_temp.enqueue('l' || i, 'tap_thl', i, 'tap.l') FROM generate_series(1, 
 SELECT is(pg_temp.locked_names(ARRAY['tap_thl']), ARRAY['l1'], 'the limit holds the others back');
 SELECT is(pg_temp.starts('tap.l'), 1, 'and only the locked job took a start');
 
+-- take_throttle_slot, called directly -------------------------------------------------------
+SELECT ok((SELECT taken AND at <= clock_timestamp() FROM conveyor.take_throttle_slot('tap.direct', 1, '1 hour')),
+  'take_throttle_slot takes a start in an empty window: (true, now)');
+SELECT ok((SELECT NOT taken AND at BETWEEN clock_timestamp() + interval '59 minutes' AND clock_timestamp() + interval '1 hour'
+             FROM conveyor.take_throttle_slot('tap.direct', 1, '1 hour')),
+  'and refuses the next, saying when the window opens: (false, the start plus the period)');
+SELECT conveyor.give_back_throttle_slot('tap.direct', (SELECT t.starts[1] FROM conveyor.throttle_starts AS t WHERE t.key = 'tap.direct'));
+SELECT ok((SELECT taken FROM conveyor.take_throttle_slot('tap.direct', 1, '1 hour')),
+  'a start given back frees its place in the window');
+
 -- privileges ---------------------------------------------------------------------------------
 SELECT ok(has_function_privilege('conveyor_worker', 'conveyor.take_throttle_slot(text, integer, interval)', 'EXECUTE')
           AND NOT has_table_privilege('conveyor_worker', 'conveyor.throttle_starts', 'UPDATE')
           AND NOT has_table_privilege('conveyor_worker', 'conveyor.throttle_starts', 'SELECT')
           AND NOT has_function_privilege('conveyor_worker', 'conveyor.set_concurrency_limit(text, integer, integer, integer, interval)', 'EXECUTE')
-          AND NOT has_function_privilege('conveyor_enqueuer', 'conveyor.take_throttle_slot(text, integer, interval)', 'EXECUTE'),
+          AND NOT has_function_privilege('conveyor_enqueuer', 'conveyor.take_throttle_slot(text, integer, interval)', 'EXECUTE')
+          AND NOT has_function_privilege('conveyor_admin', 'conveyor.take_throttle_slot(text, integer, interval)', 'EXECUTE')
+          AND has_table_privilege('conveyor_admin', 'conveyor.throttle_starts', 'SELECT')
+          AND NOT has_table_privilege('conveyor_admin', 'conveyor.throttle_starts', 'DELETE'),
   'workers take starts only through lock_jobs'' helpers; the throttle is set by the owner or conveyor_admin');
 SET LOCAL ROLE conveyor_admin;
 SELECT lives_ok($$SELECT conveyor.set_concurrency_limit('tap.admin', perform_throttle => 3, throttle_period => '1 s')$$,
