@@ -63,10 +63,13 @@ class Poller:
         yet -- under a backlog this keeps the workers fed at no extra round
         trip."""
         due = now >= self._next_full or now >= self._wake
-        if due:
+        if now >= self._wake:
             # Cleared here, not when the poll's result comes back: the poll
             # itself may ask for a new wake (a notification read before it).
             self._wake = math.inf
+            # Without demand now (a full buffer) the jobs wait, ready: poll
+            # for them as soon as the buffer runs low, as after a hint.
+            self._satisfied = True
         if not demand:
             if now >= self._next_full:
                 self._next_full = now + self.poll_interval

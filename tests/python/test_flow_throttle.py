@@ -237,6 +237,14 @@ def test_the_poller_polls_fully_when_a_window_opens() -> None:
     assert poller.timeout(100.4) == pytest.approx(4.6)
     poller.wake_at(102.0)
     assert poller.timeout(100.4) == pytest.approx(1.6)
+    # A window that opens while the buffer is full: the next time the buffer
+    # runs low, the locker polls (as after a hint), not at the interval.
+    requests, full = poller.plan({None: 4}, low=True, now=102.0)
+    assert full
+    poller.polled(requests, [0], full, 102.0)  # short again
+    poller.wake_at(102.5)
+    assert poller.plan({}, low=False, now=102.6) == ([], False)
+    assert poller.plan({None: 2}, low=True, now=103.0) == ([(2, None)], False)
     poller.reset()
     assert poller.timeout(100.4) == 0.0
 
