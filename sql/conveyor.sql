@@ -6225,7 +6225,7 @@ REVOKE ALL ON FUNCTION conveyor.queue_stats() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION conveyor.queue_stats() TO conveyor_worker, conveyor_admin;
 
 -- --------------------------------------------------------------------------
--- Change throttles: Throttles: perform_throttle per throttle_period on concurrency_limits, throttle_starts; lock_jobs and lock_jobs_by_id take a start per throttled job and tell the worker when a window opens.
+-- Change throttles: Throttles: perform_throttle per throttle_period on concurrency_limits, throttle_starts; lock_jobs and lock_jobs_by_id take a start per throttled job and tell the worker when a window opens; flow_in_use(), so that they read no flow table while nothing is paused or limited.
 -- Source: deploy/throttles.sql
 -- --------------------------------------------------------------------------
 
