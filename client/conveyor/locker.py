@@ -540,12 +540,15 @@ class Locker:
         self._announced.extend(notification.jobs)
         if notification.more:
             self._poller.hint()
+        if notification.wake_in is not None:
+            self._poller.wake_at(time.monotonic() + notification.wake_in)
         if self._internals:
             log(
                 logging.INFO,
                 "locker_notified",
                 jobs=[job.id for job in notification.jobs],
                 more=notification.more,
+                wake_in=notification.wake_in,
             )
 
     # --- shutdown -----------------------------------------------------------------------

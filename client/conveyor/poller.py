@@ -7,6 +7,8 @@ Que, the locker polls:
 
 - every ``poll_interval`` seconds, for every priority level that has demand
   (idle reserved workers are served by their own ``max_priority`` query), and
+- when a throttle's window opens (``lock_jobs`` notifies the locker's own
+  channel with ``wake_in`` when it held jobs back for a throttle), and
 - as soon as the buffer falls below its minimum, as long as the previous poll
   was *satisfied* (it got every job it asked for, so more are likely to be
   ready), and, on the same condition, whenever the locker makes a round trip
@@ -23,6 +25,7 @@ queues and returns the most urgent jobs across them.
 
 from __future__ import annotations
 
+import math
 import sys
 
 __all__: list[str] = []
@@ -47,6 +50,9 @@ class Poller:
         self._widest = widest
         self._next_full = 0.0
         self._satisfied = True
+        # When a throttle's window opens (lock_jobs' wake_in): poll then,
+        # before the interval is up.
+        self._wake = math.inf
 
     def plan(
         self, demand: dict[int | None, int], low: bool, now: float, *, topping_up: bool = False
@@ -56,12 +62,20 @@ class Poller:
         anyway (to send resolutions), so fill the buffer even if it is not low
         yet -- under a backlog this keeps the workers fed at no extra round
         trip."""
+        due = now >= self._next_full or now >= self._wake
+        if now >= self._wake:
+            # Cleared here, not when the poll's result comes back: the poll
+            # itself may ask for a new wake (a notification read before it).
+            self._wake = math.inf
+            # Without demand now (a full buffer) the jobs wait, ready: poll
+            # for them as soon as the buffer runs low, as after a hint.
+            self._satisfied = True
         if not demand:
             if now >= self._next_full:
                 self._next_full = now + self.poll_interval
             return [], False
         levels = sorted(demand, key=_order)
-        if now >= self._next_full:
+        if due:
             return [(demand[c], c) for c in levels if demand[c] > 0], True
         if (low or topping_up) and self._satisfied:
             top = levels[-1]
@@ -89,11 +103,17 @@ class Poller:
         """More jobs are ready than were announced: poll when the buffer is low."""
         self._satisfied = True
 
+    def wake_at(self, when: float) -> None:
+        """A throttle held jobs back until ``when`` (monotonic): poll fully
+        then, if the interval has not come first."""
+        self._wake = min(self._wake, when)
+
     def reset(self) -> None:
         """Poll fully at the next chance (after a reconnect)."""
         self._next_full = 0.0
         self._satisfied = True
+        self._wake = math.inf
 
     def timeout(self, now: float) -> float:
         """Seconds until the next full poll is due."""
-        return max(0.0, self._next_full - now)
+        return max(0.0, min(self._next_full, self._wake) - now)

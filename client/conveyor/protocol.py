@@ -88,16 +88,20 @@ class AnnouncedJob(NamedTuple):
 
 
 _MAX_ID = 2**63 - 1
+#: A wake_in beyond a day is not a throttle window this worker waits for.
+_MAX_WAKE_IN = 86_400.0
 
 
 class Notification(NamedTuple):
     """A NOTIFY payload the insert trigger sends a locker (see
     ``docs/reference/protocol.md``): ``{"jobs": [{"id", "priority", ...}],
     "more": bool}``, where ``more`` means that more jobs were ready than the
-    payload lists (the locker should poll)."""
+    payload lists (the locker should poll). ``lock_jobs`` adds ``"wake_in":
+    seconds`` when a throttle held jobs back: poll again then."""
 
     jobs: list[AnnouncedJob]
     more: bool
+    wake_in: float | None = None
 
     @classmethod
     def parse(cls, payload: str) -> Notification:
@@ -109,7 +113,12 @@ class Notification(NamedTuple):
         ]
         if not all(0 < job.id <= _MAX_ID for job in jobs):
             raise ValueError("job id out of range")
-        return cls(jobs, bool(message.get("more")))
+        wake_in = message.get("wake_in")
+        if wake_in is not None:
+            wake_in = float(wake_in)
+            if not 0 <= wake_in < _MAX_WAKE_IN:  # also NaN
+                raise ValueError("wake_in out of range")
+        return cls(jobs, bool(message.get("more")), wake_in)
 
 
 # --- the locker's statements: one cycle's round trip ---------------------------------

@@ -6,8 +6,8 @@ SELECT plan(67);
 
 -- Tables and columns --------------------------------------------------------
 
-SELECT tables_are('conveyor', ARRAY['batches', 'jobs', 'lockers', 'schedules', 'schema_changes', 'pauses', 'concurrency_limits'],
-  'conveyor has exactly the tables batches, jobs, lockers, schedules, schema_changes, pauses and concurrency_limits');
+SELECT tables_are('conveyor', ARRAY['batches', 'jobs', 'lockers', 'schedules', 'schema_changes', 'pauses', 'concurrency_limits', 'throttle_starts'],
+  'conveyor has exactly the tables batches, jobs, lockers, schedules, schema_changes, pauses, concurrency_limits and throttle_starts');
 
 SELECT columns_are('conveyor', 'schema_changes', ARRAY['change', 'planned_at', 'deployed_at'],
   'conveyor.schema_changes has exactly the documented columns');
@@ -134,8 +134,8 @@ SELECT ok((SELECT reloptions FROM pg_catalog.pg_class WHERE oid = 'conveyor.jobs
                      'autovacuum_analyze_scale_factor=0.02', 'autovacuum_vacuum_cost_delay=0'],
           'conveyor.jobs carries the high-churn autovacuum settings');
 
-SELECT triggers_are('conveyor', 'jobs', ARRAY['_100_join_batch', '_200_resolve_in_batch', '_200_destroy_in_batch', '_900_notify'],
-  'conveyor.jobs has exactly the triggers _100_join_batch, _200_resolve_in_batch, _200_destroy_in_batch (tests/pgtap/batches.sql) and _900_notify');
+SELECT triggers_are('conveyor', 'jobs', ARRAY['_100_join_batch', '_200_resolve_in_batch', '_200_destroy_in_batch', '_300_free_limit_slot', '_900_notify'],
+  'conveyor.jobs has exactly the triggers _100_join_batch, _200_resolve_in_batch, _200_destroy_in_batch (tests/pgtap/batches.sql), _300_free_limit_slot (tests/python/test_flow_limits.py) and _900_notify');
 
 SELECT trigger_is('conveyor', 'jobs', '_900_notify', 'conveyor', 'tg_jobs__notify',
   '_900_notify calls conveyor.tg_jobs__notify()');
@@ -172,7 +172,10 @@ SELECT functions_are('conveyor', ARRAY[
   'errors_append', 'job_state', 'manage_job', 'jobs_where_check',
   -- flow control (tests/pgtap/flow_control.sql)
   'pause', 'resume', 'set_concurrency_limit', 'delete_concurrency_limit', 'check_pause_names',
-  'concurrency_limit_for', 'concurrency_key_lock', 'try_lock_limited_job', 'job_paused', 'enqueue_allowed'],
+  'concurrency_limit_for', 'concurrency_key_lock', 'try_lock_limited_job', 'job_paused', 'enqueue_allowed',
+  -- throttles (tests/pgtap/throttles.sql)
+  'take_throttle_slot', 'give_back_throttle_slot', 'try_lock_flow_job', 'notify_throttle_wake',
+  'flow_in_use', 'tg_flow__in_use', 'tg_jobs__free_limit_slot'],
   'conveyor has exactly the public and internal functions of deploy/');
 
 SELECT results_eq(
@@ -212,6 +215,8 @@ SELECT results_eq(
     ('finish_job', 'id bigint, result jsonb', 'boolean', 'v'),
     ('finish_jobs', 'ids bigint[], held bigint[], results jsonb, attempted_at timestamp with time zone[], attempted_by text', 'SETOF bigint', 'v'),
     ('flow_fields_problem', 'concurrency_key text, labels text[], OUT error_code text, OUT error_message text', 'record', 'i'),
+    ('flow_in_use', '', 'boolean', 'i'),
+    ('give_back_throttle_slot', 'key text, at timestamp with time zone', 'void', 'v'),
     ('held_job_ids', '', 'bigint[]', 's'),
     ('job_json_problem', 'job jsonb, OUT error_code text, OUT error_message text', 'record', 's'),
     ('job_limit', 'name text', 'integer', 'i'),
@@ -223,6 +228,7 @@ SELECT results_eq(
     ('job_state', 'finished_at timestamp with time zone, expired_at timestamp with time zone, locked boolean, run_at timestamp with time zone, error_count integer, as_of timestamp with time zone', 'text', 'i'),
     ('job_state', 'finished_at timestamp with time zone, expired_at timestamp with time zone, locked boolean, run_at timestamp with time zone, error_count integer, as_of timestamp with time zone, paused boolean', 'text', 'i'),
     ('job_stats', '', 'TABLE(job_class text, count bigint, count_working bigint, count_errored bigint, highest_error_count integer, oldest_run_at timestamp with time zone)', 's'),
+    ('job_stats', 'label text', 'TABLE(job_class text, count bigint, count_working bigint, count_errored bigint, highest_error_count integer, oldest_run_at timestamp with time zone)', 's'),
     ('jobs_where_check', 'action text, state text, allowed text[]', 'void', 'i'),
     ('labels_from_json', 'labels jsonb', 'text[]', 'i'),
     ('list_jobs', 'state text, queue text, job_class text, search text, before_id bigint, max_rows integer', 'SETOF conveyor.jobs_view', 's'),
@@ -231,9 +237,11 @@ SELECT results_eq(
     ('locked_in_transaction', 'add bigint[]', 'bigint[]', 'v'),
     ('manage_job', 'id bigint, action text', 'conveyor.jobs', 'v'),
     ('next_schedule_at', '', 'timestamp with time zone', 's'),
+    ('notify_throttle_wake', 'at timestamp with time zone', 'void', 'v'),
     ('pause', 'queue text, job_class text, label text', 'boolean', 'v'),
     ('prune_lockers', '', 'integer', 'v'),
     ('queue_stats', '', 'TABLE(queue text, ready bigint, scheduled bigint, working bigint, errored bigint, expired bigint, finished bigint, oldest_ready_age interval, paused bigint)', 's'),
+    ('queue_stats', 'label text', 'TABLE(queue text, ready bigint, scheduled bigint, working bigint, errored bigint, expired bigint, finished bigint, oldest_ready_age interval, paused bigint)', 's'),
     ('recheck_locked_jobs', 'ids bigint[], keep integer', 'SETOF bigint', 'v'),
     ('register_locker', 'queues text[], worker_priorities integer[], hostname text, process_id integer, listening boolean', 'text', 'v'),
     ('release_job_locks', 'ids bigint[], held bigint[]', 'SETOF bigint', 'v'),
@@ -245,14 +253,18 @@ SELECT results_eq(
     ('retry_jobs_where', 'state text, queue text, job_class text, error_like text, since timestamp with time zone', 'bigint', 'v'),
     ('retry_now', 'id bigint', 'text', 'v'),
     ('schema_version', '', 'text', 'i'),
-    ('set_concurrency_limit', 'key text, perform_limit integer, enqueue_limit integer', 'void', 'v'),
+    ('set_concurrency_limit', 'key text, perform_limit integer, enqueue_limit integer, perform_throttle integer, throttle_period interval', 'void', 'v'),
     ('set_schedule', 'name text, cron text, job_class text, args jsonb, queue text, priority integer, data jsonb, time_zone text, enabled boolean, catch_up boolean', 'conveyor.schedules', 'v'),
     ('set_schedule_enabled', 'name text, enabled boolean', 'boolean', 'v'),
     ('sorted_array_contains', 'sorted bigint[], x bigint', 'boolean', 'i'),
     ('start_attempt', 'id bigint, attempted_at timestamp with time zone, attempted_by text', 'SETOF conveyor.jobs', 'v'),
+    ('take_throttle_slot', 'key text, perform_throttle integer, throttle_period interval, OUT taken boolean, OUT at timestamp with time zone', 'record', 'v'),
+    ('tg_flow__in_use', '', 'trigger', 'v'),
+    ('tg_jobs__free_limit_slot', '', 'trigger', 'v'),
     ('tg_jobs__join_batch', '', 'trigger', 'v'),
     ('tg_jobs__notify', '', 'trigger', 'v'),
     ('tg_jobs__resolve_in_batch', '', 'trigger', 'v'),
+    ('try_lock_flow_job', 'id bigint, key text, OUT locked boolean, OUT key_full boolean, OUT started_at timestamp with time zone, OUT wake_at timestamp with time zone', 'record', 'v'),
     ('try_lock_limited_job', 'id bigint, key text, perform_limit integer', 'boolean', 'v'),
     ('unlock_jobs', 'ids bigint[], held bigint[]', 'SETOF bigint', 'v'),
     ('unregister_locker', '', 'boolean', 'v'),
@@ -306,16 +318,16 @@ SELECT is(
   ARRAY(SELECT p.proname::text COLLATE "default" FROM pg_catalog.pg_proc AS p
          WHERE p.pronamespace = 'conveyor'::regnamespace AND p.proconfig IS NULL
          ORDER BY 1),
-  ARRAY['concurrency_key_lock', 'errors_append', 'job_limit', 'job_lock_id', 'job_lock_key1', 'job_lock_key2', 'job_paused', 'job_state', 'job_state', 'sorted_array_contains'],
-  'only the inlinable helpers concurrency_key_lock, errors_append, job_limit, job_lock_id, job_lock_key1, job_lock_key2, job_paused, job_state and sorted_array_contains go without SET clauses');
+  ARRAY['concurrency_key_lock', 'errors_append', 'flow_in_use', 'job_limit', 'job_lock_id', 'job_lock_key1', 'job_lock_key2', 'job_paused', 'job_state', 'job_state', 'sorted_array_contains'],
+  'only the inlinable helpers concurrency_key_lock, errors_append, flow_in_use, job_limit, job_lock_id, job_lock_key1, job_lock_key2, job_paused, job_state and sorted_array_contains go without SET clauses');
 
 SELECT is(
   ARRAY(SELECT p.proname::text COLLATE "default" FROM pg_catalog.pg_proc AS p
          WHERE p.pronamespace = 'conveyor'::regnamespace AND p.prosecdef
          ORDER BY 1),
   ARRAY['batch_stats', 'close_batch', 'create_batch', 'enqueue', 'enqueue_due_schedules', 'enqueue_many',
-        'tg_jobs__join_batch', 'tg_jobs__resolve_in_batch'],
-  'only enqueue, enqueue_many, enqueue_due_schedules, the batch functions and the batch triggers are SECURITY DEFINER');
+        'give_back_throttle_slot', 'take_throttle_slot', 'tg_flow__in_use', 'tg_jobs__free_limit_slot', 'tg_jobs__join_batch', 'tg_jobs__resolve_in_batch'],
+  'only enqueue, enqueue_many, enqueue_due_schedules, the batch functions, the batch triggers and the throttle''s start keepers are SECURITY DEFINER');
 
 SELECT is(
   ARRAY(SELECT p.oid::regprocedure::text FROM pg_catalog.pg_proc AS p
@@ -403,11 +415,11 @@ SELECT is(
   ARRAY['batch_stats', 'cleanup', 'close_batch', 'concurrency_key_lock', 'concurrency_limit_for', 'create_batch',
         'cron_field', 'cron_next', 'cron_parse', 'destroy_job', 'destroy_jobs', 'enqueue',
         'enqueue_due_schedules', 'enqueue_many', 'errors_append', 'expire_job', 'expire_jobs', 'finish_job',
-        'finish_jobs', 'held_job_ids', 'job_limit', 'job_lock_id', 'job_lock_key1',
-        'job_lock_key2', 'job_paused', 'job_state', 'job_state', 'job_stats', 'lock_jobs', 'lock_jobs_by_id', 'locked_in_transaction',
-        'next_schedule_at', 'prune_lockers', 'queue_stats', 'recheck_locked_jobs',
+        'finish_jobs', 'flow_in_use', 'give_back_throttle_slot', 'held_job_ids', 'job_limit', 'job_lock_id', 'job_lock_key1',
+        'job_lock_key2', 'job_paused', 'job_state', 'job_state', 'job_stats', 'job_stats', 'lock_jobs', 'lock_jobs_by_id', 'locked_in_transaction',
+        'next_schedule_at', 'notify_throttle_wake', 'prune_lockers', 'queue_stats', 'queue_stats', 'recheck_locked_jobs',
         'register_locker', 'release_job_locks', 'require_read_committed', 'resolve_jobs',
-        'retry_job', 'schema_version', 'sorted_array_contains', 'start_attempt', 'try_lock_limited_job', 'unlock_jobs',
+        'retry_job', 'schema_version', 'sorted_array_contains', 'start_attempt', 'take_throttle_slot', 'try_lock_flow_job', 'try_lock_limited_job', 'unlock_jobs',
         'unregister_locker', 'working_job_ids'],
   'conveyor_worker may execute the worker functions (and enqueue, as an enqueuer, and cleanup), not job_problem, job_json_problem, tg_jobs__notify or the management functions');
 
@@ -458,10 +470,10 @@ SELECT is(
            AND pg_catalog.has_function_privilege('conveyor_admin', p.oid, 'EXECUTE')
          ORDER BY 1),
   ARRAY['check_pause_names', 'cleanup', 'concurrency_limit_for', 'delete_concurrency_limit',
-        'destroy_job', 'discard_job', 'discard_jobs_where', 'errors_append',
+        'destroy_job', 'discard_job', 'discard_jobs_where', 'errors_append', 'flow_in_use',
         'held_job_ids', 'job_limit', 'job_lock_id', 'job_lock_key1', 'job_lock_key2', 'job_paused',
         'job_state', 'job_state',
-        'job_stats', 'jobs_where_check', 'list_jobs', 'manage_job', 'pause', 'queue_stats',
+        'job_stats', 'job_stats', 'jobs_where_check', 'list_jobs', 'manage_job', 'pause', 'queue_stats', 'queue_stats',
         'release_job_locks', 'reschedule_job', 'resolve_jobs', 'resume', 'retry_jobs_where', 'retry_now',
         'schema_version', 'set_concurrency_limit', 'sorted_array_contains', 'working_job_ids'],
   'conveyor_admin may execute the management functions, flow control (pause, resume, the concurrency limits), the stats, destroy_job and their internals; nothing that locks, enqueues or registers');

@@ -86,11 +86,11 @@ SELECT throws_ok($$SELECT conveyor.enqueue_many('[{"job_class": "tap.fc.E", "con
   'conveyor.enqueue_many: a job''s concurrency_key has an enqueue_limit', 'enqueue_many refuses a key with an enqueue_limit');
 
 -- errors and privileges ---------------------------------------------------------------
-SELECT throws_ok($$SELECT conveyor.set_concurrency_limit('tap.x')$$, '22023', 'conveyor.set_concurrency_limit: give perform_limit or enqueue_limit', 'no limit given raises 22023');
+SELECT throws_ok($$SELECT conveyor.set_concurrency_limit('tap.x')$$, '22023', 'conveyor.set_concurrency_limit: give perform_limit, enqueue_limit or perform_throttle', 'no limit given raises 22023');
 SELECT throws_ok($$SELECT conveyor.set_concurrency_limit('tap.x', -1)$$, '22023', 'conveyor.set_concurrency_limit: limits must not be negative', 'a negative limit raises 22023');
 SELECT throws_ok($$SELECT conveyor.set_concurrency_limit(NULL, 1)$$, '22004', 'conveyor.set_concurrency_limit: key must not be NULL', 'a NULL key raises 22004');
 SELECT ok(NOT has_function_privilege('conveyor_worker', 'conveyor.pause(text, text, text)', 'EXECUTE')
-          AND NOT has_function_privilege('conveyor_enqueuer', 'conveyor.set_concurrency_limit(text, integer, integer)', 'EXECUTE')
+          AND NOT has_function_privilege('conveyor_enqueuer', 'conveyor.set_concurrency_limit(text, integer, integer, integer, interval)', 'EXECUTE')
           AND has_table_privilege('conveyor_worker', 'conveyor.pauses', 'SELECT')
           AND NOT has_table_privilege('conveyor_worker', 'conveyor.pauses', 'INSERT'),
   'pause, resume and the limits are the owner''s; workers read them');

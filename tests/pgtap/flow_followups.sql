@@ -72,7 +72,7 @@ SELECT is((SELECT expired_at IS NOT NULL FROM conveyor.jobs WHERE id = (SELECT i
   'discard_jobs_where expired the paused job');
 RESET ROLE;
 SELECT ok(NOT has_function_privilege('conveyor_worker', 'conveyor.pause(text, text, text)', 'EXECUTE')
-          AND NOT has_function_privilege('conveyor_enqueuer', 'conveyor.set_concurrency_limit(text, integer, integer)', 'EXECUTE')
+          AND NOT has_function_privilege('conveyor_enqueuer', 'conveyor.set_concurrency_limit(text, integer, integer, integer, interval)', 'EXECUTE')
           AND NOT has_table_privilege('conveyor_admin', 'conveyor.pauses', 'UPDATE'),
   'workers and enqueuers still may not pause or set limits; admins do not UPDATE pauses');
 

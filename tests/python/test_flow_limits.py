@@ -6,6 +6,7 @@ a running worker woken by resume's NOTIFY."""
 
 from __future__ import annotations
 
+import itertools
 import signal
 import threading
 import time
@@ -291,3 +292,58 @@ def test_pause_and_resume_with_a_running_worker(
         what="the labelled job to run after resume",
     )
     assert worker.popen.poll() is None, worker.output()
+
+
+@pytest.mark.slow
+def test_a_freed_slot_starts_the_next_job_at_once(
+    conn: psycopg.Connection[Any], spawn_worker: Spawn
+) -> None:
+    """With a 5 s poll interval, the key's next job starts when the previous
+    one is resolved (the _300_free_limit_slot notification), not at the
+    next poll."""
+    conn.execute(RUNS_TABLE)
+    conn.execute(
+        "SELECT conveyor.set_concurrency_limit('flow.slot', perform_limit => 1)"
+    )
+    for _ in range(4):
+        enqueue(conn, [0.3], "flow.slot")
+    worker = spawn_worker(JOBS, *worker_options(poll="5"))
+    wait_for(
+        lambda: (
+            scalar(conn, "SELECT count(*) FROM flow_runs WHERE ended IS NOT NULL") == 4
+        ),
+        timeout=60,
+        what="the 4 jobs of the key to run",
+    )
+    runs = conn.execute(
+        "SELECT started, ended FROM flow_runs ORDER BY started"
+    ).fetchall()
+    gaps = [
+        (later[0] - earlier[1]).total_seconds()
+        for earlier, later in itertools.pairwise(runs)
+    ]
+    assert all(gap >= 0 for gap in gaps), f"two ran at once: {runs}"
+    assert max(gaps) < 1.5, f"the next job waited for a poll: gaps {gaps}"
+    assert worker.popen.poll() is None, worker.output()
+
+
+def test_resolving_a_limited_job_notifies_the_queues_lockers(connect: Connect) -> None:
+    locker, other = connect(), connect()
+    channel = scalar(locker, "SELECT conveyor.register_locker('{flow_n}', '{NULL}')")
+    locker.execute(f"LISTEN {channel}")
+    other.execute("SELECT conveyor.set_concurrency_limit('flow.n', perform_limit => 1)")
+    ids = [
+        enqueue(other, [0], key, queue="flow_n") for key in ("flow.n", None, "flow.n")
+    ]
+    list(locker.notifies(timeout=0.5))  # the insert's announcements
+    # A job without a key, and one whose key has no limit: nothing to say.
+    other.execute(
+        "SELECT conveyor.set_concurrency_limit('flow.n', enqueue_limit => 10)"
+    )
+    other.execute("SELECT conveyor.destroy_job(%s)", (ids[1],))
+    other.execute("SELECT conveyor.destroy_job(%s)", (ids[0],))
+    assert list(locker.notifies(timeout=0.5, stop_after=1)) == []
+    other.execute("SELECT conveyor.set_concurrency_limit('flow.n', perform_limit => 1)")
+    other.execute("SELECT conveyor.destroy_job(%s)", (ids[2],))
+    notes = list(locker.notifies(timeout=2, stop_after=1))
+    assert [note.payload for note in notes] == ['{"jobs": [], "more": true}']

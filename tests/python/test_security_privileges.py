@@ -37,6 +37,13 @@ SECURITY_DEFINER = {
     *BATCH_FUNCTIONS,
     "tg_jobs__join_batch",
     "tg_jobs__resolve_in_batch",
+    # throttles: workers write throttle_starts only through these; the
+    # trigger that replaces flow_in_use()'s body (owned by the schema owner)
+    # and the one that reads the lockers for job code resolving its job
+    "take_throttle_slot",
+    "give_back_throttle_slot",
+    "tg_flow__in_use",
+    "tg_jobs__free_limit_slot",
 }
 PINNED_PATH = "search_path=pg_catalog, pg_temp"
 
@@ -375,6 +382,7 @@ def test_definer_rights_search_path_and_public_grants(
     inlined = {
         "concurrency_key_lock",
         "errors_append",
+        "flow_in_use",
         "job_paused",
         "job_limit",
         "job_lock_key1",

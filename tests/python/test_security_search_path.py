@@ -342,6 +342,8 @@ INLINED = {
     # flow control: SQL-standard bodies bound at creation, as the ones above
     "conveyor.concurrency_key_lock(text,text)",
     "conveyor.job_paused(conveyor.pauses[],text,text,text[])",
+    # a constant (RETURN true/false), replaced by a trigger: see deploy/throttles.sql
+    "conveyor.flow_in_use()",
 }
 
 HELPER_CALLS = (
