@@ -142,6 +142,14 @@ CAN_ENQUEUE_SCHEDULES = (
     " 'EXECUTE') AND has_function_privilege(to_regprocedure('conveyor.next_schedule_at()'),"
     " 'EXECUTE'), false)"
 )
+#: Whether the schema has report_locker (the change locker_buffer): a worker
+#: on an older schema does not report its buffer.
+CAN_REPORT_LOCKER = (
+    "SELECT coalesce(has_function_privilege("
+    "to_regprocedure('conveyor.report_locker(integer,integer)'), 'EXECUTE'), false)"
+)
+#: The locker's buffer size and maximum, for operators (conveyor.lockers).
+REPORT_LOCKER = "SELECT conveyor.report_locker(%s::integer, %s::integer)"
 #: Enqueue the due occurrences; the number of jobs.
 ENQUEUE_DUE_SCHEDULES = "SELECT count(*) FROM conveyor.enqueue_due_schedules()"
 #: Seconds until the next occurrence falls due, by the server's clock (NULL:
@@ -209,7 +217,8 @@ SELECT l.hostname, l.process_id, l.pid AS backend_pid, l.queues,
          WHERE k.pid = l.pid AND k.locktype = 'advisory' AND k.objsubid = 2 AND k.granted
            AND k.database = (SELECT oid FROM pg_catalog.pg_database
                               WHERE datname = pg_catalog.current_database())) AS jobs_held,
-       extract(epoch FROM now() - l.started_at)::float8 AS up_seconds
+       extract(epoch FROM now() - l.started_at)::float8 AS up_seconds,
+       l.buffer_size, l.maximum_buffer_size
   FROM conveyor.lockers AS l
  WHERE EXISTS (SELECT FROM pg_catalog.pg_stat_activity AS a WHERE a.pid = l.pid)
  ORDER BY l.hostname, l.process_id, l.pid
