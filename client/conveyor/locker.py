@@ -42,6 +42,7 @@ from .buffer_sizing import AdaptiveSize
 from .errors import NOT_INSTALLED, ConveyorError, SchemaError, describe, permanent_connection_error
 from .history import finish_statement, retry_statement
 from .lock_budget import BufferBounds, is_lock_table_full
+from .locker_report import BufferReport
 from .locker_statements import execute_cycle, run_one
 from .logs import log
 from .poller import Poller
@@ -96,8 +97,13 @@ class Locker:
         log_internals: bool,
         durable_resolutions: bool = False,
         adaptive: AdaptiveSize | None = None,
+        run_at_epoch: bool = False,
     ) -> None:
         self._buffer = buffer
+        self._lock_sql = sql.LOCK_JOBS_WITH_EPOCH if run_at_epoch else sql.LOCK_JOBS
+        self._lock_by_id_sql = (
+            sql.LOCK_JOBS_BY_ID_WITH_EPOCH if run_at_epoch else sql.LOCK_JOBS_BY_ID
+        )
         self._bounds = BufferBounds(buffer, adaptive, log_internals=log_internals)
         self._waker = waker
         self._url = connection_url
@@ -111,6 +117,7 @@ class Locker:
             widest=None if self._ceiling == sys.maxsize else self._ceiling,
         )
         self._schedules = ScheduleClock(poll_interval=poll_interval)
+        self._report = BufferReport(buffer)
         self._wait_period = wait_period
         self._middleware = tuple(sql_middleware)
         self._internals = log_internals
@@ -241,6 +248,7 @@ class Locker:
             if not self._durable:
                 self._run_one(conn, sql.ASYNC_COMMIT, ())
             may_schedule = bool(self._run_one(conn, sql.CAN_ENQUEUE_SCHEDULES, ())[0][0])
+            may_report = bool(self._run_one(conn, sql.CAN_REPORT_LOCKER, ())[0][0])
             listen = sql.listen(channel)
             run_chain(self._middleware, (listen.as_string(conn), ()), lambda: conn.execute(listen))
         except BaseException:
@@ -251,6 +259,7 @@ class Locker:
         self._held = set()
         self._poller.reset()
         self._schedules.reset()
+        self._report.reset(enabled=may_report)
         if self._schedules.enabled and not may_schedule:
             log(
                 logging.WARNING,
@@ -313,6 +322,9 @@ class Locker:
         locks = self._lock_statements(topping_up=bool(statements)) if locking else NO_LOCKS
         # After the locks: the jobs they enqueue are announced at commit.
         schedules = self._schedule_statements() if locking else []
+        # The buffer's size for operators, every few seconds (locker_report):
+        # first, so the lock statements' outputs stay where they are.
+        statements = self._report.statements(time.monotonic()) + statements
         if not statements and not locks.statements and not schedules:
             return
         started = time.perf_counter()
@@ -399,7 +411,7 @@ class Locker:
                 by_id = len(ids)
                 by_id_params = (sql.ids(ids), self._queues, held)
                 statements.append(
-                    Statement(sql.LOCK_JOBS_BY_ID, by_id_params, StatementKind.LOCK_BY_ID)
+                    Statement(self._lock_by_id_sql, by_id_params, StatementKind.LOCK_BY_ID)
                 )
         requests, full = self._poller.plan(
             buffer.demand(), buffer.low, now, topping_up=topping_up or bool(statements)
@@ -410,7 +422,7 @@ class Locker:
             requests = [(count, ceiling)] if count > 0 else []
         for count, ceiling in requests:
             params = (self._queues, count, ceiling, held)
-            statements.append(Statement(sql.LOCK_JOBS, params, StatementKind.POLL))
+            statements.append(Statement(self._lock_sql, params, StatementKind.POLL))
         return Locks(statements, requests, full, by_id, now)
 
     def _schedule_statements(self) -> list[Statement]:

@@ -7,9 +7,12 @@ Recording costs a job no lock: each thread that reports jobs (a worker
 thread, the event loop's thread for async jobs) adds to counters of its
 own, registered once; the locker thread alone records round trips. A scrape
 adds the threads' counters up. Reading another thread's plain dicts and
-lists is safe under the GIL (a copy of a dict is one C call); a scrape that
-lands mid-update may miss the job being recorded, which the next one counts.
-So the hot path pays a few dict updates per job, never contention.
+lists is safe under the GIL (a copy of a dict or a list is one C call); a
+scrape that lands mid-update may miss the job being recorded, which the next
+one counts. So the hot path pays one dict lookup and a few list updates per
+job (about 0.4 us), never contention; prometheus_client's own Counter and
+Histogram objects (a lock and a label lookup per call) would cost several
+times that (docs/performance.md, "The cost of worker metrics").
 
 Only the rendering needs ``prometheus_client`` (the ``conveyor[metrics]``
 extra), imported when the first scrape renders; recording needs nothing.
@@ -21,11 +24,13 @@ from SQL, once per cluster, through ``conveyor exporter``
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 import time
 from bisect import bisect_left
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
 from .errors import ConveyorError
 from .protocol import Action, LockedJob, Resolution
@@ -70,7 +75,7 @@ def require_prometheus_client() -> Any:
 
 
 class _Histogram:
-    """Bucket counts (not cumulative) and a sum; one writer thread."""
+    """Bucket counts (not cumulative) and a sum."""
 
     __slots__ = ("bounds", "counts", "total")
 
@@ -91,22 +96,55 @@ class _Histogram:
         merged.total += self.total
 
 
-class _ClassStats:
-    """One thread's counters of one (queue, job_class), written by that thread only."""
+# One thread's figures of one (queue, job_class) are one flat list, written by
+# that thread only: the hot path then pays index arithmetic on a local list,
+# not attribute look-ups on several objects. Its layout:
+_BUCKETS = len(JOB_SECONDS_BUCKETS) + 1  # the last: above every bound (+Inf)
+_EXPIRED = 0
+_DURATION_SUM = 1
+_DELAY_SUM = 2
+_WORKED = 3  # _BUCKETS duration bucket counts of the jobs that returned from here
+_ERRORED = _WORKED + _BUCKETS  # _BUCKETS of the jobs that raised from here
+_DELAYS = _ERRORED + _BUCKETS  # _BUCKETS start delay bucket counts from here
+_WIDTH = _DELAYS + _BUCKETS
+# Worked and errored are no counters of their own: each is the count of its
+# duration histogram. So a job costs one increment for both, and a scrape
+# that copies the list between two of a job's updates still reads worked and
+# errored consistently (a counter that went down would look like a restart).
 
-    __slots__ = ("delays", "durations", "errored", "expired", "worked")
+#: One thread's figures: job_class -> queue -> its flat list.
+_ThreadStats = dict[str, dict[str, list[Any]]]
 
-    def __init__(self) -> None:
-        self.worked = 0
-        self.errored = 0
-        self.expired = 0
-        self.durations = _Histogram(JOB_SECONDS_BUCKETS)
-        #: Seconds from run_at to the start of the run (exported by queue).
-        self.delays = _Histogram(JOB_SECONDS_BUCKETS)
+#: tzinfo -> the Unix epoch as a datetime in that zone, for the zones of a
+#: fixed offset (the session's TimeZone sets psycopg's: ZoneInfo('Etc/UTC')
+#: on most servers); False for a zone with daylight saving time.
+_EPOCHS: dict[Any, Any] = {}
+#: Zones of a fixed offset by name (besides every Etc/...).
+_FIXED_ZONES = frozenset(
+    ("UTC", "UCT", "GMT", "GMT0", "GMT+0", "GMT-0", "Greenwich", "Universal", "Zulu")
+)
 
 
-#: One thread's counters: (queue, job_class) -> its stats.
-_ThreadStats = dict[tuple[str, str], _ClassStats]
+def _epoch(tz: Any) -> Any:
+    """The value of :data:`_EPOCHS` for ``tz`` (computed once per zone).
+
+    ``run_at.timestamp()`` asks the zone for its offset: with a ZoneInfo that
+    costs about 1 us, more than all the rest of a job's metrics. Two datetimes
+    of the same tzinfo subtract as naive ones instead (50 ns), which is exact
+    when the zone's offset never changes -- so only for those zones."""
+    fixed = isinstance(tz, dt.timezone) or (
+        isinstance(tz, ZoneInfo) and (tz.key in _FIXED_ZONES or tz.key.startswith("Etc/"))
+    )
+    epoch: Any = False
+    if fixed:
+        offset = tz.utcoffset(dt.datetime(2000, 1, 1))  # any instant: it never changes
+        # The epoch's local wall time in that zone: 1970-01-01 00:00 + offset.
+        epoch = dt.datetime(1970, 1, 1, tzinfo=tz) + offset
+    _EPOCHS[tz] = epoch
+    return epoch
+
+
+_DESTROY, _FINISH, _EXPIRE, _RETRY = Action.DESTROY, Action.FINISH, Action.EXPIRE, Action.RETRY
 
 
 class WorkerMetrics:
@@ -122,39 +160,62 @@ class WorkerMetrics:
     # --- recording (hot path) ------------------------------------------------------
 
     def job_done(
-        self, row: LockedJob, elapsed: float, resolution: Resolution, *, errored: bool
+        self,
+        row: LockedJob,
+        elapsed: float,
+        resolution: Resolution,
+        errored: bool,
+        started: float | None = None,
+        # Bound as defaults: local look-ups, not global ones, on the hot path.
+        _bisect: Any = bisect_left,
+        _bounds: tuple[float, ...] = JOB_SECONDS_BUCKETS,
     ) -> None:
-        """Count one job a thread ran (``elapsed`` seconds) and its outcome.
-        About 1 us: one dict lookup, a few slot updates, two bisects."""
+        """Count one job a thread ran (``elapsed`` seconds, started at
+        ``started``, time.time(), when known) and its outcome. Well under a
+        microsecond: one dict lookup, two bisects, a few list updates."""
         try:
             table: _ThreadStats = self._local.table
         except AttributeError:
             table = self._register_thread()
-        key = (row.queue, row.job_class)
-        stats = table.get(key)
+        # job_class, then queue: two lookups of strings (their hashes cached),
+        # cheaper than building a (queue, job_class) tuple per job.
+        by_queue = table.get(row.job_class)
+        if by_queue is None:
+            by_queue = table[row.job_class] = {}
+        stats = by_queue.get(row.queue)
         if stats is None:
-            stats = table[key] = _ClassStats()
-        if errored:
-            stats.errored += 1
-        else:
-            stats.worked += 1
+            stats = by_queue[row.queue] = [0, 0.0, 0.0] + [0] * (_WIDTH - 3)
         action = resolution.action
-        if action is Action.EXPIRE or (
-            action is Action.RETRY
-            and (resolution.expire or row.error_count + 1 > row.maximum_retry_count)
-        ):  # retry_job's rule for expiring instead of retrying
-            stats.expired += 1
-        histogram = stats.durations
+        if (action is not _DESTROY and action is not _FINISH) and (
+            action is _EXPIRE
+            or (
+                action is _RETRY
+                and (resolution.expire or row.error_count + 1 > row.maximum_retry_count)
+            )
+        ):  # retry_job's rule for expiring instead of retrying (destroy, finish: cheap)
+            stats[_EXPIRED] += 1
         # bisect_left: a value equal to a bound belongs to that bound's bucket (le).
-        histogram.counts[bisect_left(JOB_SECONDS_BUCKETS, elapsed)] += 1
-        histogram.total += elapsed
+        stats[(_ERRORED if errored else _WORKED) + _bisect(_bounds, elapsed)] += 1
+        stats[_DURATION_SUM] += elapsed
         # The database's clock set run_at, this host's says when the job
         # started: a skew between them shows here, so never below zero.
-        delay = time.time() - elapsed - row.run_at.timestamp()
+        if started is None:
+            started = time.time() - elapsed
+        run_at_epoch = row.run_at_epoch  # selected for a worker that records metrics
+        if run_at_epoch is not None:
+            delay = started - run_at_epoch
+        else:
+            run_at = row.run_at
+            epoch = _EPOCHS.get(run_at.tzinfo)
+            if epoch is None:
+                epoch = _epoch(run_at.tzinfo)
+            if epoch is False:  # a zone with daylight saving time: the exact way
+                delay = started - run_at.timestamp()
+            else:
+                delay = started - (run_at - epoch).total_seconds()
         delay = delay if delay > 0.0 else 0.0
-        histogram = stats.delays
-        histogram.counts[bisect_left(JOB_SECONDS_BUCKETS, delay)] += 1
-        histogram.total += delay
+        stats[_DELAYS + _bisect(_bounds, delay)] += 1
+        stats[_DELAY_SUM] += delay
 
     def round_trip(self, seconds: float) -> None:
         """Record one locker round trip (called on the locker thread)."""
@@ -169,21 +230,26 @@ class WorkerMetrics:
 
     # --- reading (a scrape) --------------------------------------------------------
 
-    def _all_stats(self) -> list[tuple[tuple[str, str], _ClassStats]]:
-        """Every thread's (queue, job_class) stats; a copy of each dict is one
-        C call, safe while its thread adds a key."""
+    def _all_stats(self) -> list[tuple[tuple[str, str], list[Any]]]:
+        """Every thread's (queue, job_class) figures, each a copy (one C call,
+        safe while its thread adds a key or counts a job)."""
         with self._register_lock:
             tables = list(self._threads)
-        return [item for table in tables for item in table.copy().items()]
+        return [
+            ((queue, job_class), list(stats))
+            for table in tables
+            for job_class, by_queue in table.copy().items()
+            for queue, stats in by_queue.copy().items()
+        ]
 
     def outcomes(self) -> dict[tuple[str, str, str], int]:
         """(outcome, queue, job_class) -> jobs, added up over the threads."""
         merged: dict[tuple[str, str, str], int] = {}
         for (queue, job_class), stats in self._all_stats():
             for outcome, count in (
-                ("worked", stats.worked),
-                ("errored", stats.errored),
-                ("expired", stats.expired),
+                ("worked", sum(stats[_WORKED:_ERRORED])),
+                ("errored", sum(stats[_ERRORED:_DELAYS])),
+                ("expired", stats[_EXPIRED]),
             ):
                 if count:
                     key = (outcome, queue, job_class)
@@ -192,16 +258,35 @@ class WorkerMetrics:
 
     def durations(self) -> dict[tuple[str, str], _Histogram]:
         """(queue, job_class) -> run time histogram, added up."""
-        return _merge([(key, stats.durations) for key, stats in self._all_stats()])
+        merged: dict[tuple[str, str], _Histogram] = {}
+        for key, stats in self._all_stats():
+            histogram = merged.get(key)
+            if histogram is None:
+                histogram = merged[key] = _Histogram(JOB_SECONDS_BUCKETS)
+            counts = histogram.counts
+            for index in range(_BUCKETS):  # the jobs that returned and those that raised
+                counts[index] += stats[_WORKED + index] + stats[_ERRORED + index]
+            histogram.total += stats[_DURATION_SUM]
+        return merged
 
     def start_delays(self) -> dict[str, _Histogram]:
         """queue -> start delay histogram, added up."""
-        return _merge([(key[0], stats.delays) for key, stats in self._all_stats()])
+        return _merge(
+            [(key[0], _histogram(stats, _DELAYS, _DELAY_SUM)) for key, stats in self._all_stats()]
+        )
 
     def round_trips(self) -> _Histogram:
         merged = _Histogram(ROUND_TRIP_BUCKETS)
         self._round_trips.add_to(merged)
         return merged
+
+
+def _histogram(stats: list[Any], first: int, total: int) -> _Histogram:
+    """The histogram held in a thread's flat list from index ``first``."""
+    histogram = _Histogram(JOB_SECONDS_BUCKETS)
+    histogram.counts = stats[first : first + _BUCKETS]
+    histogram.total = stats[total]
+    return histogram
 
 
 def _merge(items: list[tuple[Any, _Histogram]]) -> dict[Any, _Histogram]:

@@ -75,17 +75,23 @@ JOB_COLUMNS = (
 # args and data come as text: the worker thread parses them, so a value
 # Python cannot load (nested too deeply) is that job's error, not the locker's.
 _COLUMNS = ", ".join(f"{c}::text" if c in ("args", "data") else c for c in JOB_COLUMNS)
+# Then run_at in seconds since the epoch (LockedJob.run_at_epoch) for a worker
+# that records metrics -- the server's extract() is nearly free, converting a
+# ZoneInfo-aware datetime in Python costs 0.2-1 us a job -- else NULL.
+_EPOCH = "extract(epoch FROM run_at)::float8"
+_NO_EPOCH = "NULL::float8"
 
 # The locker passes the ids its session holds as the last argument (`held`):
 # it keeps count, and that spares every call a read of pg_locks, which costs
 # a few hundred microseconds whatever the batch size. Id arrays go as array
 # literals (see ids()).
-LOCK_JOBS = (
-    f"SELECT {_COLUMNS} FROM conveyor.lock_jobs(%s::text[], %s::integer, %s::integer, %s::bigint[])"
-)
-LOCK_JOBS_BY_ID = (
-    f"SELECT {_COLUMNS} FROM conveyor.lock_jobs_by_id(%s::bigint[], %s::text[], %s::bigint[])"
-)
+_LOCK_JOBS = "SELECT {} FROM conveyor.lock_jobs(%s::text[], %s::integer, %s::integer, %s::bigint[])"
+_LOCK_JOBS_BY_ID = "SELECT {} FROM conveyor.lock_jobs_by_id(%s::bigint[], %s::text[], %s::bigint[])"
+LOCK_JOBS = _LOCK_JOBS.format(f"{_COLUMNS}, {_NO_EPOCH}")
+LOCK_JOBS_BY_ID = _LOCK_JOBS_BY_ID.format(f"{_COLUMNS}, {_NO_EPOCH}")
+#: The same, with run_at_epoch (a worker that records metrics).
+LOCK_JOBS_WITH_EPOCH = _LOCK_JOBS.format(f"{_COLUMNS}, {_EPOCH}")
+LOCK_JOBS_BY_ID_WITH_EPOCH = _LOCK_JOBS_BY_ID.format(f"{_COLUMNS}, {_EPOCH}")
 
 DESTROY_JOBS = "SELECT conveyor.destroy_jobs(%s::bigint[], %s::bigint[])"
 FINISH_JOBS = "SELECT conveyor.finish_jobs(%s::bigint[], %s::bigint[])"
@@ -142,6 +148,14 @@ CAN_ENQUEUE_SCHEDULES = (
     " 'EXECUTE') AND has_function_privilege(to_regprocedure('conveyor.next_schedule_at()'),"
     " 'EXECUTE'), false)"
 )
+#: Whether the schema has report_locker (the change locker_buffer): a worker
+#: on an older schema does not report its buffer.
+CAN_REPORT_LOCKER = (
+    "SELECT coalesce(has_function_privilege("
+    "to_regprocedure('conveyor.report_locker(integer,integer)'), 'EXECUTE'), false)"
+)
+#: The locker's buffer size and maximum, for operators (conveyor.lockers).
+REPORT_LOCKER = "SELECT conveyor.report_locker(%s::integer, %s::integer)"
 #: Enqueue the due occurrences; the number of jobs.
 ENQUEUE_DUE_SCHEDULES = "SELECT count(*) FROM conveyor.enqueue_due_schedules()"
 #: Seconds until the next occurrence falls due, by the server's clock (NULL:
@@ -209,7 +223,8 @@ SELECT l.hostname, l.process_id, l.pid AS backend_pid, l.queues,
          WHERE k.pid = l.pid AND k.locktype = 'advisory' AND k.objsubid = 2 AND k.granted
            AND k.database = (SELECT oid FROM pg_catalog.pg_database
                               WHERE datname = pg_catalog.current_database())) AS jobs_held,
-       extract(epoch FROM now() - l.started_at)::float8 AS up_seconds
+       extract(epoch FROM now() - l.started_at)::float8 AS up_seconds,
+       l.buffer_size, l.maximum_buffer_size
   FROM conveyor.lockers AS l
  WHERE EXISTS (SELECT FROM pg_catalog.pg_stat_activity AS a WHERE a.pid = l.pid)
  ORDER BY l.hostname, l.process_id, l.pid

@@ -57,6 +57,10 @@ class LockerLine:
     worker_threads: int
     jobs_held: int  # locks its session holds: the buffer plus the running jobs
     up_seconds: float
+    #: The buffer as the locker last reported it (report_locker, every few
+    #: seconds while it changes); None from a worker that does not report.
+    buffer_size: int | None = None
+    maximum_buffer_size: int | None = None
 
 
 @dataclass(frozen=True)
@@ -178,14 +182,17 @@ def render(snapshot: Snapshot, rates: tuple[float, float] | None, title: str) ->
             ),
         )
     workers = Table(title=f"workers alive: {len(snapshot.lockers)}", title_justify="left")
-    for name in ("host", "pid", "threads", "held", "queues", "up"):
-        workers.add_column(name, justify="right" if name in ("pid", "threads", "held") else "left")
+    for name in ("host", "pid", "threads", "held", "buffer", "queues", "up"):
+        workers.add_column(
+            name, justify="right" if name in ("pid", "threads", "held", "buffer") else "left"
+        )
     for w in snapshot.lockers:
         workers.add_row(
             w.hostname or "?",
             str(w.process_id or "?"),
             str(w.worker_threads),
             str(w.jobs_held),
+            "?" if w.buffer_size is None else f"{w.buffer_size}/{w.maximum_buffer_size}",
             ",".join(w.queues),
             age(w.up_seconds),
         )
@@ -255,8 +262,9 @@ def top(
     """A live view of the queues and workers, refreshed every second: per
     queue the ready, scheduled, running and retrying jobs and the age of the
     oldest ready one, the jobs enqueued and worked per second, and the worker
-    processes alive with their host, pid, worker threads and held jobs
-    (buffered or running). Ctrl-C quits."""
+    processes alive with their host, pid, worker threads, held jobs
+    (buffered or running) and buffer (waiting jobs / maximum, as each worker
+    last reported it). Ctrl-C quits."""
     from rich.console import Console
     from rich.live import Live
 

@@ -234,7 +234,7 @@ class WorkerThreads:
                 error=describe(error),
             )
         if self._metrics is not None:
-            self._metrics.job_done(row, elapsed, resolution, errored=False)
+            self._metrics.job_done(row, elapsed, resolution, False, job._started)
         return resolution
 
     def _errored(
@@ -306,7 +306,9 @@ class WorkerThreads:
         if notify:
             self._notify(error, row, error_count)
         if self._metrics is not None:
-            self._metrics.job_done(row, elapsed, resolution, errored=True)
+            self._metrics.job_done(
+                row, elapsed, resolution, True, None if job is None else job._started
+            )
         return resolution
 
     def _notify(self, error: BaseException, row: LockedJob, error_count: int) -> None:

@@ -34,7 +34,8 @@ SELECT columns_are('conveyor', 'jobs', ARRAY[
 
 SELECT columns_are('conveyor', 'lockers', ARRAY[
   'pid', 'backend_start', 'postmaster_start', 'hostname', 'process_id', 'queues',
-  'worker_priorities', 'max_priority', 'listening', 'started_at'],
+  'worker_priorities', 'max_priority', 'listening', 'started_at', 'buffer_size',
+  'maximum_buffer_size', 'reported_at'],
   'conveyor.lockers has exactly the documented columns');
 
 SELECT results_eq(
@@ -85,7 +86,9 @@ SELECT results_eq(
            ('postmaster_start', 'timestamp with time zone', true), ('hostname', 'text', false),
            ('process_id', 'integer', false), ('queues', 'text[]', true),
            ('worker_priorities', 'integer[]', true), ('max_priority', 'integer', false),
-           ('listening', 'boolean', true), ('started_at', 'timestamp with time zone', true)$$,
+           ('listening', 'boolean', true), ('started_at', 'timestamp with time zone', true),
+           ('buffer_size', 'integer', false), ('maximum_buffer_size', 'integer', false),
+           ('reported_at', 'timestamp with time zone', false)$$,
   'conveyor.lockers columns have the documented types and NOT NULLs');
 
 -- Constraints, indexes, storage, trigger --------------------------------------
@@ -102,7 +105,7 @@ SELECT set_eq(
 SELECT set_eq(
   $$SELECT conname::text COLLATE "default" FROM pg_catalog.pg_constraint
      WHERE conrelid = 'conveyor.lockers'::regclass AND contype = 'c'$$,
-  ARRAY['lockers_queues_not_empty', 'lockers_has_workers'],
+  ARRAY['lockers_queues_not_empty', 'lockers_has_workers', 'lockers_buffer_not_negative'],
   'conveyor.lockers has exactly the named check constraints');
 
 SELECT indexes_are('conveyor', 'jobs', ARRAY['jobs_pkey', 'jobs_ready_idx', 'jobs_resolved_idx', 'jobs_unique_key_idx',
@@ -156,7 +159,7 @@ SELECT functions_are('conveyor', ARRAY[
   'enqueue', 'enqueue_many', 'lock_jobs', 'lock_jobs_by_id', 'unlock_jobs',
   'finish_job', 'finish_jobs', 'destroy_job', 'destroy_jobs', 'expire_job', 'expire_jobs',
   'retry_job', 'job_stats', 'queue_stats', 'register_locker', 'unregister_locker',
-  'prune_lockers', 'schema_version', 'cron_next', 'set_schedule', 'set_schedule_enabled',
+  'prune_lockers', 'report_locker', 'schema_version', 'cron_next', 'set_schedule', 'set_schedule_enabled',
   'delete_schedule', 'enqueue_due_schedules', 'next_schedule_at',
   'list_jobs', 'retry_now', 'discard_job', 'reschedule_job', 'retry_jobs_where',
   'discard_jobs_where', 'cleanup', 'start_attempt',
@@ -245,6 +248,7 @@ SELECT results_eq(
     ('recheck_locked_jobs', 'ids bigint[], keep integer', 'SETOF bigint', 'v'),
     ('register_locker', 'queues text[], worker_priorities integer[], hostname text, process_id integer, listening boolean', 'text', 'v'),
     ('release_job_locks', 'ids bigint[], held bigint[]', 'SETOF bigint', 'v'),
+    ('report_locker', 'buffer_size integer, maximum_buffer_size integer', 'boolean', 'v'),
     ('require_read_committed', 'caller text', 'void', 's'),
     ('reschedule_job', 'id bigint, run_at timestamp with time zone', 'text', 'v'),
     ('resolve_jobs', 'action text, ids bigint[], held bigint[]', 'SETOF bigint', 'v'),
@@ -418,7 +422,7 @@ SELECT is(
         'finish_jobs', 'flow_in_use', 'give_back_throttle_slot', 'held_job_ids', 'job_limit', 'job_lock_id', 'job_lock_key1',
         'job_lock_key2', 'job_paused', 'job_state', 'job_state', 'job_stats', 'job_stats', 'lock_jobs', 'lock_jobs_by_id', 'locked_in_transaction',
         'next_schedule_at', 'notify_throttle_wake', 'prune_lockers', 'queue_stats', 'queue_stats', 'recheck_locked_jobs',
-        'register_locker', 'release_job_locks', 'require_read_committed', 'resolve_jobs',
+        'register_locker', 'release_job_locks', 'report_locker', 'require_read_committed', 'resolve_jobs',
         'retry_job', 'schema_version', 'sorted_array_contains', 'start_attempt', 'take_throttle_slot', 'try_lock_flow_job', 'try_lock_limited_job', 'unlock_jobs',
         'unregister_locker', 'working_job_ids'],
   'conveyor_worker may execute the worker functions (and enqueue, as an enqueuer, and cleanup), not job_problem, job_json_problem, tg_jobs__notify or the management functions');

@@ -164,8 +164,12 @@ def test_top_in_a_terminal_shows_what_the_database_holds(
     shown = seconds(cells(screen, "alpha")[6])  # type: ignore[index]
     assert abs(shown - oldest) < 15, (shown, oldest)
 
-    host, pid, threads, held = cells(screen, socket.gethostname())[:4]  # type: ignore[index]
+    host, pid, threads, held, buffer = cells(screen, socket.gethostname())[:5]  # type: ignore[index]
     assert (int(pid), threads, held) == (worker.popen.pid, "2", "1"), screen
+    # The buffer as the worker reported it (report_locker): waiting / maximum.
+    size, maximum = scalar(conn, "SELECT ARRAY[buffer_size, maximum_buffer_size]"
+                           " FROM conveyor.lockers")
+    assert buffer == f"{size}/{maximum}" and maximum >= 2, screen
 
     # Enqueued per second: 40 jobs show as a rate over the 5 s window, once
     # top has sampled for longer than the window (so the rate is 40 / 5..6 s).

@@ -8,6 +8,7 @@ Screenshots of every page go to a folder printed at the end of the run
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 import textwrap
 from collections.abc import Callable, Iterator
@@ -190,6 +191,8 @@ def test_filter_open_a_failed_job_retry_it_and_watch_it_run(
     page.goto(dashboard + "/processes")
     expect(page.locator("main table tbody tr")).to_have_count(1)
     expect(page.locator("main table")).to_contain_text("dash")
+    # The buffer the worker reported (report_locker): waiting / maximum.
+    expect(page.locator("main table td.buffer")).to_have_text(re.compile(r"^\d+ / \d+$"))
     shoot(page, screenshots, "processes")
 
 

@@ -182,6 +182,7 @@ REFUSED_TO_ENQUEUER = [
     "SELECT conveyor.register_locker('{{default}}', '{{NULL}}')",
     "SELECT conveyor.unregister_locker()",
     "SELECT conveyor.prune_lockers()",
+    "SELECT conveyor.report_locker(0, 8)",
     "SELECT conveyor.held_job_ids()",
     "SELECT * FROM conveyor.working_job_ids()",
     "SELECT * FROM conveyor.release_job_locks(ARRAY[{id}]::bigint[])",

@@ -136,10 +136,13 @@ SELECT s.*, b.properties,
 """
 
 # The jobs each locker session holds locked (its buffer and the jobs its
-# workers run): read from pg_locks, as job_lock_id decodes the keys.
+# workers run): read from pg_locks, as job_lock_id decodes the keys. The
+# buffer's size is the locker's own last report (report_locker, every few
+# seconds while it changes; NULL from a worker that does not report).
 _PROCESSES = """
 SELECT l.pid AS backend_pid, l.hostname, l.process_id, l.queues, l.worker_priorities,
        cardinality(l.worker_priorities) AS workers, l.listening, l.started_at,
+       l.buffer_size, l.maximum_buffer_size, l.reported_at,
        coalesce(held.ids, '{}') AS locked_ids
   FROM conveyor.lockers AS l
   LEFT JOIN LATERAL (

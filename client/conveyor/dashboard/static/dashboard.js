@@ -55,8 +55,16 @@
 
   function wire() {
     var main = document.getElementById("live");
+    // A box the user opened or closed stops the refresh (it would undo
+    // that). Only a change from how the page came counts: a <details open>
+    // fires "toggle" once after it is parsed, which used to stop the job
+    // page's refresh for good whenever the listener was there first.
     main.querySelectorAll("details").forEach(function (d) {
-      d.addEventListener("toggle", function () { d.setAttribute("data-toggled", ""); });
+      var initial = d.open;
+      d.addEventListener("toggle", function () {
+        if (d.open !== initial) d.setAttribute("data-toggled", "");
+        else d.removeAttribute("data-toggled");
+      });
     });
     var form = main.querySelector("#jobs-form");
     if (!form) return;
