@@ -24,8 +24,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
-from pathlib import Path
-from types import FrameType, ModuleType
+from types import FrameType
 from typing import Any, TypeVar
 
 import click
@@ -39,13 +38,13 @@ from .cli_support import (
     errors_as_one_line,
     fail,
     first_line,
+    load_modules,
     require_url,
     table,
 )
 from .cli_worker_django import django_options
 from .cli_worker_history import history_options
 from .cli_worker_probes import probe_options
-from .errors import ConveyorError
 from .logs import LEVELS, LOG_FORMATS, configure_logging, log
 from .metrics import require_prometheus_client
 from .migrations import migrate as _migrate
@@ -112,39 +111,6 @@ def cli(debug: bool) -> None:
 
 
 # --- worker ------------------------------------------------------------------------
-
-
-def _import_module(name: str) -> ModuleType:
-    if name.endswith(".py") or os.sep in name:
-        path = Path(name).resolve()
-        if not path.is_file():
-            raise ConveyorError(f"cannot load {name}: no such file")
-        spec = importlib.util.spec_from_file_location(path.stem, path)
-        if spec is None or spec.loader is None:
-            raise ConveyorError(f"cannot load {name}")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[path.stem] = module
-        spec.loader.exec_module(module)
-        return module
-    return importlib.import_module(name)
-
-
-def _cwd_on_path() -> None:
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-
-
-def _load_modules(names: tuple[str, ...]) -> None:
-    _cwd_on_path()
-    for name in names:
-        try:
-            _import_module(name)
-        except ConveyorError:
-            raise
-        except ModuleNotFoundError as error:
-            raise ConveyorError(f"cannot import {name}: {error}") from None
-        except Exception as error:
-            raise ConveyorError(f"cannot import {name}: {type(error).__name__}: {error}") from None
 
 
 def _priorities(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
@@ -340,7 +306,7 @@ def worker(
         raise click.BadParameter("needs --probe-port to serve /metrics on", param_hint="--metrics")
     if metrics:
         require_prometheus_client()
-    _load_modules(modules)
+    load_modules(modules)
     configure_logging(
         log_level,
         line_formatter=hooks.log_formatter,

@@ -13,8 +13,15 @@ import click
 import psycopg
 
 from . import enqueueing
-from .cli import _cwd_on_path, _load_modules
-from .cli_support import check_text, database_url_option, errors_as_one_line, json_arg, require_url
+from .cli_support import (
+    check_text,
+    cwd_on_path,
+    database_url_option,
+    errors_as_one_line,
+    json_arg,
+    load_modules,
+    require_url,
+)
 from .errors import ConveyorError, describe
 from .job import Job, resolve_job_class
 
@@ -29,12 +36,12 @@ def _importable_job_class(name: str, modules: tuple[str, ...]) -> type[Job] | No
     imports. A dotted name whose top module does not exist is no Python class
     (a job for a worker in another language): None, and the SQL defaults."""
     if modules:
-        _load_modules(modules)
+        load_modules(modules)
         return resolve_job_class(name)
     module_name, _, attribute = name.rpartition(".")
     if not module_name or not all(part.isidentifier() for part in name.split(".")):
         return None  # not a Python path: leave it to whichever worker knows it
-    _cwd_on_path()
+    cwd_on_path()
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as error:

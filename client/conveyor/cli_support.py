@@ -4,10 +4,15 @@ option, JSON arguments, plain-text tables."""
 from __future__ import annotations
 
 import functools
+import importlib
+import importlib.util
 import json
+import os
 import sys
 import traceback
 from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
 from typing import Any, TypeVar
 
 import click
@@ -17,11 +22,13 @@ from .errors import ConveyorError
 
 __all__ = [
     "check_text",
+    "cwd_on_path",
     "database_url_option",
     "errors_as_one_line",
     "fail",
     "first_line",
     "json_arg",
+    "load_modules",
     "require_url",
     "table",
 ]
@@ -120,3 +127,41 @@ def json_arg(value: str, what: str) -> Any:
         raise ConveyorError(f"{what} is not valid JSON: {error}") from None
     except RecursionError:
         raise ConveyorError(f"{what} is nested too deeply") from None
+
+
+# --- modules named on the command line ----------------------------------------------
+
+
+def _import_module(name: str) -> ModuleType:
+    if name.endswith(".py") or os.sep in name:
+        path = Path(name).resolve()
+        if not path.is_file():
+            raise ConveyorError(f"cannot load {name}: no such file")
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        if spec is None or spec.loader is None:
+            raise ConveyorError(f"cannot load {name}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[path.stem] = module
+        spec.loader.exec_module(module)
+        return module
+    return importlib.import_module(name)
+
+
+def cwd_on_path() -> None:
+    """The current directory importable, as `python -m` and manage.py have it."""
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+
+
+def load_modules(names: tuple[str, ...]) -> None:
+    """Import each module name or .py file; a failure is a one-line ConveyorError."""
+    cwd_on_path()
+    for name in names:
+        try:
+            _import_module(name)
+        except ConveyorError:
+            raise
+        except ModuleNotFoundError as error:
+            raise ConveyorError(f"cannot import {name}: {error}") from None
+        except Exception as error:
+            raise ConveyorError(f"cannot import {name}: {type(error).__name__}: {error}") from None

@@ -10,13 +10,13 @@ imports the job class that runs them, which checks Django's connections with
 from __future__ import annotations
 
 import functools
-import os
-import sys
 from collections.abc import Callable
 from typing import Any
 
 import click
 from click.core import ParameterSource
+
+from .cli_support import cwd_on_path
 
 __all__: list[str] = []
 
@@ -54,9 +54,7 @@ def django_options(command: Callable[..., Any]) -> Callable[..., Any]:
             if context.get_parameter_source("django_backend") is not ParameterSource.DEFAULT:
                 raise click.BadParameter("needs --django-settings", param_hint="--django-backend")
             return command(*args, **kwargs)
-        # As `python manage.py` has it: the project's directory importable.
-        if os.getcwd() not in sys.path:
-            sys.path.insert(0, os.getcwd())
+        cwd_on_path()  # as `python manage.py` has it: the project importable
         from .contrib.django.worker import JOB_MODULE, setup_django, worker_target
 
         setup_django(django_settings)
