@@ -206,7 +206,8 @@ SELECT queue,
        count(*) FILTER (WHERE state = 'scheduled') AS scheduled,
        count(*) FILTER (WHERE state = 'running') AS running,
        count(*) FILTER (WHERE state = 'retrying') AS retrying,
-       count(*) FILTER (WHERE state NOT IN ('ready', 'scheduled', 'running', 'retrying')) AS other,
+       count(*) FILTER (WHERE state NOT IN ('ready', 'scheduled', 'running', 'retrying')) AS paused,
+       count(*) FILTER (WHERE error_count > 0) AS errored,
        extract(epoch FROM now() - min(run_at) FILTER (WHERE state = 'ready'))::float8
          AS oldest_ready_seconds
   FROM conveyor.jobs_view

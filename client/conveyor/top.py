@@ -42,7 +42,11 @@ class QueueLine:
     scheduled: int
     running: int
     retrying: int
-    other: int  # states a later schema adds (paused, held...)
+    #: Paused (conveyor pause), or a state a later schema adds.
+    paused: int
+    #: Unresolved jobs that have failed at least once, whatever their state
+    #: now (ready again, retrying, running): Que's "errored".
+    errored: int
     oldest_ready_seconds: float | None
 
 
@@ -150,8 +154,23 @@ def render(snapshot: Snapshot, rates: tuple[float, float] | None, title: str) ->
         else f"enqueued {rates[0]:.1f}/s   worked {rates[1]:.1f}/s"
     )
     queues = Table(title="queues", title_justify="left", expand=False)
-    for name in ("queue", "ready", "scheduled", "running", "retrying", "other", "oldest ready"):
-        queues.add_column(name, justify="left" if name == "queue" else "right")
+    for name in (
+        "queue",
+        "ready",
+        "scheduled",
+        "running",
+        "retrying",
+        "paused",
+        "errored",
+        "oldest ready",
+    ):
+        if name == "queue":
+            # A queue's name is what a reader looks for: on a narrow terminal
+            # the headers wrap rather than the names being cut short.
+            longest = max((len(q.queue) for q in snapshot.queues), default=5)
+            queues.add_column(name, min_width=min(longest, 32), no_wrap=True)
+        else:
+            queues.add_column(name, justify="right")
     for q in snapshot.queues:
         queues.add_row(
             q.queue,
@@ -159,7 +178,8 @@ def render(snapshot: Snapshot, rates: tuple[float, float] | None, title: str) ->
             str(q.scheduled),
             str(q.running),
             str(q.retrying),
-            str(q.other),
+            str(q.paused),
+            str(q.errored),
             age(q.oldest_ready_seconds),
         )
     if snapshot.queues:
@@ -168,7 +188,7 @@ def render(snapshot: Snapshot, rates: tuple[float, float] | None, title: str) ->
             "total",
             *(
                 str(sum(getattr(q, f) for q in snapshot.queues))
-                for f in ("ready", "scheduled", "running", "retrying", "other")
+                for f in ("ready", "scheduled", "running", "retrying", "paused", "errored")
             ),
             age(
                 max(

@@ -22,7 +22,7 @@ import psycopg
 import pytest
 from click.testing import CliRunner
 from db_support import enqueue, enqueue_many, scalar, wait_for
-from jobs_support import make_jobs_in_every_state
+from jobs_support import fail_once, make_jobs_in_every_state
 
 from conveyor.cli import cli
 
@@ -48,7 +48,8 @@ BLOCKING_JOBS = textwrap.dedent(
 #: The counts `conveyor top` shows, computed here from jobs_view alone.
 QUEUE_COUNTS = """
 SELECT queue, count(*) FILTER (WHERE state = 'ready'), count(*) FILTER (WHERE state = 'scheduled'),
-       count(*) FILTER (WHERE state = 'running'), count(*) FILTER (WHERE state = 'retrying')
+       count(*) FILTER (WHERE state = 'running'), count(*) FILTER (WHERE state = 'retrying'),
+       count(*) FILTER (WHERE error_count > 0)
   FROM conveyor.jobs_view WHERE state NOT IN ('finished', 'expired')
  GROUP BY queue ORDER BY queue
 """
@@ -151,17 +152,18 @@ def test_top_in_a_terminal_shows_what_the_database_holds(
     screen = term.screen_when(lambda s: "workers alive: 1" in s and cells(s, "gamma"))
     expected = conn.execute(QUEUE_COUNTS).fetchall()
     assert [q for q, *_ in expected] == ["alpha", "beta", "gamma"]
-    for queue, ready, scheduled, running, retrying in expected:
+    for queue, ready, scheduled, running, retrying, errored in expected:
         row = cells(screen, queue)
         assert row is not None, screen
-        assert [int(v) for v in row[1:6]] == [ready, scheduled, running, retrying, 0], screen
-    assert cells(screen, "alpha")[1:5] == ["4", "1", "1", "1"]  # type: ignore[index]
+        assert [int(v) for v in row[1:7]] == [ready, scheduled, running, retrying, 0, errored], screen
+    # alpha: ready, scheduled, running, retrying, paused, errored (the retrying one)
+    assert cells(screen, "alpha")[1:7] == ["4", "1", "1", "1", "0", "1"]  # type: ignore[index]
     total = cells(screen, "total")
     assert total is not None and int(total[1]) == sum(r[1] for r in expected)
 
     oldest = scalar(conn, "SELECT extract(epoch FROM now() - min(run_at))::float8"
                     " FROM conveyor.jobs_view WHERE queue = 'alpha' AND state = 'ready'")
-    shown = seconds(cells(screen, "alpha")[6])  # type: ignore[index]
+    shown = seconds(cells(screen, "alpha")[7])  # type: ignore[index]
     assert abs(shown - oldest) < 15, (shown, oldest)
 
     host, pid, threads, held, buffer = cells(screen, socket.gethostname())[:5]  # type: ignore[index]
@@ -220,10 +222,18 @@ def test_top_once_prints_one_view_off_a_terminal(
     db_url: str, conn: psycopg.Connection[Any]
 ) -> None:
     enqueue_many(conn, 3, job_class="TopOnce", queue="once")
+    # A job that failed and is ready again is ready and errored; a paused
+    # queue's jobs are paused.
+    fail_once(conn, enqueue(conn, "TopOnce", queue="once"), "ValueError: once", delay=0)
+    enqueue_many(conn, 2, job_class="TopOnce", queue="once-paused")
+    conn.execute("SELECT conveyor.pause(queue => 'once-paused')")
     result = CliRunner().invoke(cli, ["top", "--once", "--interval", "0.1",
                                       "--database-url", db_url], catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    assert cells(result.stdout, "once")[1:6] == ["3", "0", "0", "0", "0"]  # type: ignore[index]
+    # ready, scheduled, running, retrying, paused, errored
+    assert cells(result.stdout, "once")[1:7] == ["4", "0", "0", "0", "0", "1"]  # type: ignore[index]
+    assert cells(result.stdout, "once-paused") is not None, result.stdout
+    assert cells(result.stdout, "once-paused")[1:7] == ["0", "0", "0", "0", "2", "0"]  # type: ignore[index]
     assert "workers alive: 0" in result.stdout
 
 
