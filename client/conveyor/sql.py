@@ -4,6 +4,8 @@ The statements only call the functions of the documented SQL contract
 (``docs/reference/protocol.md``). Parameters are always cast explicitly so
 that PostgreSQL resolves the function whatever type psycopg picks for a
 Python value (a small int is sent as int2, a list of them as int2[]).
+Literals written into a statement (``enqueue_every``) are left uncast: a
+literal has no type of its own, the function's parameter gives it one.
 """
 
 from __future__ import annotations
