@@ -404,9 +404,14 @@ def test_enqueue_errors_are_djangos() -> None:
     queues.add(too_long)
     try:
         with transaction.atomic():
-            with pytest.raises(DataError) as caught, transaction.atomic(savepoint=False):
+            with (
+                pytest.raises(DataError) as caught,
+                transaction.atomic(savepoint=False),
+            ):
                 add.using(queue_name=too_long).enqueue(1, 2)
-            assert isinstance(caught.value.__cause__, psycopg.errors.StringDataRightTruncation)
+            assert isinstance(
+                caught.value.__cause__, psycopg.errors.StringDataRightTruncation
+            )
             with pytest.raises(TransactionManagementError):
                 add.enqueue(1, 2)
     finally:
