@@ -4,6 +4,8 @@ The statements only call the functions of the documented SQL contract
 (``docs/reference/protocol.md``). Parameters are always cast explicitly so
 that PostgreSQL resolves the function whatever type psycopg picks for a
 Python value (a small int is sent as int2, a list of them as int2[]).
+Literals written into a statement (``enqueue_every``) are left uncast: a
+literal has no type of its own, the function's parameter gives it one.
 """
 
 from __future__ import annotations
@@ -53,6 +55,41 @@ def enqueue(options: Sequence[str]) -> str:
         text = f"SELECT (conveyor.enqueue(%s::text, %s::jsonb{named})).id"
         _enqueue_cache[key] = text
     return text
+
+
+#: ``conveyor.enqueue``'s parameters in the function's order, each but the
+#: last four (``enqueue_every`` gives those NULL, their default).
+_ENQUEUE_ORDER = {"job_class": "%s::text", "args": "%s::jsonb", **_ENQUEUE_OPTIONS}
+_ENQUEUE_EVERY = tuple(_ENQUEUE_ORDER)[:7]
+assert _ENQUEUE_EVERY[-1] == "maximum_retry_count"
+
+#: ``enqueue_every``'s run_at for a job that runs at once: run_at's default.
+NOW = _sql.SQL("now()")
+
+
+def enqueue_every(values: dict[str, _sql.Composable | None]) -> _sql.Composed:
+    """``SELECT (conveyor.enqueue(...)).id`` with every parameter given, by
+    position, for a caller that sends the same kind of job many times
+    without prepared statements (Django's task backend): the server then
+    parses and plans the call every time, and a call that leaves no
+    parameter to its default skips expanding the defaults (in parse) and
+    folding them (in plan), and a literal is cheaper to plan than a
+    parameter (docs/performance.md).
+
+    ``values`` has job_class, args, queue, priority, run_at, data and
+    maximum_retry_count: a literal (``psycopg.sql.Literal``, left uncast:
+    the function's parameter gives its type, which costs the parser less
+    than a cast), :data:`NOW`, or None for a parameter (``%s``, cast). The
+    last four parameters are NULL, their default."""
+    if set(values) != set(_ENQUEUE_EVERY):
+        raise ValueError(f"enqueue_every needs exactly {_ENQUEUE_EVERY}, not {sorted(values)}")
+    parts = [
+        _sql.SQL(_ENQUEUE_ORDER[name]) if values[name] is None else values[name]
+        for name in _ENQUEUE_EVERY
+    ]
+    return _sql.SQL("SELECT (conveyor.enqueue({}, NULL, NULL, NULL, NULL)).id").format(
+        _sql.SQL(", ").join(parts)
+    )
 
 
 ENQUEUE_MANY = "SELECT id FROM conveyor.enqueue_many(%s::jsonb) AS e(id)"

@@ -327,29 +327,50 @@ def test_a_running_task_reports_its_start_and_worker(start_worker: Any) -> None:
     assert later.started_at > done.started_at
 
 
-def test_the_enqueue_statement_is_conveyor_enqueues() -> None:
-    """The backend's shortcut (what depends on the task worked out once)
-    sends what conveyor.enqueue would: the same statement, the same values."""
-    from conveyor import enqueueing
-    from conveyor.contrib.django.job import DjangoTask
+def test_the_enqueued_job_is_conveyor_enqueues() -> None:
+    """The backend's own statement (every parameter given, what depends on
+    the task written in once) inserts the very job conveyor.enqueue inserts
+    with the same options: every column but the id, in one transaction
+    (run_at's default now() is the transaction's start). Also with a quote
+    in a constant (the queue's name), written in as a literal."""
     from shop.tasks import add, send_mail
 
     later = timezone.now() + dt.timedelta(hours=1)
-    cases = [
-        (send_mail, ["ann@example.com"], {"subject": "hi"}),
-        (
-            send_mail.using(priority=10, run_after=later),
-            ["bob@example.com"],
-            {"subject": "x"},
-        ),
-        (add, [1, 2], {}),
-        (add, [3, 4], {}),
-        (add.using(run_after=later), [5, 6], {}),
-    ]
-    for task, args, kwargs in cases:
-        backend = task.get_backend()
-        options = enqueueing.options(
-            None,
+    queues = task_backends["default"].queues
+    queues.add("it's")
+    try:
+        cases = [
+            (send_mail, ["ann@example.com"], {"subject": "hi"}),
+            (
+                send_mail.using(priority=10, run_after=later),
+                ["bob@example.com"],
+                {"subject": "x"},
+            ),
+            (add, [1, 2], {}),
+            (add, [3, 4], {}),
+            (add.using(run_after=later), [5, 6], {}),
+            (add.using(queue_name="it's", priority=-100), ["\\'"], {}),
+            (add.using(priority=100), [], {"b": "é'"}),
+            (add.using(backend="other", queue_name="other"), [7, 8], {}),
+        ]
+        for task, args, kwargs in cases:
+            enqueue_both(task, args, kwargs)
+    finally:
+        queues.discard("it's")
+
+
+def enqueue_both(task: Any, args: list[Any], kwargs: dict[str, Any]) -> None:
+    import conveyor
+    from conveyor.contrib.django.job import DjangoTask
+
+    backend = task.get_backend()
+    db = connections[backend.database]
+    with pytest.raises(Rollback), transaction.atomic(using=backend.database):
+        ours = int(backend.enqueue(task, args, kwargs).id)
+        theirs = conveyor.enqueue(
+            db.connection,
+            DjangoTask.job_class,
+            *args,
             queue=task.queue_name,
             priority=100 - task.priority,
             run_at=task.run_after,
@@ -357,8 +378,44 @@ def test_the_enqueue_statement_is_conveyor_enqueues() -> None:
             maximum_retry_count=backend.max_retries,
             kwargs=kwargs,
         )
-        expected = enqueueing.insert_job_query(DjangoTask.job_class, args, options)
-        assert backend._enqueue_query(task, args, kwargs) == expected
+        with db.cursor() as cursor:
+            cursor.execute(
+                "SELECT (to_jsonb(j) - 'id')::text FROM conveyor.jobs j WHERE id = %s"
+                " UNION ALL"
+                " SELECT (to_jsonb(j) - 'id')::text FROM conveyor.jobs j WHERE id = %s",
+                [ours, theirs],
+            )
+            mine, expected = (row[0] for row in cursor.fetchall())
+        assert mine == expected, (task, args, kwargs)
+        raise Rollback
+
+
+def test_enqueue_errors_are_djangos() -> None:
+    """An enqueue the server rejects raises Django's exception, as Django's
+    cursors translate it (the backend runs the statement on its own
+    cursor); the broken transaction is then refused as Django refuses it."""
+    import psycopg
+    from django.db import DataError
+    from django.db.transaction import TransactionManagementError
+    from shop.tasks import add
+
+    too_long = "q" * 101  # conveyor.job_limit('queue') is 100
+    queues = task_backends["default"].queues
+    queues.add(too_long)
+    try:
+        with transaction.atomic():
+            with (
+                pytest.raises(DataError) as caught,
+                transaction.atomic(savepoint=False),
+            ):
+                add.using(queue_name=too_long).enqueue(1, 2)
+            assert isinstance(
+                caught.value.__cause__, psycopg.errors.StringDataRightTruncation
+            )
+            with pytest.raises(TransactionManagementError):
+                add.enqueue(1, 2)
+    finally:
+        queues.discard(too_long)
 
 
 def prepared_enqueues() -> int:

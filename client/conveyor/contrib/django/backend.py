@@ -18,6 +18,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
 from django.utils import timezone
 from psycopg import Cursor as ServerCursor
+from psycopg.sql import Literal
 
 from ... import enqueueing, sql
 from .compat import (
@@ -79,7 +80,10 @@ class ConveyorBackend(BaseTaskBackend):
         self.max_retries: int = retries
         # What an enqueue sends that depends only on the task, by (path,
         # queue, priority, no run_after): data, its JSON, statement, options.
-        self._fixed: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+        self._fixed: dict[tuple[Any, ...], tuple[str, dict[str, Any]]] = {}
+        # The last enqueue's cursor, used again while its psycopg connection
+        # is the one Django's connection has (a connection serves one thread).
+        self._cursor: ServerCursor[Any] | None = None
 
     def _connection(self) -> Any:
         try:
@@ -95,8 +99,12 @@ class ConveyorBackend(BaseTaskBackend):
         ``database`` alias's connection; its TaskResult (status READY)."""
         self.validate_task(task)
         args, kwargs = list(args), dict(kwargs)
-        statement, params = self._enqueue_query(task, args, kwargs)
-        job_id = self._insert(statement, params)
+        db = self._connection()
+        db.ensure_connection()
+        db.validate_no_broken_transaction()
+        conn = db.connection
+        statement, params = self._enqueue_query(task, args, kwargs, conn)
+        job_id = self._insert(db, conn, statement, params)
         result = TaskResult(
             task=task,
             id=str(job_id),
@@ -115,60 +123,70 @@ class ConveyorBackend(BaseTaskBackend):
         return result
 
     def _enqueue_query(
-        self, task: Task, args: list[Any], kwargs: dict[str, Any]
+        self, task: Task, args: list[Any], kwargs: dict[str, Any], conn: Any
     ) -> tuple[str, list[Any]]:
-        """``conveyor.enqueue``'s statement and parameters for the task: what
-        :func:`conveyor.enqueue` would send (``enqueueing.options``), with
-        the parts that depend only on the task worked out once per task
-        (an enqueue is a few hundred microseconds; see docs/performance.md)."""
-        key = (task.module_path, task.queue_name, task.priority, task.run_after is None)
+        """``conveyor.enqueue``'s statement and parameters for the task: the
+        job :func:`conveyor.enqueue` would insert, with every parameter of
+        the function given (``sql.enqueue_every``) and what depends only on
+        the task written into the statement, worked out once per task and
+        kind of call (an enqueue is a few hundred microseconds, the server's
+        parse and plan of an unprepared call about a fifth of it; see
+        docs/performance.md). The parameters are the arguments' JSON, then
+        run_at if the task has one, then data if it holds keyword arguments.
+        ``conn`` (psycopg's) quotes the constants."""
+        key = (
+            task.module_path,
+            task.queue_name,
+            task.priority,
+            task.run_after is None,
+            not kwargs,
+        )
         fixed = self._fixed.get(key)
         if fixed is None:
             data = {"task": task.module_path, "backend": self.alias}
-            options = enqueueing.options(
-                None,
-                queue=task.queue_name,
-                priority=conveyor_priority(task.priority),
-                run_at=task.run_after,
-                data=data,
-                maximum_retry_count=self.max_retries,
-                kwargs=None,
+            statement = sql.enqueue_every(
+                {
+                    "job_class": Literal(DjangoTask.job_class),
+                    "args": None,
+                    "queue": Literal(task.queue_name),
+                    "priority": Literal(conveyor_priority(task.priority)),
+                    "run_at": sql.NOW if task.run_after is None else None,
+                    "data": None if kwargs else Literal(enqueueing.dumps(data, "data")),
+                    "maximum_retry_count": Literal(self.max_retries),
+                }
             )
-            names = tuple(options)
-            fixed = (data, enqueueing.dumps(data, "data"), sql.enqueue(names), names, options)
+            fixed = (statement.as_string(conn), data)
             self._fixed[key] = fixed
-        data, data_json, statement, names, options = fixed
-        params = [DjangoTask.job_class, enqueueing.dumps(args, "args")]
-        for name in names:
-            if name == "data":
-                params.append(
-                    enqueueing.dumps({**data, "kwargs": kwargs}, "kwargs") if kwargs else data_json
-                )
-            elif name == "run_at":
-                params.append(task.run_after)
-            else:
-                params.append(options[name])
-        return statement, params
+        statement_text, data = fixed
+        params = [enqueueing.dumps(args, "args")]
+        if task.run_after is not None:
+            params.append(task.run_after)
+        if kwargs:
+            params.append(enqueueing.dumps({**data, "kwargs": kwargs}, "kwargs"))
+        return statement_text, params
 
-    def _insert(self, statement: str, params: list[Any]) -> int:
-        """Run the enqueue statement on the psycopg connection under Django's
-        (in its transaction), with Django's checks and error translation.
+    def _insert(self, db: Any, conn: Any, statement: str, params: list[Any]) -> int:
+        """Run the enqueue statement on ``conn``, the psycopg connection
+        under Django's ``db`` (in its transaction), with Django's error
+        translation (its cursors' ``wrap_database_errors``).
 
         On a cursor of psycopg's own (server-side binding), not Django's
         (client-side binding by default, which psycopg never prepares): the
         statement is then handled as ``conveyor.enqueue`` handles it on a
         plain connection, prepared once it has run the connection's
         ``prepare_threshold`` times (Django's default None, for
-        transaction-mode poolers, never prepares it). Parsing and planning
-        the call is about a quarter of an enqueue's time (see
-        docs/performance.md). Django's cursor wrapper is left out: it costs
-        more CPU than the statement itself, and so are its
-        ``execute_wrapper`` hooks and its DEBUG query log."""
-        db = self._connection()
-        db.ensure_connection()
-        db.validate_no_broken_transaction()
-        with db.wrap_database_errors:
-            row = ServerCursor(db.connection).execute(statement, params).fetchone()
+        transaction-mode poolers, never prepares it). Django's cursor
+        wrapper is left out: it costs more CPU than the statement itself,
+        and so are its ``execute_wrapper`` hooks and its DEBUG query log.
+        One cursor per psycopg connection, kept for the next enqueue."""
+        cursor = self._cursor
+        if cursor is None or cursor.connection is not conn:
+            cursor = self._cursor = ServerCursor(conn)
+        try:
+            row = cursor.execute(statement, params).fetchone()
+        except Exception:
+            with db.wrap_database_errors:
+                raise
         assert row is not None  # enqueue returns one row or raises
         return int(row[0])
 
