@@ -238,7 +238,7 @@ class WorkerThreads:
                 error=describe(error),
             )
         pending = self._pending
-        if pending is not None:  # WorkerMetrics.job_done, inline: (_started is set: `or` for mypy)
+        if pending is not None:  # WorkerMetrics.job_done inline (`or`: _work set _started)
             pending.append((row, elapsed, resolution, False, job._started or time.time() - elapsed))
             if len(pending) >= self._fold_at:
                 self._fold(wait=False)
