@@ -97,13 +97,8 @@ class Locker:
         log_internals: bool,
         durable_resolutions: bool = False,
         adaptive: AdaptiveSize | None = None,
-        run_at_epoch: bool = False,
     ) -> None:
         self._buffer = buffer
-        self._lock_sql = sql.LOCK_JOBS_WITH_EPOCH if run_at_epoch else sql.LOCK_JOBS
-        self._lock_by_id_sql = (
-            sql.LOCK_JOBS_BY_ID_WITH_EPOCH if run_at_epoch else sql.LOCK_JOBS_BY_ID
-        )
         self._bounds = BufferBounds(buffer, adaptive, log_internals=log_internals)
         self._waker = waker
         self._url = connection_url
@@ -411,7 +406,7 @@ class Locker:
                 by_id = len(ids)
                 by_id_params = (sql.ids(ids), self._queues, held)
                 statements.append(
-                    Statement(self._lock_by_id_sql, by_id_params, StatementKind.LOCK_BY_ID)
+                    Statement(sql.LOCK_JOBS_BY_ID, by_id_params, StatementKind.LOCK_BY_ID)
                 )
         requests, full = self._poller.plan(
             buffer.demand(), buffer.low, now, topping_up=topping_up or bool(statements)
@@ -422,7 +417,7 @@ class Locker:
             requests = [(count, ceiling)] if count > 0 else []
         for count, ceiling in requests:
             params = (self._queues, count, ceiling, held)
-            statements.append(Statement(self._lock_sql, params, StatementKind.POLL))
+            statements.append(Statement(sql.LOCK_JOBS, params, StatementKind.POLL))
         return Locks(statements, requests, full, by_id, now)
 
     def _schedule_statements(self) -> list[Statement]:

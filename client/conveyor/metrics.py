@@ -3,16 +3,19 @@ and class, job durations, start delays, the locker's round trips and
 reconnects, the buffer -- served as Prometheus text on the probe port
 (``conveyor worker --probe-port 8081 --metrics``, :mod:`conveyor.probes`).
 
-Recording costs a job no lock: each thread that reports jobs (a worker
-thread, the event loop's thread for async jobs) adds to counters of its
-own, registered once; the locker thread alone records round trips. A scrape
-adds the threads' counters up. Reading another thread's plain dicts and
-lists is safe under the GIL (a copy of a dict or a list is one C call); a
-scrape that lands mid-update may miss the job being recorded, which the next
-one counts. So the hot path pays one dict lookup and a few list updates per
-job (about 0.4 us), never contention; prometheus_client's own Counter and
-Histogram objects (a lock and a label lookup per call) would cost several
-times that (docs/performance.md, "The cost of worker metrics").
+Recording costs a worker thread one tuple and one list append per job: no
+lock, no clock read (the job's start time and run time are the ones the
+thread already took), no arithmetic. The counting is done in batches,
+"folded" into the counters and histograms a column at a time (each step one
+C call over the batch): by the thread that records the ``FOLD_AT``-th job
+waiting, and by every read (a scrape), which folds whatever waits first --
+so a scrape counts every job recorded before it, exactly, and the jobs
+waiting hold bounded memory. Batches stay small because a record that
+outlives its job keeps its row alive too, and objects that pile up make
+Python's cyclic garbage collector run more often: with the locker folding
+once a round trip (a thousand jobs and more), the collector ran 2.5 times
+as often and cost more than the folding (docs/performance.md, "The cost of
+worker metrics").
 
 Only the rendering needs ``prometheus_client`` (the ``conveyor[metrics]``
 extra), imported when the first scrape renders; recording needs nothing.
@@ -27,8 +30,10 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
-from bisect import bisect_left
-from collections.abc import Iterator, Sequence
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import repeat
+from operator import attrgetter, itemgetter, sub
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
@@ -96,9 +101,9 @@ class _Histogram:
         merged.total += self.total
 
 
-# One thread's figures of one (queue, job_class) are one flat list, written by
-# that thread only: the hot path then pays index arithmetic on a local list,
-# not attribute look-ups on several objects. Its layout:
+# The figures of one (queue, job_class) are one flat list: folding a job then
+# costs index arithmetic on a local list, not attribute look-ups on several
+# objects. Its layout:
 _BUCKETS = len(JOB_SECONDS_BUCKETS) + 1  # the last: above every bound (+Inf)
 _EXPIRED = 0
 _DURATION_SUM = 1
@@ -108,12 +113,18 @@ _ERRORED = _WORKED + _BUCKETS  # _BUCKETS of the jobs that raised from here
 _DELAYS = _ERRORED + _BUCKETS  # _BUCKETS start delay bucket counts from here
 _WIDTH = _DELAYS + _BUCKETS
 # Worked and errored are no counters of their own: each is the count of its
-# duration histogram. So a job costs one increment for both, and a scrape
-# that copies the list between two of a job's updates still reads worked and
-# errored consistently (a counter that went down would look like a restart).
+# duration histogram, so a job costs one increment for both.
 
-#: One thread's figures: job_class -> queue -> its flat list.
-_ThreadStats = dict[str, dict[str, list[Any]]]
+#: One job as a worker thread records it: (row, elapsed -- seconds it ran,
+#: resolution, errored -- whether it raised, started -- time.time() when it
+#: started). A plain tuple: the cheapest thing to build.
+JobRecord = tuple[LockedJob, float, Resolution, bool, float]
+#: Jobs recorded before the worker thread that records the last of them
+#: folds them; a read folds whatever waits. Small batches: a job's record
+#: (and its row) then dies young, so that it hardly adds to the work of
+#: Python's cyclic garbage collector (whose youngest generation is collected
+#: every 700 objects created and not yet freed).
+FOLD_AT = 100
 
 #: tzinfo -> the Unix epoch as a datetime in that zone, for the zones of a
 #: fixed offset (the session's TimeZone sets psycopg's: ZoneInfo('Etc/UTC')
@@ -151,13 +162,19 @@ class WorkerMetrics:
     """The counters of one :class:`~conveyor.Worker` (``Worker(metrics=True)``
     makes one: ``worker.metrics``)."""
 
-    def __init__(self) -> None:
-        self._local = threading.local()
-        self._threads: list[_ThreadStats] = []
-        self._register_lock = threading.Lock()
+    def __init__(self, *, fold_at: int | None = None) -> None:
+        #: Jobs recorded and not folded yet: the worker threads append one
+        #: :data:`JobRecord` each (a list's own append: one C call, no lock),
+        #: and fold once there are :attr:`fold_at` or more.
+        self.pending: list[JobRecord] = []
+        self.fold_at = FOLD_AT if fold_at is None else fold_at
+        #: Held while folding and while reading the folded figures.
+        self._fold_lock = threading.Lock()
+        #: The folded figures: job_class -> queue -> flat list (see _WIDTH).
+        self._table: dict[str, dict[str, list[Any]]] = {}
         self._round_trips = _Histogram(ROUND_TRIP_BUCKETS)  # the locker thread's
 
-    # --- recording (hot path) ------------------------------------------------------
+    # --- recording ----------------------------------------------------------------
 
     def job_done(
         self,
@@ -166,84 +183,54 @@ class WorkerMetrics:
         resolution: Resolution,
         errored: bool,
         started: float | None = None,
-        # Bound as defaults: local look-ups, not global ones, on the hot path.
-        _bisect: Any = bisect_left,
-        _bounds: tuple[float, ...] = JOB_SECONDS_BUCKETS,
     ) -> None:
         """Count one job a thread ran (``elapsed`` seconds, started at
-        ``started``, time.time(), when known) and its outcome. Well under a
-        microsecond: one dict lookup, two bisects, a few list updates."""
-        try:
-            table: _ThreadStats = self._local.table
-        except AttributeError:
-            table = self._register_thread()
-        # job_class, then queue: two lookups of strings (their hashes cached),
-        # cheaper than building a (queue, job_class) tuple per job.
-        by_queue = table.get(row.job_class)
-        if by_queue is None:
-            by_queue = table[row.job_class] = {}
-        stats = by_queue.get(row.queue)
-        if stats is None:
-            stats = by_queue[row.queue] = [0, 0.0, 0.0] + [0] * (_WIDTH - 3)
-        action = resolution.action
-        if (action is not _DESTROY and action is not _FINISH) and (
-            action is _EXPIRE
-            or (
-                action is _RETRY
-                and (resolution.expire or row.error_count + 1 > row.maximum_retry_count)
-            )
-        ):  # retry_job's rule for expiring instead of retrying (destroy, finish: cheap)
-            stats[_EXPIRED] += 1
-        # bisect_left: a value equal to a bound belongs to that bound's bucket (le).
-        stats[(_ERRORED if errored else _WORKED) + _bisect(_bounds, elapsed)] += 1
-        stats[_DURATION_SUM] += elapsed
-        # The database's clock set run_at, this host's says when the job
-        # started: a skew between them shows here, so never below zero.
+        ``started``, time.time(), when known) and its outcome. The worker
+        threads do the same inline (worker_threads.py), without this call."""
         if started is None:
             started = time.time() - elapsed
-        run_at_epoch = row.run_at_epoch  # selected for a worker that records metrics
-        if run_at_epoch is not None:
-            delay = started - run_at_epoch
-        else:
-            run_at = row.run_at
-            epoch = _EPOCHS.get(run_at.tzinfo)
-            if epoch is None:
-                epoch = _epoch(run_at.tzinfo)
-            if epoch is False:  # a zone with daylight saving time: the exact way
-                delay = started - run_at.timestamp()
-            else:
-                delay = started - (run_at - epoch).total_seconds()
-        delay = delay if delay > 0.0 else 0.0
-        stats[_DELAYS + _bisect(_bounds, delay)] += 1
-        stats[_DELAY_SUM] += delay
+        pending = self.pending
+        pending.append((row, elapsed, resolution, errored, started))
+        if len(pending) >= self.fold_at:
+            self.fold(wait=False)
 
     def round_trip(self, seconds: float) -> None:
         """Record one locker round trip (called on the locker thread)."""
         self._round_trips.observe(seconds)
 
-    def _register_thread(self) -> _ThreadStats:
-        table: _ThreadStats = {}
-        self._local.table = table
-        with self._register_lock:
-            self._threads.append(table)
-        return table
+    def fold(self, *, wait: bool = True) -> None:
+        """Add the jobs recorded so far to the counters and histograms.
+        ``wait=False``: not if another thread is folding (it will fold them,
+        or the next thread that finds too many waiting)."""
+        if not self._fold_lock.acquire(blocking=wait):
+            return
+        try:
+            pending = self.pending
+            count = len(pending)
+            if count:
+                # Two C calls, each whole under the GIL: jobs recorded
+                # meanwhile land after ``count`` and stay for the next fold.
+                batch = pending[:count]
+                del pending[:count]
+                _fold(self._table, batch)
+        finally:
+            self._fold_lock.release()
 
     # --- reading (a scrape) --------------------------------------------------------
 
     def _all_stats(self) -> list[tuple[tuple[str, str], list[Any]]]:
-        """Every thread's (queue, job_class) figures, each a copy (one C call,
-        safe while its thread adds a key or counts a job)."""
-        with self._register_lock:
-            tables = list(self._threads)
-        return [
-            ((queue, job_class), list(stats))
-            for table in tables
-            for job_class, by_queue in table.copy().items()
-            for queue, stats in by_queue.copy().items()
-        ]
+        """Every (queue, job_class)'s figures, every recorded job folded in
+        (copies: the next fold does not change them under the reader)."""
+        self.fold()
+        with self._fold_lock:
+            return [
+                ((queue, job_class), list(stats))
+                for job_class, by_queue in self._table.items()
+                for queue, stats in by_queue.items()
+            ]
 
     def outcomes(self) -> dict[tuple[str, str, str], int]:
-        """(outcome, queue, job_class) -> jobs, added up over the threads."""
+        """(outcome, queue, job_class) -> jobs."""
         merged: dict[tuple[str, str, str], int] = {}
         for (queue, job_class), stats in self._all_stats():
             for outcome, count in (
@@ -252,25 +239,22 @@ class WorkerMetrics:
                 ("expired", stats[_EXPIRED]),
             ):
                 if count:
-                    key = (outcome, queue, job_class)
-                    merged[key] = merged.get(key, 0) + count
+                    merged[(outcome, queue, job_class)] = count
         return merged
 
     def durations(self) -> dict[tuple[str, str], _Histogram]:
-        """(queue, job_class) -> run time histogram, added up."""
+        """(queue, job_class) -> run time histogram."""
         merged: dict[tuple[str, str], _Histogram] = {}
         for key, stats in self._all_stats():
-            histogram = merged.get(key)
-            if histogram is None:
-                histogram = merged[key] = _Histogram(JOB_SECONDS_BUCKETS)
-            counts = histogram.counts
-            for index in range(_BUCKETS):  # the jobs that returned and those that raised
-                counts[index] += stats[_WORKED + index] + stats[_ERRORED + index]
-            histogram.total += stats[_DURATION_SUM]
+            histogram = merged[key] = _Histogram(JOB_SECONDS_BUCKETS)
+            histogram.counts = [
+                stats[_WORKED + index] + stats[_ERRORED + index] for index in range(_BUCKETS)
+            ]  # the jobs that returned and those that raised
+            histogram.total = stats[_DURATION_SUM]
         return merged
 
     def start_delays(self) -> dict[str, _Histogram]:
-        """queue -> start delay histogram, added up."""
+        """queue -> start delay histogram, added up over the job classes."""
         return _merge(
             [(key[0], _histogram(stats, _DELAYS, _DELAY_SUM)) for key, stats in self._all_stats()]
         )
@@ -279,6 +263,127 @@ class WorkerMetrics:
         merged = _Histogram(ROUND_TRIP_BUCKETS)
         self._round_trips.add_to(merged)
         return merged
+
+
+# Columns of a batch, taken by C (map over these): a pass over a thousand
+# jobs costs about as much as one job's bytecode in a Python loop.
+_GET_ROW, _GET_ELAPSED, _GET_RESOLUTION, _GET_ERRORED, _GET_STARTED = map(itemgetter, range(5))
+_JOB_CLASS, _QUEUE = attrgetter("job_class"), attrgetter("queue")
+_ACTION, _RUN_AT, _TZINFO = attrgetter("action"), attrgetter("run_at"), attrgetter("tzinfo")
+_SECONDS = dt.timedelta.total_seconds
+
+
+def _fold(table: dict[str, dict[str, list[Any]]], batch: list[JobRecord]) -> None:
+    """Add ``batch`` to ``table`` (under the fold lock), a column at a time:
+    each step is one C call over the jobs of one (job_class, queue) -- most
+    batches are of one -- rather than a Python loop over the jobs."""
+    for (job_class, queue), records in _groups(batch):
+        by_queue = table.get(job_class)
+        if by_queue is None:
+            by_queue = table[job_class] = {}
+        stats = by_queue.get(queue)
+        if stats is None:
+            stats = by_queue[queue] = [0, 0.0, 0.0] + [0] * (_WIDTH - 3)
+        rows = list(map(_GET_ROW, records))
+        # Run times: a histogram of the jobs that returned, one of those that
+        # raised (their counts are the worked and errored counters).
+        if any(map(_GET_ERRORED, records)):
+            parts = [
+                (_WORKED, [r[1] for r in records if not r[3]]),
+                (_ERRORED, [r[1] for r in records if r[3]]),
+            ]
+        else:
+            parts = [(_WORKED, list(map(_GET_ELAPSED, records)))]
+        for first, elapsed in parts:
+            if elapsed:
+                stats[_DURATION_SUM] += sum(elapsed)
+                _count(stats, first, elapsed)
+        # Expired: destroy and finish never are (most jobs: one C count each).
+        actions = list(map(_ACTION, map(_GET_RESOLUTION, records)))
+        if actions.count(_DESTROY) + actions.count(_FINISH) != len(actions):
+            stats[_EXPIRED] += sum(
+                1 for row, _, resolution, _, _ in records if _expires(row, resolution)
+            )
+        # Start delays: from run_at to the start, never below zero (the
+        # database's clock set run_at, this host's the start: a skew shows).
+        run_ats = list(map(_RUN_AT, rows))
+        tz = run_ats[0].tzinfo
+        epoch = _EPOCHS.get(tz)
+        if epoch is None:
+            epoch = _epoch(tz)
+        if epoch is not False and list(map(_TZINFO, run_ats)).count(tz) == len(run_ats):
+            # One zone of a fixed offset (psycopg gives every run_at the
+            # session's zone): seconds since the epoch by a subtraction.
+            seconds = map(_SECONDS, map(sub, run_ats, repeat(epoch)))
+            delays = list(map(sub, map(_GET_STARTED, records), seconds))
+        else:  # a zone with daylight saving time: job by job, the exact way
+            delays = [_delay(row, started) for row, _, _, _, started in records]
+        if min(delays) < 0.0:
+            delays = [delay if delay > 0.0 else 0.0 for delay in delays]
+        stats[_DELAY_SUM] += sum(delays)
+        _count(stats, _DELAYS, delays)
+
+
+def _groups(batch: list[JobRecord]) -> Iterable[tuple[tuple[str, str], list[JobRecord]]]:
+    """The batch's records by (job_class, queue), each group in order."""
+    rows = list(map(_GET_ROW, batch))
+    classes = list(map(_JOB_CLASS, rows))
+    queues = list(map(_QUEUE, rows))
+    count = len(batch)
+    if classes.count(classes[0]) == count and queues.count(queues[0]) == count:
+        return [((classes[0], queues[0]), batch)]  # equal strings compare by memcmp
+    groups: dict[tuple[str, str], list[JobRecord]] = {}
+    for key, record in zip(zip(classes, queues, strict=True), batch, strict=True):
+        group = groups.get(key)
+        if group is None:
+            groups[key] = [record]
+        else:
+            group.append(record)
+    return groups.items()
+
+
+def _count(
+    stats: list[Any],
+    first: int,
+    values: list[float],
+    _bounds: tuple[float, ...] = JOB_SECONDS_BUCKETS,
+) -> None:
+    """Add the bucket counts of ``values`` to the histogram at
+    ``stats[first:first + _BUCKETS]``. A value equal to a bound belongs to that
+    bound's bucket (le), as bisect_left places it."""
+    low = bisect_left(_bounds, min(values))
+    high = bisect_left(_bounds, max(values))
+    if low == high:  # all in one bucket: the usual batch of short jobs
+        stats[first + low] += len(values)
+        return
+    ordered = sorted(values)
+    below = 0  # values in the buckets before ``index``
+    for index in range(low, high):
+        # The values <= this bound are in this bucket or before it.
+        upto = bisect_right(ordered, _bounds[index])
+        stats[first + index] += upto - below
+        below = upto
+    stats[first + high] += len(ordered) - below
+
+
+def _expires(row: LockedJob, resolution: Resolution) -> bool:
+    """retry_job's rule: whether this outcome expires the job."""
+    action = resolution.action
+    return action is _EXPIRE or (
+        action is _RETRY and (resolution.expire or row.error_count + 1 > row.maximum_retry_count)
+    )
+
+
+def _delay(row: LockedJob, started: float) -> float:
+    """Seconds from the row's run_at to ``started`` (time.time())."""
+    run_at = row.run_at
+    epoch = _EPOCHS.get(run_at.tzinfo)
+    if epoch is None:
+        epoch = _epoch(run_at.tzinfo)
+    if epoch is False:  # a zone with daylight saving time: the exact way
+        return started - run_at.timestamp()
+    seconds: float = (run_at - epoch).total_seconds()
+    return started - seconds
 
 
 def _histogram(stats: list[Any], first: int, total: int) -> _Histogram:

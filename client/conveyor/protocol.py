@@ -39,9 +39,6 @@ class LockedJob(NamedTuple):
     data: str
     error_count: int
     maximum_retry_count: int
-    #: run_at in seconds since the epoch, read only by a worker that records
-    #: metrics (the start delay, conveyor.metrics); else None.
-    run_at_epoch: float | None = None
 
 
 def locked_job_row(cursor: Any) -> RowMaker[LockedJob]:

@@ -112,11 +112,6 @@ JOB_COLUMNS = (
 # args and data come as text: the worker thread parses them, so a value
 # Python cannot load (nested too deeply) is that job's error, not the locker's.
 _COLUMNS = ", ".join(f"{c}::text" if c in ("args", "data") else c for c in JOB_COLUMNS)
-# Then run_at in seconds since the epoch (LockedJob.run_at_epoch) for a worker
-# that records metrics -- the server's extract() is nearly free, converting a
-# ZoneInfo-aware datetime in Python costs 0.2-1 us a job -- else NULL.
-_EPOCH = "extract(epoch FROM run_at)::float8"
-_NO_EPOCH = "NULL::float8"
 
 # The locker passes the ids its session holds as the last argument (`held`):
 # it keeps count, and that spares every call a read of pg_locks, which costs
@@ -124,11 +119,8 @@ _NO_EPOCH = "NULL::float8"
 # literals (see ids()).
 _LOCK_JOBS = "SELECT {} FROM conveyor.lock_jobs(%s::text[], %s::integer, %s::integer, %s::bigint[])"
 _LOCK_JOBS_BY_ID = "SELECT {} FROM conveyor.lock_jobs_by_id(%s::bigint[], %s::text[], %s::bigint[])"
-LOCK_JOBS = _LOCK_JOBS.format(f"{_COLUMNS}, {_NO_EPOCH}")
-LOCK_JOBS_BY_ID = _LOCK_JOBS_BY_ID.format(f"{_COLUMNS}, {_NO_EPOCH}")
-#: The same, with run_at_epoch (a worker that records metrics).
-LOCK_JOBS_WITH_EPOCH = _LOCK_JOBS.format(f"{_COLUMNS}, {_EPOCH}")
-LOCK_JOBS_BY_ID_WITH_EPOCH = _LOCK_JOBS_BY_ID.format(f"{_COLUMNS}, {_EPOCH}")
+LOCK_JOBS = _LOCK_JOBS.format(_COLUMNS)
+LOCK_JOBS_BY_ID = _LOCK_JOBS_BY_ID.format(_COLUMNS)
 
 DESTROY_JOBS = "SELECT conveyor.destroy_jobs(%s::bigint[], %s::bigint[])"
 FINISH_JOBS = "SELECT conveyor.finish_jobs(%s::bigint[], %s::bigint[])"

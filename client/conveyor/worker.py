@@ -453,7 +453,6 @@ class Worker:
             log_internals=self.log_internals,
             durable_resolutions=self.durable_resolutions,
             adaptive=(AdaptiveSize(len(self.worker_priorities)) if self.adaptive_buffer else None),
-            run_at_epoch=self.metrics is not None,
         )
         self._threads = WorkerThreads(
             self.buffer,

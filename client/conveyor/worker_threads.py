@@ -25,7 +25,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from json import loads
 
 from ._hooks import ErrorNotifier, JobMiddleware, run_chain
@@ -106,6 +106,10 @@ class WorkerThreads:
     ) -> None:
         self._buffer = buffer
         self._metrics = metrics
+        #: The jobs' metrics not folded yet (metrics.JobRecord; None: no metrics).
+        self._pending = None if metrics is None else metrics.pending
+        self._fold_at = 0 if metrics is None else metrics.fold_at
+        self._fold: Callable[..., None] = _no_fold if metrics is None else metrics.fold
         self._context = context
         self._event_loop = event_loop
         self._error_notifier = error_notifier
@@ -233,8 +237,11 @@ class WorkerThreads:
                 job_class=row.job_class,
                 error=describe(error),
             )
-        if self._metrics is not None:
-            self._metrics.job_done(row, elapsed, resolution, False, job._started)
+        pending = self._pending
+        if pending is not None:  # WorkerMetrics.job_done inline (`or`: _work set _started)
+            pending.append((row, elapsed, resolution, False, job._started or time.time() - elapsed))
+            if len(pending) >= self._fold_at:
+                self._fold(wait=False)
         return resolution
 
     def _errored(
@@ -325,6 +332,10 @@ class WorkerThreads:
                 job_class=row.job_class,
                 error=describe(notifier_error),
             )
+
+
+def _no_fold(*, wait: bool) -> None:
+    pass
 
 
 def _kept(job: Job, value: object) -> Resolution | None:
