@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import click
 import psycopg
 
-from .errors import ConveyorError
+from .errors import ConveyorError, first_line
 
 __all__ = [
     "check_text",
@@ -39,11 +39,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 def fail(message: str) -> None:
     click.echo(f"conveyor: error: {message}", err=True)
     sys.exit(1)
-
-
-def first_line(error: BaseException) -> str:
-    text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0]
 
 
 def errors_as_one_line(func: F) -> F:

@@ -1,6 +1,7 @@
-"""The history options of ``conveyor worker`` (``--preserve-finished``,
-``--cleanup-interval``, ``--preserve-for``, ``--keep-expired``), kept out of
-cli.py: one decorator adds them and hands the worker one ``history`` dict of
+"""The history and upkeep options of ``conveyor worker``
+(``--preserve-finished``, ``--cleanup-interval``, ``--preserve-for``,
+``--keep-expired``, ``--reindex-interval``), kept out of cli.py: one
+decorator adds them and hands the worker one ``history`` dict of
 :class:`~conveyor.Worker` keyword arguments."""
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 
 import click
 
+from . import index_upkeep
 from .cleanup import DEFAULT_INTERVAL, DEFAULT_PRESERVE_FOR, parse_duration
 
 __all__: list[str] = []
@@ -67,6 +69,16 @@ _OPTIONS = [
         show_envvar=True,
         help="Never delete expired jobs in the cleanup (only finished ones).",
     ),
+    click.option(
+        "--reindex-interval",
+        type=Duration(),
+        default=f"{int(index_upkeep.DEFAULT_INTERVAL // 60)}m",
+        show_default=True,
+        envvar="CONVEYOR_REINDEX_INTERVAL",
+        show_envvar=True,
+        help="How often one worker of the database rebuilds (REINDEX CONCURRENTLY) the "
+        "indexes a drained burst left bloated, when its role owns them; 0 never.",
+    ),
 ]
 
 
@@ -80,6 +92,7 @@ def history_options(command: Callable[..., Any]) -> Callable[..., Any]:
         cleanup_interval: float,
         preserve_for: float,
         keep_expired: bool,
+        reindex_interval: float,
         **kwargs: Any,
     ) -> Any:
         history = {
@@ -87,6 +100,7 @@ def history_options(command: Callable[..., Any]) -> Callable[..., Any]:
             "cleanup_interval": cleanup_interval or None,
             "preserve_for": preserve_for,
             "cleanup_expired": not keep_expired,
+            "reindex_interval": reindex_interval or None,
         }
         return command(*args, history=history, **kwargs)
 

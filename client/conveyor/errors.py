@@ -89,6 +89,12 @@ def describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {text}"
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of an error's text (its type's name when it has none)."""
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0]
+
+
 def format_error(error: BaseException) -> tuple[str, str]:
     """(message, backtrace) recorded for an error, as Que records them, cut
     to the SQL's limits, with what PostgreSQL text cannot hold escaped."""

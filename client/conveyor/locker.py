@@ -39,7 +39,14 @@ from . import sql
 from ._hooks import run_chain
 from .buffer import JobBuffer
 from .buffer_sizing import AdaptiveSize
-from .errors import NOT_INSTALLED, ConveyorError, SchemaError, describe, permanent_connection_error
+from .errors import (
+    NOT_INSTALLED,
+    ConveyorError,
+    SchemaError,
+    describe,
+    first_line,
+    permanent_connection_error,
+)
 from .history import finish_statement, retry_statement
 from .lock_budget import BufferBounds, is_lock_table_full
 from .locker_report import BufferReport
@@ -197,7 +204,7 @@ class Locker:
                     log(logging.CRITICAL, "locker_failed", error=str(self.fatal))
                     return
                 except psycopg.Error as error:
-                    reason = (str(error).strip() or type(error).__name__).splitlines()[0]
+                    reason = first_line(error)
                     self.fatal = SchemaError(
                         "cannot register the worker (is the conveyor schema up to date? "
                         f"run `conveyor migrate`): {reason}"

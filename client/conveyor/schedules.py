@@ -25,6 +25,7 @@ docs/how-to/recurring-jobs.md.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -35,7 +36,9 @@ import psycopg
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
+from .errors import first_line
 from .job import Job
+from .logs import log
 from .registry import job_classes
 
 __all__ = [
@@ -262,3 +265,25 @@ def enqueue_schedule_now(conn: psycopg.Connection[Any], name: str) -> int | None
         priority=row.priority,
         data={**row.data, "schedule": {"name": row.name, "at": None}},
     )
+
+
+def apply_declared_schedules(url: str) -> None:
+    """A worker's start: create or update the schedules the loaded job
+    modules declare (:func:`schedule`, ``Job.schedule``). A role that may not
+    change schedules, or a database not reachable yet, gets one warning: the
+    worker still enqueues the schedules already in the database."""
+    declared = declared_schedules()
+    if not declared:
+        return
+    try:
+        with psycopg.connect(url, connect_timeout=10) as conn:
+            names = apply_schedules(conn, declared)
+    except psycopg.Error as error:
+        log(
+            logging.WARNING,
+            "schedules_not_applied",
+            schedules=[item.name for item in declared],
+            error=first_line(error),
+        )
+        return
+    log(logging.INFO, "schedules_applied", schedules=names)

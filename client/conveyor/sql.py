@@ -154,6 +154,36 @@ FINISH_JOB = "SELECT conveyor.finish_job(%s::bigint)"
 FINISH_JOB_WITH_RESULT = "SELECT conveyor.finish_job(%s::bigint, %s::jsonb)"
 #: One cleanup batch (see cleanup.py): finished_before, expired_before, batch_size.
 CLEANUP_BATCH = "SELECT conveyor.cleanup(%s::interval, %s::interval, %s::integer, max_batches => 1)"
+
+# --- index upkeep (conveyor.index_upkeep) ---------------------------------------
+
+#: The indexes to rebuild and the leftovers to drop, largest first.
+INDEX_BLOAT = (
+    "SELECT index_name, size_bytes, invalid"
+    " FROM conveyor.index_bloat(%s::bigint, %s::double precision)"
+    " ORDER BY invalid DESC, size_bytes DESC"
+)
+#: The session's lock_timeout (a rebuild's waits give up after it).
+SET_LOCK_TIMEOUT = "SELECT set_config('lock_timeout', %s, false)"
+#: An index's size now (None when it is gone).
+INDEX_SIZE = (
+    "SELECT pg_relation_size(c.oid) FROM pg_class AS c"
+    " WHERE c.relnamespace = 'conveyor'::regnamespace AND c.relname = %s"
+)
+
+
+def reindex_concurrently(index_name: str) -> _sql.Composed:
+    """``REINDEX INDEX CONCURRENTLY conveyor.<index>`` (a name from the catalog)."""
+    return _sql.SQL("REINDEX INDEX CONCURRENTLY {}").format(_sql.Identifier("conveyor", index_name))
+
+
+def drop_index_concurrently(index_name: str) -> _sql.Composed:
+    """``DROP INDEX CONCURRENTLY IF EXISTS conveyor.<index>``."""
+    return _sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(
+        _sql.Identifier("conveyor", index_name)
+    )
+
+
 EXPIRE_JOB = "SELECT conveyor.expire_job(%s::bigint)"
 
 REGISTER_LOCKER = (

@@ -17,7 +17,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
-from . import cleanup, schedules, sql
+from . import cleanup, index_upkeep, schedules, sql
 from ._hooks import ErrorNotifier, JobMiddleware, hooks
 from .buffer import JobBuffer
 from .buffer_sizing import FLOOR_MAXIMUM, FLOOR_MINIMUM, AdaptiveSize
@@ -26,6 +26,7 @@ from .event_loop import EventLoopThread
 from .locker import Locker
 from .logs import log
 from .metrics import WorkerMetrics
+from .periodic import Periodic
 from .poolers import configure_pooled_connection
 from .waker import Waker
 from .worker_threads import WorkerThreads
@@ -316,6 +317,9 @@ class Worker:
     ``cleanup_interval`` seconds (None or 0: never) one worker of the
     database at a time deletes kept jobs finished -- and, with
     ``cleanup_expired``, expired -- more than ``preserve_for`` seconds ago.
+    Every ``reindex_interval`` seconds (None or 0: never) one worker rebuilds
+    the indexes a drained burst left bloated (``conveyor.index_bloat``,
+    docs/operations.md "Index bloat"), when its role owns them.
     ``metrics``: count jobs worked, errored and expired, their durations and
     start delays, and the locker's round trips, in :attr:`metrics` (served
     as ``/metrics`` by :class:`conveyor.probes.ProbeServer`).
@@ -346,6 +350,7 @@ class Worker:
         cleanup_interval: float | None = cleanup.DEFAULT_INTERVAL,
         preserve_for: float = cleanup.DEFAULT_PRESERVE_FOR,
         cleanup_expired: bool = True,
+        reindex_interval: float | None = index_upkeep.DEFAULT_INTERVAL,
         metrics: bool = False,
     ) -> None:
         if isinstance(queues, str):
@@ -360,6 +365,8 @@ class Worker:
             raise ValueError("shutdown_timeout must not be negative")
         if cleanup_interval is not None and cleanup_interval < 0:
             raise ValueError("cleanup_interval must not be negative")
+        if reindex_interval is not None and reindex_interval < 0:
+            raise ValueError("reindex_interval must not be negative")
         if preserve_for < 0:
             raise ValueError("preserve_for must not be negative")
         self.database_url = database_url
@@ -394,6 +401,11 @@ class Worker:
                 cleanup_expired=cleanup_expired,
             )
             if cleanup_interval
+            else None
+        )
+        self._index_upkeep = (
+            index_upkeep.IndexUpkeep(self.connection_url, interval=reindex_interval)
+            if reindex_interval
             else None
         )
         self._event_loop = EventLoopThread(
@@ -476,7 +488,7 @@ class Worker:
             maximum_buffer_size=self.maximum_buffer_size,
             adaptive_buffer=self.adaptive_buffer,
         )
-        self._apply_schedules()
+        schedules.apply_declared_schedules(self.connection_url)
         self._threads.start()
         self._locker.start()
         self._locker.ready.wait()
@@ -486,29 +498,11 @@ class Worker:
             if isinstance(fatal, ConveyorError):
                 raise fatal
             raise ConveyorError(str(fatal)) from fatal
-        if self._cleaner is not None:
-            self._cleaner.start()
+        for upkeep in self._upkeep():
+            upkeep.start()
 
-    def _apply_schedules(self) -> None:
-        """Create or update the schedules the loaded job modules declare
-        (:func:`conveyor.schedule`, ``Job.schedule``). A role that may not
-        change schedules, or a database not reachable yet, gets one warning:
-        the worker still enqueues the schedules already in the database."""
-        declared = schedules.declared_schedules()
-        if not declared:
-            return
-        try:
-            with psycopg.connect(self.connection_url, connect_timeout=10) as conn:
-                names = schedules.apply_schedules(conn, declared)
-        except psycopg.Error as error:
-            log(
-                logging.WARNING,
-                "schedules_not_applied",
-                schedules=[item.name for item in declared],
-                error=(str(error).strip() or type(error).__name__).splitlines()[0],
-            )
-            return
-        log(logging.INFO, "schedules_applied", schedules=names)
+    def _upkeep(self) -> list[Periodic]:
+        return [u for u in (self._cleaner, self._index_upkeep) if u is not None]
 
     def stop(self, timeout: float | None = None) -> bool:
         """Stop and wait up to ``timeout`` seconds (default
@@ -520,16 +514,16 @@ class Worker:
         if timeout is None:
             timeout = self.shutdown_timeout
         deadline = time.monotonic() + timeout
-        if self._cleaner is not None:  # a batch in flight ends within its statement
-            self._cleaner.stop(timeout=0)
+        for upkeep in self._upkeep():  # a batch or a rebuild in flight ends with its statement
+            upkeep.stop(timeout=0)
         self._locker.stop(deadline)
         self._locker.thread.join(timeout + _LOCKER_FINAL_STATEMENTS_TIMEOUT)
         # Idle worker threads exit as soon as the locker has stopped the buffer:
         # give them a moment even when the deadline has passed.
         done = self._threads.join(max(deadline, time.monotonic() + 0.5))
         done = done and not self._locker.thread.is_alive()
-        if self._cleaner is not None:
-            self._cleaner.stop(timeout=max(0.5, deadline - time.monotonic()))
+        for upkeep in self._upkeep():
+            upkeep.stop(timeout=max(0.5, deadline - time.monotonic()))
         if self._context is not None:
             closed = self._context.close(timeout=max(1.0, deadline - time.monotonic()))
             done = closed and done

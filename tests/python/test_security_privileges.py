@@ -183,6 +183,7 @@ REFUSED_TO_ENQUEUER = [
     "SELECT conveyor.unregister_locker()",
     "SELECT conveyor.prune_lockers()",
     "SELECT conveyor.report_locker(0, 8)",
+    "SELECT * FROM conveyor.index_bloat()",
     "SELECT conveyor.held_job_ids()",
     "SELECT * FROM conveyor.working_job_ids()",
     "SELECT * FROM conveyor.release_job_locks(ARRAY[{id}]::bigint[])",
