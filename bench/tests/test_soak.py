@@ -18,9 +18,7 @@ from conveyor_bench.scenarios.soak import SAMPLE_EVERY, run_soak
 pytestmark = [pytest.mark.bench, pytest.mark.timeout(600)]
 
 
-def test_short_soak_collects_its_figures_and_loses_nothing(
-    admin_url: str, tmp_path: Path
-) -> None:
+def test_short_soak_collects_its_figures_and_loses_nothing(admin_url: str, tmp_path: Path) -> None:
     seconds, rate, burst = 60.0, 500.0, 20_000
     ctx = Context(server=Server(admin_url), workdir=tmp_path)
     result = run_soak(ctx, seconds, rate, burst)
@@ -39,5 +37,10 @@ def test_short_soak_collects_its_figures_and_loses_nothing(
     assert len(latency) >= seconds / SAMPLE_EVERY - 1
     assert all(w["p99_ms"] is not None and w["p99_ms"] >= w["p50_ms"] for w in latency)
     assert details["p99_first_ms"] is not None and details["p99_last_ms"] is not None
-    assert {m.metric for m in result.measurements} >= {"soak p99 last/first minute"}
+    assert {m.metric for m in result.measurements} >= {
+        "soak p99 last/first minute",
+        "soak index size end/before the burst",
+    }
+    start, peak, end = details["index_bytes_start_peak_end"]
+    assert 0 < start <= peak and 0 < end <= peak
     assert "exactly once" in result.summary

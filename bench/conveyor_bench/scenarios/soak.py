@@ -14,6 +14,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -225,8 +226,15 @@ def _result(
         "lock_ms_first": over(samples, "lock_ms_per_call", True),
         "lock_ms_last": over(samples, "lock_ms_per_call", False),
     }
-    sizes = [s["table_bytes"] + s["index_bytes"] for s in samples]
-    start_size, end_size, peak_size = sizes[0], sizes[-1], max(sizes)
+    # "Start" is the largest size before the burst (the first samples are of
+    # an empty table), so end/start says whether the burst's space came back.
+    before = [s for s in samples if s["t"] < seconds / 2] or samples[:1]
+
+    def start_peak_end(key: Callable[[dict[str, Any]], float]) -> tuple[float, float, float]:
+        return max(map(key, before)), max(map(key, samples)), key(samples[-1])
+
+    start_size, peak_size, end_size = start_peak_end(lambda s: s["table_bytes"] + s["index_bytes"])
+    index_sizes = start_peak_end(lambda s: s["index_bytes"])
 
     def ratio(a: float | None, b: float | None) -> float | None:
         return None if not a or b is None else b / a
@@ -250,6 +258,7 @@ def _result(
         "p99_last_over_first": p99_ratio,
         "lock_last_over_first": lock_ratio,
         "size_bytes_start_peak_end": [start_size, peak_size, end_size],
+        "index_bytes_start_peak_end": list(index_sizes),
     }
     measurements = [
         Measurement(
@@ -267,7 +276,18 @@ def _result(
             higher_is_better=False,
         ),
         Measurement(
-            "conveyor", "soak size end/start", end_size / start_size, "x", higher_is_better=False
+            "conveyor",
+            "soak size end/before the burst",
+            end_size / start_size,
+            "x",
+            higher_is_better=False,
+        ),
+        Measurement(
+            "conveyor",
+            "soak index size end/before the burst",
+            index_sizes[2] / index_sizes[0],
+            "x",
+            higher_is_better=False,
         ),
     ]
     ok = (
@@ -278,7 +298,8 @@ def _result(
     summary = (
         f"p99 {figures['p99_first_ms']} -> {figures['p99_last_ms']} ms, lock_jobs "
         f"{figures['lock_ms_first']} -> {figures['lock_ms_last']} ms/call, size "
-        f"{start_size / 1e6:.1f} -> peak {peak_size / 1e6:.1f} -> {end_size / 1e6:.1f} MB, {ok}"
+        f"{start_size / 1e6:.1f} -> peak {peak_size / 1e6:.1f} -> {end_size / 1e6:.1f} MB "
+        f"(indexes {' -> '.join(f'{b / 1e6:.1f}' for b in index_sizes)}), {ok}"
     )
     return RunResult(measurements, details, summary=summary)
 
