@@ -92,10 +92,13 @@ BEGIN
   LOOP
     -- The most live entries a bloated index of this size can have.
     cap := ceil(candidate.size_bytes / factor / entry_bytes)::bigint;
-    -- Table and predicate come from the catalog, not from input.
-    EXECUTE format('SELECT count(*) FROM (SELECT FROM %s WHERE %s LIMIT %s) AS s',
-                   candidate.table_oid::regclass, coalesce(candidate.predicate, 'true'), cap + 1)
-      INTO counted;
+    -- The one piece of SQL text not quoted here is the index's own
+    -- predicate, from the catalog (pg_get_expr of an index on a conveyor
+    -- table: only the schema's owner can have written it); never input.
+    EXECUTE format('SELECT count(*) FROM (SELECT FROM %I.%I WHERE %s LIMIT $1) AS s',
+                   'conveyor', candidate.table_name, coalesce(candidate.predicate, 'true'))
+      INTO counted
+      USING cap + 1;
     IF candidate.size_bytes > factor * page_bytes * (2 + ceil(counted::numeric * entry_bytes / page_bytes)) THEN
       index_name := candidate.index_name;
       table_name := candidate.table_name;

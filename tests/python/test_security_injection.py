@@ -230,9 +230,19 @@ def test_no_conveyor_function_assembles_sql_from_strings(conn: psycopg.Connectio
     assert len(rows) >= 20
     assert {lang for _, lang, _ in rows} <= {"sql", "plpgsql"}, "a language the scan cannot read"
     found = {name: unsafe_dynamic_sql(src) for name, _, src in rows if unsafe_dynamic_sql(src)}
+    # index_bloat counts an index's live entries with the index's own
+    # predicate (pg_get_expr of an index on a conveyor table: the schema
+    # owner's text, never a caller's), which no format() placeholder can
+    # quote: its one EXECUTE may have that one %s, the rest %I and USING.
+    bloat = found.pop("conveyor.index_bloat(bigint,double precision)", [])
+    assert len(bloat) == 1 and "%I.%I WHERE %s LIMIT $1" in bloat[0], bloat
+    assert "candidate.predicate" in bloat[0] and "USING" in bloat[0], bloat
     assert found == {}
-    # The one dynamic statement: tg_flow__in_use replaces flow_in_use()'s
-    # body with a boolean it computed (never text from a caller). Any other
-    # must be a conscious change to this test.
+    # The dynamic statements: tg_flow__in_use replaces flow_in_use()'s body
+    # with a boolean it computed (never text from a caller), and index_bloat's
+    # count above. Any other must be a conscious change to this test.
     dynamic = sorted(name for name, _, src in rows if EXECUTE_RE.search(src))
-    assert dynamic == ["conveyor.tg_flow__in_use()"]
+    assert dynamic == [
+        "conveyor.index_bloat(bigint,double precision)",
+        "conveyor.tg_flow__in_use()",
+    ]
