@@ -121,6 +121,21 @@ def test_a_role_that_does_not_own_the_indexes_is_told_once(
     assert upkeep.runs == 2  # it held the lock and ran; it only could not rebuild
 
 
+def test_a_schema_older_than_index_bloat_is_told_once(
+    conn: psycopg.Connection[Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    # A worker of this version on a database not migrated yet: the upkeep
+    # says so once and the worker goes on.
+    conn.execute("DROP FUNCTION conveyor.index_bloat(bigint, double precision)")
+    upkeep = IndexUpkeep(conn.info.dsn, interval=60)
+    with caplog.at_level(logging.INFO, logger="conveyor"):
+        assert upkeep.run_once() == 0
+        assert upkeep.run_once() == 0
+    events = [r.msg for r in caplog.records]
+    assert events.count("index_upkeep_not_permitted") == 1, events
+    assert "index_upkeep_failed" not in events
+
+
 def test_a_leftover_of_an_interrupted_rebuild_is_dropped(
     conn: psycopg.Connection[Any],
 ) -> None:
