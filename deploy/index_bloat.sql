@@ -75,9 +75,8 @@ BEGIN
   -- ways, so each candidate's live entries are counted, up to the count
   -- that would make it not bloated (a bounded scan).
   FOR candidate IN
-    SELECT i.oid AS index_oid, t.oid AS table_oid, i.relname::text AS index_name,
-           t.relname::text AS table_name, pg_relation_size(i.oid) AS size_bytes,
-           pg_get_expr(x.indpred, x.indrelid) AS predicate
+    SELECT i.relname::text AS index_name, t.relname::text AS table_name,
+           pg_relation_size(i.oid) AS size_bytes, pg_get_expr(x.indpred, x.indrelid) AS predicate
       FROM pg_index AS x
       JOIN pg_class AS i ON i.oid = x.indexrelid
       JOIN pg_class AS t ON t.oid = x.indrelid
@@ -88,7 +87,7 @@ BEGIN
        AND has_table_privilege(t.oid, 'SELECT')
        AND pg_relation_size(i.oid) > minimum_size
        AND pg_relation_size(i.oid) > factor * page_bytes * (2 + ceil(greatest(i.reltuples, 0) * entry_bytes / page_bytes))
-     ORDER BY 3
+     ORDER BY 1
   LOOP
     -- The most live entries a bloated index of this size can have.
     cap := ceil(candidate.size_bytes / factor / entry_bytes)::bigint;
@@ -99,12 +98,12 @@ BEGIN
                    'conveyor', candidate.table_name, coalesce(candidate.predicate, 'true'))
       INTO counted
       USING cap + 1;
-    IF candidate.size_bytes > factor * page_bytes * (2 + ceil(counted::numeric * entry_bytes / page_bytes)) THEN
+    needed_bytes := page_bytes * (2 + ceil(counted::numeric * entry_bytes / page_bytes))::bigint;
+    IF candidate.size_bytes > factor * needed_bytes THEN
       index_name := candidate.index_name;
       table_name := candidate.table_name;
       size_bytes := candidate.size_bytes;
       live_entries := counted;
-      needed_bytes := page_bytes * (2 + ceil(counted::numeric * entry_bytes / page_bytes))::bigint;
       invalid := false;
       RETURN NEXT;
     END IF;
